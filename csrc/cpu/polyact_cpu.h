@@ -1,0 +1,27 @@
+// CPU kernels, one copy per instruction set (see polyact_cpu_impl.h).
+#pragma once
+
+#include <ATen/core/Tensor.h>
+
+#include "../polyact.h"
+
+namespace pnn {
+namespace cpu {
+
+// Entry points of one instruction-set build; polyact.cpp picks one at run time.
+#define PNN_DECLARE_CPU_KERNELS(CAP)                                                        \
+  namespace CAP {                                                                           \
+  void forward(const at::Tensor& x, const at::Tensor& coeffs, double bound, double alpha,   \
+               Basis basis, at::Tensor& y, at::Tensor& stats);                              \
+  void backward(const at::Tensor& grad_y, double grad_boundary, const at::Tensor& x,        \
+                const at::Tensor& coeffs, double bound, double alpha, Basis basis,          \
+                at::Tensor& grad_x, at::Tensor* grad_coeffs);                               \
+  }
+
+PNN_DECLARE_CPU_KERNELS(DEFAULT)
+PNN_DECLARE_CPU_KERNELS(AVX2)
+PNN_DECLARE_CPU_KERNELS(AVX512)
+#undef PNN_DECLARE_CPU_KERNELS
+
+}  // namespace cpu
+}  // namespace pnn

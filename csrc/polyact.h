@@ -1,0 +1,151 @@
+// Shared math of the polynomial activation: usable from host C++ (scalars and
+// at::vec::Vectorized) and from CUDA device code.
+//
+// Notation. The activation is y = p(t) with t = x / B, where
+//   monomial basis:  p(t) = sum_k c_k t^k         (Horner's rule)
+//   Chebyshev basis: p(t) = sum_k c_k T_k(t)      (Clenshaw's recurrence)
+// The boundary term of one layer with input x (N elements) is
+//   L = mean_j f(|x_j| - alpha*B),  f(e) = 0                          e <= 0
+//                                   f(e) = expm1(e)                   0 < e <= E
+//                                   f(e) = expm1(E) + exp(E) (e - E)  e > E
+// with E = kBoundaryExpCap. The cap makes f continuous and C^1, keeps the
+// restoring gradient exp(E) > 0 far outside the range, and keeps every finite
+// input's term finite (the linear part is summed in float64). Its derivative
+//   dL/dx_j = sign(x_j) * exp(min(e_j, E)) * [e_j > 0] / N.
+#pragma once
+
+#include <cmath>
+#include <cstdint>
+
+#if defined(__CUDACC__) || defined(__HIPCC__)
+#define PNN_HD __host__ __device__ __forceinline__
+#else
+#define PNN_HD inline
+#endif
+
+namespace pnn {
+
+enum class Basis : int { kMonomial = 0, kChebyshev = 1 };
+
+// Exponent cap of the boundary term (see above). exp(30) ~ 1.07e13: finite in
+// float32 even after the x1000 of the paper's lambda.
+constexpr double kBoundaryExpCap = 30.0;
+
+// Largest supported degree (coefficient arrays live in registers / shared memory).
+constexpr int kMaxDegree = 128;
+
+// Fused multiply-add for scalars; the CPU kernel adds an overload for
+// at::vec::Vectorized before instantiating the templates below.
+template <typename T>
+PNN_HD T madd(T a, T b, T c) {
+#if defined(__CUDA_ARCH__)
+  return fma(a, b, c);
+#else
+  return a * b + c;
+#endif
+}
+
+// p(t) for coefficients c[0..d] (already broadcast to V).
+template <typename V>
+PNN_HD V poly_value(const V* c, int d, V t, Basis basis) {
+  if (basis == Basis::kMonomial) {
+    V p = c[d];
+    for (int k = d - 1; k >= 0; --k) p = madd(p, t, c[k]);
+    return p;
+  }
+  // Clenshaw: b_k = 2t b_{k+1} - b_{k+2} + c_k, p = t b_1 - b_2 + c_0.
+  V two_t = t + t;
+  V b1 = c[d];
+  V b2 = V(0);
+  for (int k = d - 1; k >= 1; --k) {
+    V bk = madd(two_t, b1, c[k] - b2);
+    b2 = b1;
+    b1 = bk;
+  }
+  return madd(t, b1, c[0] - b2);
+}
+
+// p(t) and dp/dt together, in one loop.
+//   Horner:   p <- p t + c_k,  p' <- p' t + p  (p' updated with the old p)
+//   Clenshaw: b'_k = 2 b_{k+1} + 2t b'_{k+1} - b'_{k+2},  p' = b_1 + t b'_1 - b'_2
+template <typename V>
+PNN_HD void poly_value_deriv(const V* c, int d, V t, Basis basis, V& p_out, V& dp_out) {
+  if (basis == Basis::kMonomial) {
+    V p = c[d];
+    V dp = V(0);
+    for (int k = d - 1; k >= 0; --k) {
+      dp = madd(dp, t, p);
+      p = madd(p, t, c[k]);
+    }
+    p_out = p;
+    dp_out = dp;
+    return;
+  }
+  V two_t = t + t;
+  V b1 = c[d], b2 = V(0);
+  V d1 = V(0), d2 = V(0);
+  for (int k = d - 1; k >= 1; --k) {
+    V bk = madd(two_t, b1, c[k] - b2);
+    V dk = madd(two_t, d1, (b1 + b1) - d2);
+    b2 = b1;
+    b1 = bk;
+    d2 = d1;
+    d1 = dk;
+  }
+  p_out = madd(t, b1, c[0] - b2);
+  dp_out = madd(t, d1, b1 - d2);
+}
+
+// Basis functions: phi_0 = 1, phi_1 = t, then phi_{k+1} = t phi_k (monomial)
+// or 2t phi_k - phi_{k-1} (Chebyshev). Used for coefficient gradients
+// dL/dc_k = sum_j g_j phi_k(t_j).
+template <typename V>
+PNN_HD V next_basis(V t, V two_t, V phi_k, V phi_km1, Basis basis) {
+  return basis == Basis::kMonomial ? phi_k * t : madd(two_t, phi_k, V(0) - phi_km1);
+}
+
+// Overflow of a finite input. Horner never produces NaN for finite t, but
+// Clenshaw can form inf - inf when |t|^d overflows. Where that happens the true
+// value is +-inf with the sign of the leading term lead * t^m (m = index of the
+// highest non-zero coefficient; the leading coefficient of T_m is 2^(m-1) > 0).
+template <typename A>
+PNN_HD A overflow_value(A t, A lead, int m) {
+  bool neg = (lead < A(0)) != ((m & 1) && t < A(0));
+  return neg ? -INFINITY : INFINITY;
+}
+
+// Boundary term of one element whose excess e = |x| - alpha*B is > 0:
+// expm1(min(e, E)) and the linear excess max(e - E, 0) (summed separately, in
+// float64, and scaled by exp(E) once at the end).
+template <typename A>
+PNN_HD void boundary_term(A e, A& expm1_part, A& linear_part) {
+  const A cap = A(kBoundaryExpCap);
+  A ec = e < cap ? e : cap;
+#if defined(__CUDA_ARCH__)
+  expm1_part = expm1(ec);
+#else
+  expm1_part = std::expm1(ec);
+#endif
+  linear_part = e - ec;
+}
+
+// d f(e) / d|x| = exp(min(e, E)) for e > 0.
+template <typename A>
+PNN_HD A boundary_slope(A e) {
+  const A cap = A(kBoundaryExpCap);
+#if defined(__CUDA_ARCH__)
+  return exp(e < cap ? e : cap);
+#else
+  return std::exp(e < cap ? e : cap);
+#endif
+}
+
+// Index of the highest non-zero coefficient (0 if all are zero).
+template <typename A>
+PNN_HD int leading_index(const A* c, int d) {
+  int m = d;
+  while (m > 0 && c[m] == A(0)) --m;
+  return m;
+}
+
+}  // namespace pnn

@@ -1,0 +1,108 @@
+"""The fused ops: loads pnn_ext._C and makes its ops autograd- and compile-aware.
+
+``poly_act(x, coeffs, bound, alpha, basis) -> (y, stats)`` is the one entry point.
+With the compiled extension it calls ``torch.ops.pnn_ext.poly_act`` (one pass
+over x; backward is the op ``pnn_ext::poly_act_backward``, one pass over x and
+grad_y). Without it (not built, or built without CUDA for a CUDA tensor) it
+falls back to :mod:`pnn_ext.reference` and warns once.
+"""
+from __future__ import annotations
+
+import warnings
+
+import torch
+
+from . import reference
+
+try:
+    from . import _C  # noqa: F401  (loading the library registers the ops)
+
+    HAVE_EXTENSION = True
+    _IMPORT_ERROR: Exception | None = None
+except ImportError as exc:  # pragma: no cover - exercised on machines without a build
+    HAVE_EXTENSION = False
+    _IMPORT_ERROR = exc
+
+
+def cpu_capability() -> str:
+    """Instruction set the CPU kernels use ('avx512', 'avx2', 'default'), or 'none'."""
+    return _C.cpu_capability() if HAVE_EXTENSION else "none"
+
+
+def has_cuda_kernels() -> bool:
+    """True when the compiled extension has CUDA kernels."""
+    return HAVE_EXTENSION and torch._C._dispatch_has_kernel_for_dispatch_key("pnn_ext::poly_act", "CUDA")
+
+
+if HAVE_EXTENSION:
+
+    @torch.library.register_fake("pnn_ext::poly_act")
+    def _poly_act_fake(x, coeffs, bound, alpha, basis):
+        # Shapes and dtypes only: what torch.compile needs to trace through the op.
+        reference.check_args(x, coeffs, bound, alpha, basis)
+        return torch.empty_like(x), x.new_empty(3, dtype=reference.compute_dtype(x.dtype))
+
+    @torch.library.register_fake("pnn_ext::poly_act_backward")
+    def _poly_act_backward_fake(grad_y, grad_stats, x, coeffs, bound, alpha, basis, coeffs_grad):
+        return torch.empty_like(x), coeffs.new_empty(coeffs.numel() if coeffs_grad else 0)
+
+    def _setup_context(ctx, inputs, output):
+        x, coeffs, bound, alpha, basis = inputs
+        ctx.save_for_backward(x, coeffs)  # only x (and the d+1 coefficients), whatever the degree
+        ctx.params = (bound, alpha, basis)
+
+    def _backward(ctx, grad_y, grad_stats):
+        x, coeffs = ctx.saved_tensors
+        bound, alpha, basis = ctx.params
+        if grad_y is None:
+            grad_y = torch.zeros_like(x)
+        if grad_stats is None:
+            grad_stats = x.new_zeros(3, dtype=reference.compute_dtype(x.dtype))
+        grad_x, grad_coeffs = torch.ops.pnn_ext.poly_act_backward(
+            grad_y, grad_stats, x, coeffs, bound, alpha, basis, ctx.needs_input_grad[1])
+        return (grad_x if ctx.needs_input_grad[0] else None,
+                grad_coeffs if ctx.needs_input_grad[1] else None, None, None, None)
+
+    torch.library.register_autograd("pnn_ext::poly_act", _backward, setup_context=_setup_context)
+
+
+_warned = False
+
+
+def _fallback_warning(reason: str) -> None:
+    global _warned
+    if not _warned:
+        warnings.warn(f"pnn_ext: {reason}; using the pure-PyTorch reference (slow)", RuntimeWarning,
+                      stacklevel=3)
+        _warned = True
+
+
+def poly_act(x: torch.Tensor, coeffs: torch.Tensor, bound: float, alpha: float,
+             basis: str = "chebyshev") -> tuple[torch.Tensor, torch.Tensor]:
+    """Polynomial activation with its boundary term, in one fused pass.
+
+    Args:
+        x: input of any shape, strides and floating dtype (float16, bfloat16,
+            float32, float64).
+        coeffs: (degree + 1,) coefficients c_0..c_d of p in t = x / bound; float32
+            (float64 when x is float64), on x's device.
+        bound: B > 0, the half-width of the fitted range.
+        alpha: the boundary penalty starts at |x| = alpha * B.
+        basis: "chebyshev" (Clenshaw) or "monomial" (Horner).
+
+    Returns:
+        y: p(x / B), x's shape, dtype and memory format.
+        stats: (3,) tensor [L, max|x|, fraction of |x| > B], float32 (float64 for
+            float64 x). L = mean(f(|x| - alpha*B)) with f(e) = expm1(e) for
+            0 < e <= 30 and continued linearly (slope e^30) beyond, so that no
+            finite input overflows it; only L carries a gradient.
+
+    Numerics: accumulation in float32 (float64 for float64 x). Where p(t)
+    overflows (|t|^d beyond the float range) the result is +-inf, never NaN; NaN
+    inputs give NaN outputs and a NaN L.
+    """
+    if HAVE_EXTENSION and (x.device.type == "cpu" or has_cuda_kernels()):
+        return torch.ops.pnn_ext.poly_act(x, coeffs, float(bound), float(alpha), basis)
+    _fallback_warning(f"compiled extension unavailable ({_IMPORT_ERROR})" if not HAVE_EXTENSION
+                      else f"extension built without kernels for {x.device.type}")
+    return reference.poly_act(x, coeffs, float(bound), float(alpha), basis)
