@@ -1,0 +1,192 @@
+"""PolyActivation (a drop-in for nn.ReLU), convert(model) and boundary_loss(model)."""
+from __future__ import annotations
+
+import math
+from typing import Iterable
+
+import numpy as np
+import torch
+from torch import nn
+
+from . import fitting
+from . import ops, reference
+
+# Activation modules convert() replaces, with the target each one is fitted to.
+CONVERTIBLE: dict[type, str] = {nn.ReLU: "relu", nn.SiLU: "silu", nn.GELU: "gelu"}
+
+
+class PolyActivation(nn.Module):
+    """y = p(x / B), a polynomial fitted to ``target`` on [-B, B], evaluated by the fused op.
+
+    Each call also computes the layer's boundary term
+    ``L = mean(expm1(max(|x| - alpha*B, 0)))`` (continued linearly beyond an
+    excess of 30, see :func:`pnn_ext.ops.poly_act`) in the same pass, kept as a
+    differentiable tensor, and range statistics kept detached (no host sync):
+
+    * ``boundary_terms``: the L of each call since the last forward of the model
+      (see :func:`boundary_loss`), or of the last call for a standalone module;
+    * ``range_stats``: tensor [max|x|, fraction of |x| > B] of the last call.
+
+    Args:
+        degree: polynomial degree (>= 1).
+        bound: B; default from :func:`pnn_ext.fitting.preset`.
+        alpha: the penalty starts at alpha*B; default from the preset.
+        target: function fitted ("relu", "silu", "gelu", "sigmoid", "tanh").
+        basis: "chebyshev" (Clenshaw, stable at high degree) or "monomial" (Horner).
+        learnable: coefficients are an nn.Parameter (else a buffer).
+        method: "lstsq" or "remez" (minimax) fit.
+    """
+
+    def __init__(self, degree: int = 22, bound: float | None = None, alpha: float | None = None,
+                 target: str = "relu", basis: str = "chebyshev", learnable: bool = False,
+                 method: str = "lstsq", *, coeffs: torch.Tensor | np.ndarray | None = None):
+        super().__init__()
+        if not isinstance(degree, int) or degree < 1:
+            raise ValueError(f"degree must be an integer >= 1, got {degree!r}")
+        preset_bound, preset_alpha = fitting.preset(degree)
+        bound = preset_bound if bound is None else float(bound)
+        alpha = preset_alpha if alpha is None else float(alpha)
+        if not (math.isfinite(bound) and bound > 0):
+            raise ValueError(f"bound must be finite and > 0, got {bound!r}")
+        if not (math.isfinite(alpha) and alpha > 0):
+            raise ValueError(f"alpha must be finite and > 0, got {alpha!r}")
+        if basis not in reference.BASES:
+            raise ValueError(f"basis must be 'chebyshev' or 'monomial', got {basis!r}")
+        if coeffs is None:
+            coeffs = fitting.fit(target, degree, bound, basis=basis, method=method).coeffs
+        c = torch.as_tensor(np.asarray(coeffs, dtype=np.float64) if not torch.is_tensor(coeffs) else coeffs,
+                            dtype=torch.float32).detach().clone()
+        if c.shape != (degree + 1,):
+            raise ValueError(f"coeffs must have shape ({degree + 1},) for degree {degree}, got {tuple(c.shape)}")
+        self.degree, self.bound, self.alpha = degree, bound, alpha
+        self.target, self.basis, self.learnable = str(target), basis, learnable
+        if learnable:
+            self.coeffs = nn.Parameter(c)
+        else:
+            self.register_buffer("coeffs", c)
+        self.boundary_terms: list[torch.Tensor] = []
+        self.range_stats: torch.Tensor | None = None
+        self._accumulate = False  # set by track(): append per call, cleared per model forward
+
+    @classmethod
+    def from_preset(cls, degree: int, **kwargs) -> "PolyActivation":
+        """B and alpha from the published table (pnn_ext.fitting.PRESETS)."""
+        bound, alpha = fitting.preset(degree)
+        return cls(degree, bound, alpha, **kwargs)
+
+    @classmethod
+    def from_coefficients(cls, coeffs, bound: float, alpha: float = 0.5, basis: str = "chebyshev",
+                          variable: str = "t", order: str = "low", **kwargs) -> "PolyActivation":
+        """Import coefficients made elsewhere.
+
+        ``variable="t"``: coefficients of p in t = x / bound, in ``basis``.
+        ``variable="x"``: monomial coefficients in x (``order`` "low" = a_0..a_d,
+        "high" = a_d..a_0 as numpy.polyfit), converted to t.
+        """
+        c = np.asarray(torch.as_tensor(coeffs).detach().cpu().double().numpy() if torch.is_tensor(coeffs)
+                       else coeffs, dtype=np.float64)
+        if c.ndim != 1 or c.size < 2:
+            raise ValueError(f"coeffs must be 1-D with >= 2 entries, got shape {c.shape}")
+        if order not in ("low", "high"):
+            raise ValueError(f"order must be 'low' or 'high', got {order!r}")
+        if order == "high":
+            c = c[::-1]
+        if variable == "x":
+            if basis != "monomial":
+                raise ValueError("coefficients in x are monomial: pass basis='monomial'")
+            c = c * float(bound) ** np.arange(c.size)
+        elif variable != "t":
+            raise ValueError(f"variable must be 't' or 'x', got {variable!r}")
+        return cls(c.size - 1, bound, alpha, basis=basis, coeffs=c, target=kwargs.pop("target", "custom"),
+                   **kwargs)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        coeffs = self.coeffs.to(reference.compute_dtype(x.dtype))
+        y, stats = ops.poly_act(x, coeffs, self.bound, self.alpha, self.basis)
+        if self._accumulate:
+            self.boundary_terms.append(stats[0])
+        else:
+            self.boundary_terms = [stats[0]]
+        self.range_stats = stats[1:].detach()
+        return y
+
+    def extra_repr(self) -> str:
+        return (f"degree={self.degree}, bound={self.bound:g}, alpha={self.alpha:g}, basis={self.basis}, "
+                f"target={self.target}, learnable={self.learnable}")
+
+    # The configuration travels with the state dict, so load_state_dict restores
+    # an activation built with other settings.
+    def get_extra_state(self):
+        return {"degree": self.degree, "bound": self.bound, "alpha": self.alpha, "basis": self.basis,
+                "target": self.target}
+
+    def set_extra_state(self, state) -> None:
+        if state["degree"] != self.degree:
+            raise ValueError(f"state_dict is for degree {state['degree']}, this module has degree {self.degree}")
+        self.bound, self.alpha = float(state["bound"]), float(state["alpha"])
+        self.basis, self.target = state["basis"], state["target"]
+
+
+def poly_modules(model: nn.Module) -> Iterable[PolyActivation]:
+    return (m for m in model.modules() if isinstance(m, PolyActivation))
+
+
+def _clear_terms(model: nn.Module, args) -> None:
+    for m in poly_modules(model):
+        m.boundary_terms = []
+
+
+def track(model: nn.Module) -> nn.Module:
+    """Make every PolyActivation of ``model`` keep the boundary terms of *all* its
+    calls in one forward of ``model`` (a module reused in a forward, as
+    torchvision's ResNet blocks reuse their ReLU, adds one term per call); they
+    are cleared when the next forward starts. convert() calls this."""
+    for m in poly_modules(model):
+        m._accumulate = True
+    if not getattr(model, "_pnn_tracked", False):
+        model.register_forward_pre_hook(_clear_terms)
+        model._pnn_tracked = True
+    return model
+
+
+def boundary_loss(model: nn.Module) -> torch.Tensor:
+    """Sum over PolyActivation calls of the last forward of their boundary terms L_i.
+
+    Multiply by lambda and add to the task loss. 0 (a tensor) if no term exists."""
+    terms = [t for m in poly_modules(model) for t in m.boundary_terms]
+    if not terms:
+        return torch.zeros(())
+    return torch.stack([t.float() if t.dtype != torch.float64 else t for t in terms]).sum()
+
+
+def convert(model: nn.Module, degree: int = 22, bound: float | None = None, alpha: float | None = None,
+            basis: str = "chebyshev", learnable: bool = False, method: str = "lstsq",
+            types: tuple[type, ...] = tuple(CONVERTIBLE)) -> nn.Module:
+    """Replace every ReLU / SiLU / GELU module of ``model`` in place by a
+    PolyActivation fitted to that activation; returns ``model``.
+
+    One fit per target is shared by all replaced modules; each replacement is its
+    own module (own coefficients when ``learnable``). Activations called as
+    functions (F.relu) are not modules and are left as they are.
+    """
+    fits: dict[str, np.ndarray] = {}
+    bound_, alpha_ = fitting.preset(degree)
+    bound = bound_ if bound is None else bound
+    alpha = alpha_ if alpha is None else alpha
+
+    def make(target: str) -> PolyActivation:
+        if target not in fits:
+            fits[target] = fitting.fit(target, degree, bound, basis=basis, method=method).coeffs
+        return PolyActivation(degree, bound, alpha, target=target, basis=basis, learnable=learnable,
+                              coeffs=fits[target])
+
+    def replace(parent: nn.Module) -> None:
+        for name, child in parent.named_children():
+            kind = next((CONVERTIBLE[t] for t in types if type(child) is t), None)
+            if kind is not None:
+                setattr(parent, name, make(kind))
+            else:
+                replace(child)
+
+    replace(model)
+    return track(model)
