@@ -94,8 +94,10 @@ def poly_act(x: torch.Tensor, coeffs: torch.Tensor, bound: float, alpha: float,
         y: p(x / B), x's shape, dtype and memory format.
         stats: (3,) tensor [L, max|x|, fraction of |x| > B], float32 (float64 for
             float64 x). L = mean(f(|x| - alpha*B)) with f(e) = expm1(e) for
-            0 < e <= 30 and continued linearly (slope e^30) beyond, so that no
-            finite input overflows it; only L carries a gradient.
+            0 < e <= 30 and continued linearly (slope e^30) beyond: its
+            per-element values and sum are kept in float64, so a huge finite
+            excess never overflows to NaN (float32 stats saturate to +inf only
+            past |x| ~ 3e25). Only L carries a gradient.
 
     Numerics: accumulation in float32 (float64 for float64 x). Where p(t)
     overflows (|t|^d beyond the float range) the result is +-inf, never NaN; NaN

@@ -94,7 +94,7 @@ def poly_act(x: torch.Tensor, coeffs: torch.Tensor, bound: float, alpha: float,
     ax = xa.detach().abs()
     n = max(x.numel(), 1)
     max_abs = ax.max() if x.numel() else ax.new_zeros(())
-    frac = (ax > bound).sum() / n
+    frac = (ax > bound).sum().double() / n
     stats = torch.stack([boundary_term(xa, bound, alpha).to(acc), max_abs.to(acc), frac.to(acc)])
     return y, stats
 

@@ -1,0 +1,219 @@
+"""Fused op against the float64 reference: values, statistics, gradients, dtypes, layouts."""
+import math
+
+import pytest
+import torch
+
+import pnn_ext
+from pnn_ext import reference
+from testing import BASES, DEGREES, DEVICES, SIZES, random_coeffs, random_input, reference64
+
+pytestmark = pytest.mark.skipif(not pnn_ext.ops.HAVE_EXTENSION, reason="compiled extension missing")
+B, ALPHA = 20.0, 0.75
+op = torch.ops.pnn_ext.poly_act if pnn_ext.ops.HAVE_EXTENSION else None
+
+
+def scale(y):
+    return max(float(y.detach().abs().max()), 1.0) if y.numel() else 1.0
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("basis", BASES)
+@pytest.mark.parametrize("degree", DEGREES)
+def test_forward_matches_reference_random_coeffs(device, basis, degree):
+    c = random_coeffs(degree, device=device, seed=degree)
+    x = random_input((3, 1000, 7), B, device=device, seed=degree)
+    y, stats = op(x, c, B, ALPHA, basis)
+    yr, sr = reference64(x, c, B, ALPHA, basis)
+    assert y.dtype == x.dtype and y.shape == x.shape
+    # float32 evaluation of a degree-d polynomial: error grows with d and |t|^d (t up to 1.2).
+    tol = 1e-6 * (degree + 1) * 1.2 ** degree * scale(yr)
+    assert (y.double().cpu() - yr).abs().max() <= tol
+    torch.testing.assert_close(stats.double().cpu(), sr, rtol=1e-5, atol=1e-7)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("size", SIZES)
+def test_awkward_sizes(device, size):
+    c = random_coeffs(8, dtype=torch.float64, device=device)
+    x = random_input((size,), B, dtype=torch.float64, device=device, seed=size)
+    y, stats = op(x, c, B, ALPHA, "chebyshev")
+    yr, sr = reference64(x, c, B, ALPHA, "chebyshev")
+    torch.testing.assert_close(y.cpu(), yr, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(stats.cpu(), sr, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_zero_dim_and_empty(device):
+    c = random_coeffs(4, device=device)
+    y, stats = op(torch.tensor(25.0, device=device), c, B, ALPHA, "chebyshev")
+    yr, sr = reference64(torch.tensor(25.0), c, B, ALPHA, "chebyshev")
+    assert y.shape == () and torch.allclose(y.double().cpu(), yr, rtol=1e-6)
+    torch.testing.assert_close(stats.double().cpu(), sr, rtol=1e-6, atol=0)
+    y, stats = op(torch.empty(0, 5, device=device), c, B, ALPHA, "chebyshev")
+    assert y.shape == (0, 5) and stats.tolist() == [0.0, 0.0, 0.0]
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("layout", ["transposed", "sliced", "channels_last", "expanded_grad"])
+def test_non_contiguous(device, layout):
+    c = random_coeffs(22, device=device)
+    base = random_input((4, 6, 10, 12), B, device=device, seed=1)
+    x = {"transposed": base.transpose(1, 3), "sliced": base[:, ::2, 1::3, ::5],
+         "channels_last": base.contiguous(memory_format=torch.channels_last),
+         "expanded_grad": base}[layout]
+    x = x.requires_grad_()
+    y, stats = pnn_ext.poly_act(x, c, B, ALPHA, "chebyshev")
+    if layout == "channels_last":
+        assert y.is_contiguous(memory_format=torch.channels_last)
+    grad = torch.ones((), device=device).expand_as(x) if layout == "expanded_grad" else torch.randn_like(x)
+    gx, = torch.autograd.grad((y, stats[0]), x, (grad, torch.tensor(3.0, device=device)))
+    xr = x.detach().double().cpu().requires_grad_()
+    yr, sr = reference.poly_act(xr, c.double().cpu(), B, ALPHA, "chebyshev")
+    gr, = torch.autograd.grad((yr, sr[0]), xr, (grad.double().cpu(), torch.tensor(3.0, dtype=torch.float64)))
+    assert (y.double().cpu() - yr).abs().max() <= 1e-4 * scale(yr)
+    assert (gx.double().cpu() - gr).abs().max() <= 1e-4 * scale(gr)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("basis", BASES)
+@pytest.mark.parametrize("degree", [1, 2, 8, 22, 64])
+def test_gradients_match_reference(device, basis, degree):
+    c = random_coeffs(degree, device=device, seed=3).requires_grad_()
+    x = random_input((5000,), B, device=device, seed=4).requires_grad_()
+    gy = torch.randn(5000, device=device)
+    y, stats = pnn_ext.poly_act(x, c, B, ALPHA, basis)
+    gx, gc = torch.autograd.grad((y, stats[0]), (x, c), (gy, torch.tensor(7.0, device=device)))
+    xr = x.detach().double().cpu().requires_grad_()
+    cr = c.detach().double().cpu().requires_grad_()
+    yr, sr = reference.poly_act(xr, cr, B, ALPHA, basis)
+    gxr, gcr = torch.autograd.grad((yr, sr[0]), (xr, cr), (gy.double().cpu(), torch.tensor(7.0, dtype=torch.float64)))
+    tol = 1e-6 * (degree + 1) ** 2 * 1.2 ** degree
+    assert (gx.double().cpu() - gxr).abs().max() <= tol * scale(gxr)
+    assert (gc.double().cpu() - gcr).abs().max() <= tol * scale(gcr)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("basis", BASES)
+def test_gradcheck_float64(device, basis):
+    c = random_coeffs(6, dtype=torch.float64, device=device).requires_grad_()
+
+    def f(x, c):
+        y, stats = pnn_ext.poly_act(x, c, B, ALPHA, basis)
+        return y, stats[0]
+
+    # Points inside and past alpha*B = 15 (boundary gradient exp(e) up to e^9).
+    x = torch.tensor([-16.0, -3.0, 0.5, 9.0, 15.5, 19.0, 24.0], dtype=torch.float64,
+                     device=device).requires_grad_()
+    assert torch.autograd.gradcheck(f, (x, c), eps=1e-6, atol=1e-6, rtol=1e-5)
+    # Past the exponent cap (e > 30): the linear continuation, slope e^30.
+    x = torch.tensor([-50.0, 47.0], dtype=torch.float64, device=device).requires_grad_()
+    assert torch.autograd.gradcheck(f, (x, c), eps=1e-3, atol=1e-3, rtol=1e-6)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_low_precision_within_2x_of_torch(device, dtype):
+    """Fused half/bf16 vs float64, at most ~2x as far as PyTorch's own low-precision
+    evaluation (the reference run in that dtype's computation) is."""
+    fit = pnn_ext.fit("relu", 8, 35.0)
+    c = torch.tensor(fit.coeffs, dtype=torch.float32, device=device)
+    x = random_input((20000,), 35.0, dtype=dtype, device=device, seed=5, spread=1.0)
+    y, _ = op(x, c, 35.0, 0.5, "chebyshev")
+    exact, _ = reference64(x, c, 35.0, 0.5, "chebyshev")
+    # PyTorch's own: evaluate the polynomial in the low-precision dtype itself.
+    torch_low = reference.poly_eval(x.cpu() * (1 / 35.0), c.cpu().to(dtype), "chebyshev")
+    err_fused = (y.double().cpu() - exact).abs().max()
+    err_torch = (torch_low.double() - exact).abs().max()
+    assert err_fused <= 2 * err_torch
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_relu_fit_degree22_float32_accuracy(device):
+    """float32 Chebyshev evaluation of a degree-22 ReLU fit on [-B, B] is within
+    1e-4 * max|y| of float64; the monomial basis is stated (looser) beside it."""
+    bound = 47.0
+    x = torch.linspace(-bound, bound, 100_001, device=device)
+    errors = {}
+    for basis in BASES:
+        fit = pnn_ext.fit("relu", 22, bound, basis=basis)
+        c = torch.tensor(fit.coeffs, dtype=torch.float32, device=device)
+        y, _ = op(x, c, bound, 0.5, basis)
+        yr, _ = reference64(x, c, bound, 0.5, basis)
+        errors[basis] = float((y.double().cpu() - yr).abs().max() / yr.abs().max())
+    assert errors["chebyshev"] <= 1e-4
+    # Measured here: Chebyshev 1.8e-7. The monomial basis (Horner in t, coefficients up to
+    # 3.5e6 that cancel) reaches only 6.3e-3, which is why Chebyshev is the default.
+    assert errors["monomial"] <= 2e-2
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("basis", BASES)
+def test_nan_inf_propagate_and_huge_finite_never_nan(device, basis):
+    c = random_coeffs(22, device=device)
+    x = torch.tensor([0.0, math.nan, math.inf, -math.inf, 1e30, -1e30, 3e38, 10.0], device=device)
+    y, stats = op(x, c, B, ALPHA, basis)
+    assert torch.isnan(y[1]) and not torch.isnan(y[[0, 2, 3, 4, 5, 6, 7]]).any()
+    assert torch.isinf(y[[2, 3, 4, 5, 6]]).all()
+    assert math.isnan(stats[0]) and math.isnan(stats[1])
+    # Without the NaN: L is +inf for infinite inputs, never NaN for finite ones; it is
+    # summed in float64 and saturates to +inf in float32 stats only past |x| ~ 3e25.
+    y, stats = op(x[[0, 4, 5, 6, 7]], c, B, ALPHA, basis)
+    assert not torch.isnan(stats).any() and not torch.isnan(y).any()
+    y, stats = op(torch.tensor([1e20, -1e20, 3.0], device=device), c, B, ALPHA, basis)
+    assert torch.isfinite(stats).all()
+    y, stats = op(x[[2, 7]], c, B, ALPHA, basis)
+    assert stats[0] == math.inf
+    # Backward of huge finite inputs: no NaN (zero incoming gradient stays zero).
+    xg = x[[0, 4, 5, 6, 7]].clone().requires_grad_()
+    y, stats = pnn_ext.poly_act(xg, c, B, ALPHA, basis)
+    g, = torch.autograd.grad((y, stats[0]), xg, (torch.zeros_like(y), torch.tensor(1.0, device=device)))
+    assert not torch.isnan(g).any()
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_cpu_results_bit_identical_across_runs_and_threads(device):
+    c = random_coeffs(22, device=device).requires_grad_()
+    x = random_input((300_001,), B, device=device, seed=9).requires_grad_()
+    gy = torch.randn_like(x)
+    results = []
+    threads = torch.get_num_threads()
+    for n in ([1, threads, 1] if device == "cpu" else [threads, threads]):
+        torch.set_num_threads(n)
+        y, stats = pnn_ext.poly_act(x, c, B, ALPHA, "chebyshev")
+        gx, gc = torch.autograd.grad((y, stats[0]), (x, c), (gy, torch.tensor(2.0, device=device)))
+        results.append((y, stats, gx, gc))
+    torch.set_num_threads(threads)
+    for other in results[1:]:
+        for a, b in zip(results[0], other):
+            assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize("capability", ["default", "avx2", "avx512"])
+def test_every_cpu_build_agrees(capability, tmp_path):
+    """Run each instruction-set build in a subprocess (the choice is made once per process)."""
+    import subprocess
+    import sys
+
+    script = (
+        "import torch, pnn_ext\n"
+        "from pnn_ext import reference\n"
+        "c = torch.randn(23, generator=torch.Generator().manual_seed(0)) / torch.arange(1, 24)\n"
+        "x = (torch.rand(10_007, generator=torch.Generator().manual_seed(1)) * 2 - 1) * 25\n"
+        "x = x.requires_grad_()\n"
+        "y, s = pnn_ext.poly_act(x, c, 20.0, 0.75, 'chebyshev')\n"
+        "g, = torch.autograd.grad((y, s[0]), x, (torch.ones_like(y), torch.tensor(1.0)))\n"
+        "xr = x.detach().double().requires_grad_()\n"
+        "yr, sr = reference.poly_act(xr, c.double(), 20.0, 0.75, 'chebyshev')\n"
+        "gr, = torch.autograd.grad((yr, sr[0]), xr, (torch.ones_like(yr), torch.tensor(1.0, dtype=torch.float64)))\n"
+        "assert (y.double() - yr).abs().max() < 1e-4 * yr.abs().max(), 'forward'\n"
+        "assert (g.double() - gr).abs().max() < 1e-4 * gr.abs().max(), 'backward'\n"
+        "print(pnn_ext.cpu_capability())\n")
+    import os
+    env = dict(os.environ, PNN_EXT_CPU_CAPABILITY=capability)
+    out = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    # The build in use never exceeds the processor's.
+    assert out.stdout.strip() in {"default", "avx2", "avx512"}
+    if capability == "default":
+        assert out.stdout.strip() == "default"

@@ -1,0 +1,34 @@
+"""The test matrix, listed once: devices, dtypes, degrees and tolerances."""
+import pytest
+import torch
+
+import pnn_ext
+from pnn_ext import reference
+
+DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() and pnn_ext.has_cuda_kernels() else [])
+DTYPES = [torch.float32, torch.float64, torch.float16, torch.bfloat16]
+DEGREES = [1, 2, 3, 4, 8, 16, 22, 32]
+BASES = ["chebyshev", "monomial"]
+# Awkward sizes: below, at and past vector widths and the CPU chunk (32768).
+SIZES = [0, 1, 7, 16, 17, 129, 1134, 32768 + 5, 100_003]
+
+cuda_only = pytest.mark.skipif(not torch.cuda.is_available() or not pnn_ext.has_cuda_kernels(),
+                               reason="needs a CUDA device and the CUDA kernels")
+
+
+def random_coeffs(degree, dtype=torch.float32, device="cpu", seed=0):
+    """Random coefficients whose p stays O(1) on [-1, 1] (c_k ~ N(0, 1/(k+1)))."""
+    g = torch.Generator().manual_seed(seed)
+    c = torch.randn(degree + 1, generator=g, dtype=torch.float64) / torch.arange(1, degree + 2)
+    return c.to(dtype=reference.compute_dtype(dtype), device=device)
+
+
+def random_input(shape, bound, dtype=torch.float32, device="cpu", seed=0, spread=1.2):
+    """Inputs spread over [-spread*B, spread*B], so some lie past alpha*B and B."""
+    g = torch.Generator().manual_seed(seed)
+    x = (torch.rand(shape, generator=g, dtype=torch.float64) * 2 - 1) * spread * bound
+    return x.to(dtype=dtype, device=device)
+
+
+def reference64(x, coeffs, bound, alpha, basis):
+    return reference.poly_act(x.double().cpu(), coeffs.double().cpu(), bound, alpha, basis)
