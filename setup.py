@@ -15,10 +15,44 @@ compiler's per-source compile step (hence the non-ninja build).
 import glob
 import os
 import shutil
+import sys
 
-import torch
-from setuptools import setup
-from torch.utils.cpp_extension import CUDA_HOME, BuildExtension, CppExtension, CUDAExtension
+
+def find_cuda_home():
+    """The CUDA toolkit: $CUDA_HOME / $CUDA_PATH, else the one nvcc belongs to.
+
+    torch guesses dirname(dirname(which nvcc)), which is wrong when nvcc on PATH
+    is a wrapper script (here /usr/local/bin/nvcc -> /usr/local/cuda-13.0), so
+    look for a directory that has both bin/nvcc and include/cuda_runtime.h."""
+    nvcc = shutil.which("nvcc")
+    candidates = [os.environ.get("CUDA_HOME"), os.environ.get("CUDA_PATH"),
+                  os.path.dirname(os.path.dirname(os.path.realpath(nvcc))) if nvcc else None,
+                  "/usr/local/cuda"]
+    for cand in filter(None, candidates):
+        if os.path.isfile(os.path.join(cand, "bin", "nvcc")) and \
+                os.path.isfile(os.path.join(cand, "include", "cuda_runtime.h")):
+            return cand
+    return None
+
+
+if find_cuda_home():  # before torch.utils.cpp_extension reads it at import
+    os.environ["CUDA_HOME"] = find_cuda_home()
+
+import torch  # noqa: E402
+from setuptools import setup  # noqa: E402
+from torch.utils.cpp_extension import CUDA_HOME, BuildExtension, CppExtension, CUDAExtension  # noqa: E402
+
+
+def cuda_library_includes():
+    """Headers of the CUDA math libraries (cuSPARSE, cuBLAS, ...) that ATen's CUDA
+    headers include: a minimal toolkit lacks them, torch's pip wheels ship them."""
+    dirs = []
+    for path in sys.path:
+        for sub in ("nvidia/cu13/include", "nvidia/cu12/include"):
+            cand = os.path.join(path, sub)
+            if os.path.isfile(os.path.join(cand, "cusparse.h")):
+                dirs.append(cand)
+    return dirs[:1]
 
 DEBUG = os.environ.get("DEBUG", "0") == "1"
 
@@ -70,12 +104,14 @@ def extension():
     # with it, the linker keeps the first (generic) copy.
     sources = ["csrc/polyact.cpp", "csrc/cpu/kernel_default.cpp", "csrc/cpu/kernel_avx2.cpp",
                "csrc/cpu/kernel_avx512.cpp"]
+    depends = sorted(glob.glob("csrc/**/*.h", recursive=True))
     extra = {"cxx": opt + ["-std=c++20", "-Wno-unknown-pragmas"]}
     if use_cuda:
         sources += sorted(glob.glob("csrc/cuda/*.cu"))
         extra["nvcc"] = opt + ["-std=c++20", "--expt-relaxed-constexpr", "-lineinfo"]
-        return CUDAExtension("pnn_ext._C", sources, extra_compile_args=extra)
-    return CppExtension("pnn_ext._C", sources, extra_compile_args=extra)
+        return CUDAExtension("pnn_ext._C", sources, extra_compile_args=extra, depends=depends,
+                             include_dirs=cuda_library_includes())
+    return CppExtension("pnn_ext._C", sources, extra_compile_args=extra, depends=depends)
 
 
 setup(
