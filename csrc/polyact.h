@@ -20,7 +20,7 @@
 #if defined(__CUDACC__) || defined(__HIPCC__)
 #define PNN_HD __host__ __device__ __forceinline__
 #else
-#define PNN_HD inline
+#define PNN_HD inline __attribute__((always_inline))
 #endif
 
 namespace pnn {
@@ -45,55 +45,94 @@ PNN_HD T madd(T a, T b, T c) {
 #endif
 }
 
-// p(t) for coefficients c[0..d] (already broadcast to V).
-template <typename V>
-PNN_HD V poly_value(const V* c, int d, V t, Basis basis) {
+// p(t) for N independent arguments t[0..N) at once, coefficients c[0..d]
+// (already broadcast to V). N > 1 interleaves N independent recurrences, so a
+// CPU core overlaps their multiply-add latencies (one chain alone is
+// latency-bound); device code uses N = 1.
+template <int N, typename V>
+PNN_HD void poly_value_n(const V* c, int d, const V* t, Basis basis, V* p) {
   if (basis == Basis::kMonomial) {
-    V p = c[d];
-    for (int k = d - 1; k >= 0; --k) p = madd(p, t, c[k]);
-    return p;
-  }
-  // Clenshaw: b_k = 2t b_{k+1} - b_{k+2} + c_k, p = t b_1 - b_2 + c_0.
-  V two_t = t + t;
-  V b1 = c[d];
-  V b2 = V(0);
-  for (int k = d - 1; k >= 1; --k) {
-    V bk = madd(two_t, b1, c[k] - b2);
-    b2 = b1;
-    b1 = bk;
-  }
-  return madd(t, b1, c[0] - b2);
-}
-
-// p(t) and dp/dt together, in one loop.
-//   Horner:   p <- p t + c_k,  p' <- p' t + p  (p' updated with the old p)
-//   Clenshaw: b'_k = 2 b_{k+1} + 2t b'_{k+1} - b'_{k+2},  p' = b_1 + t b'_1 - b'_2
-template <typename V>
-PNN_HD void poly_value_deriv(const V* c, int d, V t, Basis basis, V& p_out, V& dp_out) {
-  if (basis == Basis::kMonomial) {
-    V p = c[d];
-    V dp = V(0);
-    for (int k = d - 1; k >= 0; --k) {
-      dp = madd(dp, t, p);
-      p = madd(p, t, c[k]);
-    }
-    p_out = p;
-    dp_out = dp;
+    V acc[N];
+    for (int u = 0; u < N; ++u) acc[u] = c[d];
+    for (int k = d - 1; k >= 0; --k)
+      for (int u = 0; u < N; ++u) acc[u] = madd(acc[u], t[u], c[k]);
+    for (int u = 0; u < N; ++u) p[u] = acc[u];
     return;
   }
-  V two_t = t + t;
-  V b1 = c[d], b2 = V(0);
-  V d1 = V(0), d2 = V(0);
-  for (int k = d - 1; k >= 1; --k) {
-    V bk = madd(two_t, b1, c[k] - b2);
-    V dk = madd(two_t, d1, (b1 + b1) - d2);
-    b2 = b1;
-    b1 = bk;
-    d2 = d1;
-    d1 = dk;
+  // Clenshaw: b_k = 2t b_{k+1} - b_{k+2} + c_k, p = t b_1 - b_2 + c_0.
+  V two_t[N], b1[N], b2[N];
+  for (int u = 0; u < N; ++u) {
+    two_t[u] = t[u] + t[u];
+    b1[u] = c[d];
+    b2[u] = V(0);
   }
-  p_out = madd(t, b1, c[0] - b2);
-  dp_out = madd(t, d1, b1 - d2);
+  for (int k = d - 1; k >= 1; --k) {
+    for (int u = 0; u < N; ++u) {
+      V bk = madd(two_t[u], b1[u], c[k] - b2[u]);
+      b2[u] = b1[u];
+      b1[u] = bk;
+    }
+  }
+  for (int u = 0; u < N; ++u) p[u] = madd(t[u], b1[u], c[0] - b2[u]);
+}
+
+// p(t) and dp/dt together, in one loop, for N arguments.
+//   Horner:   p <- p t + c_k,  p' <- p' t + p  (p' updated with the old p)
+//   Clenshaw: b'_k = 2 b_{k+1} + 2t b'_{k+1} - b'_{k+2},  p' = b_1 + t b'_1 - b'_2
+template <int N, typename V>
+PNN_HD void poly_value_deriv_n(const V* c, int d, const V* t, Basis basis, V* p_out, V* dp_out) {
+  if (basis == Basis::kMonomial) {
+    V p[N], dp[N];
+    for (int u = 0; u < N; ++u) {
+      p[u] = c[d];
+      dp[u] = V(0);
+    }
+    for (int k = d - 1; k >= 0; --k) {
+      for (int u = 0; u < N; ++u) {
+        dp[u] = madd(dp[u], t[u], p[u]);
+        p[u] = madd(p[u], t[u], c[k]);
+      }
+    }
+    for (int u = 0; u < N; ++u) {
+      p_out[u] = p[u];
+      dp_out[u] = dp[u];
+    }
+    return;
+  }
+  V two_t[N], b1[N], b2[N], d1[N], d2[N];
+  for (int u = 0; u < N; ++u) {
+    two_t[u] = t[u] + t[u];
+    b1[u] = c[d];
+    b2[u] = V(0);
+    d1[u] = V(0);
+    d2[u] = V(0);
+  }
+  for (int k = d - 1; k >= 1; --k) {
+    for (int u = 0; u < N; ++u) {
+      V bk = madd(two_t[u], b1[u], c[k] - b2[u]);
+      V dk = madd(two_t[u], d1[u], (b1[u] + b1[u]) - d2[u]);
+      b2[u] = b1[u];
+      b1[u] = bk;
+      d2[u] = d1[u];
+      d1[u] = dk;
+    }
+  }
+  for (int u = 0; u < N; ++u) {
+    p_out[u] = madd(t[u], b1[u], c[0] - b2[u]);
+    dp_out[u] = madd(t[u], d1[u], b1[u] - d2[u]);
+  }
+}
+
+template <typename V>
+PNN_HD V poly_value(const V* c, int d, V t, Basis basis) {
+  V p;
+  poly_value_n<1>(c, d, &t, basis, &p);
+  return p;
+}
+
+template <typename V>
+PNN_HD void poly_value_deriv(const V* c, int d, V t, Basis basis, V& p, V& dp) {
+  poly_value_deriv_n<1>(c, d, &t, basis, &p, &dp);
 }
 
 // Basis functions: phi_0 = 1, phi_1 = t, then phi_{k+1} = t phi_k (monomial)
