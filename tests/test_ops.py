@@ -217,3 +217,36 @@ def test_every_cpu_build_agrees(capability, tmp_path):
     assert out.stdout.strip() in {"default", "avx2", "avx512"}
     if capability == "default":
         assert out.stdout.strip() == "default"
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("degree", [2, 22, 64])
+def test_only_x_is_saved_for_backward(device, degree):
+    """Whatever the degree, autograd keeps one tensor of x's size (x itself) and the d+1 coefficients."""
+    c = random_coeffs(degree, device=device).requires_grad_()
+    x = random_input((64, 129), B, device=device).requires_grad_()
+    saved = []
+
+    def pack(t):
+        saved.append(t)
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        y, stats = pnn_ext.poly_act(x, c, B, ALPHA, "chebyshev")
+    big = [t for t in saved if t.numel() == x.numel()]
+    assert len(big) == 1 and big[0].data_ptr() == x.data_ptr()
+    assert sum(t.numel() for t in saved) == x.numel() + degree + 1
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("device", DEVICES)
+def test_64bit_indexing(device):
+    """More than 2^31 elements (float16: 4 GiB in, 4 GiB out)."""
+    n = 2 ** 31 + 77
+    x = torch.full((n,), 30.0, dtype=torch.float16, device=device)
+    x[-1] = -25.0
+    c = torch.tensor([0.5, 2.0], device=device)  # p(t) = 0.5 + 2 t
+    y, stats = op(x, c, B, ALPHA, "monomial")
+    assert float(y[-1]) == pytest.approx(0.5 + 2 * (-25.0 / B), rel=1e-3)
+    assert float(y[n // 2]) == pytest.approx(0.5 + 2 * (30.0 / B), rel=1e-3)
+    assert float(stats[1]) == 30.0 and float(stats[2]) == pytest.approx(1.0)

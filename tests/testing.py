@@ -5,7 +5,6 @@ import torch
 import pnn_ext
 from pnn_ext import reference
 
-DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() and pnn_ext.has_cuda_kernels() else [])
 DTYPES = [torch.float32, torch.float64, torch.float16, torch.bfloat16]
 DEGREES = [1, 2, 3, 4, 8, 16, 22, 32]
 BASES = ["chebyshev", "monomial"]
@@ -14,6 +13,8 @@ SIZES = [0, 1, 7, 16, 17, 129, 1134, 32768 + 5, 100_003]
 
 cuda_only = pytest.mark.skipif(not torch.cuda.is_available() or not pnn_ext.has_cuda_kernels(),
                                reason="needs a CUDA device and the CUDA kernels")
+# Every device test runs on CPU and CUDA; the CUDA cases skip without a GPU.
+DEVICES = ["cpu", pytest.param("cuda", marks=[cuda_only, pytest.mark.cuda])]
 
 
 def random_coeffs(degree, dtype=torch.float32, device="cpu", seed=0):
