@@ -25,9 +25,9 @@ inline at::ScalarType accumulate_type(at::ScalarType t) {
 
 inline void check_forward_args(const at::Tensor& x, const at::Tensor& coeffs, double bound,
                                double alpha) {
-  TORCH_CHECK(at::isFloatingType(x.scalar_type()) &&
-                  x.scalar_type() != at::kFloat8_e4m3fn && x.scalar_type() != at::kFloat8_e5m2,
-              "pnn_ext: x must be float16, bfloat16, float32 or float64, got ", x.scalar_type());
+  const auto t = x.scalar_type();
+  TORCH_CHECK(t == at::kHalf || t == at::kBFloat16 || t == at::kFloat || t == at::kDouble,
+              "pnn_ext: x must be float16, bfloat16, float32 or float64, got ", t);
   TORCH_CHECK(coeffs.dim() == 1, "pnn_ext: coeffs must be 1-D (degree + 1 entries), got shape ",
               coeffs.sizes());
   TORCH_CHECK(coeffs.numel() >= 2, "pnn_ext: degree must be >= 1, i.e. coeffs needs >= 2 entries, got ",

@@ -83,14 +83,13 @@ forward_kernel(const scalar_t* __restrict__ x, scalar_t* __restrict__ y, int64_t
   load_coeffs(coeffs, P.degree, c);
   const int lead = leading_index(c, P.degree);
 
-  acc_t expm1_sum = 0, max_abs = 0;
-  double linear_sum = 0;
+  double expm1_sum = 0, linear_sum = 0;  // float64, as on the CPU and in the reference
+  acc_t max_abs = 0;
   unsigned long long count = 0;
   bool saw_nan = false;
 
-  auto element = [&](acc_t xv) -> acc_t {
-    const acc_t t = xv * P.inv_bound;
-    acc_t p = poly_value(c, P.degree, t, P.basis);
+  // Statistics, boundary term and overflow fix-up of one element whose p is known.
+  auto finish = [&](acc_t xv, acc_t t, acc_t p) -> acc_t {
     if (isnan(p) && !isnan(xv)) p = overflow_value(t, c[lead], lead);
     const acc_t ax = fabs(xv);
     saw_nan |= isnan(ax);
@@ -110,18 +109,29 @@ forward_kernel(const scalar_t* __restrict__ x, scalar_t* __restrict__ y, int64_t
   const int64_t n_vec = n / VEC;
   for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < n_vec; i += stride) {
     Pack<scalar_t, VEC> in = reinterpret_cast<const Pack<scalar_t, VEC>*>(x)[i];
+    acc_t xv[VEC], t[VEC], p[VEC];
+#pragma unroll
+    for (int l = 0; l < VEC; ++l) {
+      xv[l] = static_cast<acc_t>(in.v[l]);
+      t[l] = xv[l] * P.inv_bound;
+    }
+    // VEC independent recurrences: each coefficient read from shared memory serves VEC elements.
+    poly_value_n<VEC>(c, P.degree, t, P.basis, p);
     Pack<scalar_t, VEC> out;
 #pragma unroll
-    for (int l = 0; l < VEC; ++l) out.v[l] = static_cast<scalar_t>(element(static_cast<acc_t>(in.v[l])));
+    for (int l = 0; l < VEC; ++l) out.v[l] = static_cast<scalar_t>(finish(xv[l], t[l], p[l]));
     reinterpret_cast<Pack<scalar_t, VEC>*>(y)[i] = out;
   }
-  for (int64_t i = n_vec * VEC + static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < n; i += stride)
-    y[i] = static_cast<scalar_t>(element(static_cast<acc_t>(x[i])));
+  for (int64_t i = n_vec * VEC + static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < n; i += stride) {
+    const acc_t xv = static_cast<acc_t>(x[i]);
+    const acc_t t = xv * P.inv_bound;
+    y[i] = static_cast<scalar_t>(finish(xv, t, poly_value(c, P.degree, t, P.basis)));
+  }
 
   // Block reduction: warps by shuffles, then warp 0 over the warps in order.
   __shared__ double red[4][kWarps];
   const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
-  double s0 = warp_sum(static_cast<double>(expm1_sum));
+  double s0 = warp_sum(expm1_sum);
   double s1 = warp_sum(linear_sum);
   double s2 = warp_max(saw_nan ? NAN : static_cast<double>(max_abs));
   double s3 = warp_sum(static_cast<double>(count));
@@ -180,10 +190,8 @@ backward_kernel(const scalar_t* __restrict__ gy, const scalar_t* __restrict__ x,
 #pragma unroll
   for (int k = 0; k <= MAXD; ++k) cacc[k] = 0;
 
-  auto element = [&](acc_t xv, acc_t g) -> acc_t {
-    const acc_t t = xv * P.inv_bound;
-    acc_t p, dp;
-    poly_value_deriv(c, d, t, P.basis, p, dp);
+  // grad_x of one element whose dp/dt is known; accumulates the coefficient gradients.
+  auto finish = [&](acc_t xv, acc_t g, acc_t t, acc_t dp) -> acc_t {
     if (isnan(dp) && !isnan(xv)) dp = overflow_value(t, c[lead], dlead);
     acc_t out = g == acc_t(0) ? acc_t(0) : g * dp * P.inv_bound;
     const acc_t e = fabs(xv) - P.threshold;
@@ -214,14 +222,26 @@ backward_kernel(const scalar_t* __restrict__ gy, const scalar_t* __restrict__ x,
   for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < n_vec; i += stride) {
     Pack<scalar_t, VEC> xin = reinterpret_cast<const Pack<scalar_t, VEC>*>(x)[i];
     Pack<scalar_t, VEC> gin = reinterpret_cast<const Pack<scalar_t, VEC>*>(gy)[i];
+    acc_t xv[VEC], t[VEC], p[VEC], dp[VEC];
+#pragma unroll
+    for (int l = 0; l < VEC; ++l) {
+      xv[l] = static_cast<acc_t>(xin.v[l]);
+      t[l] = xv[l] * P.inv_bound;
+    }
+    poly_value_deriv_n<VEC>(c, d, t, P.basis, p, dp);
     Pack<scalar_t, VEC> out;
 #pragma unroll
     for (int l = 0; l < VEC; ++l)
-      out.v[l] = static_cast<scalar_t>(element(static_cast<acc_t>(xin.v[l]), static_cast<acc_t>(gin.v[l])));
+      out.v[l] = static_cast<scalar_t>(finish(xv[l], static_cast<acc_t>(gin.v[l]), t[l], dp[l]));
     reinterpret_cast<Pack<scalar_t, VEC>*>(gx)[i] = out;
   }
-  for (int64_t i = n_vec * VEC + static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < n; i += stride)
-    gx[i] = static_cast<scalar_t>(element(static_cast<acc_t>(x[i]), static_cast<acc_t>(gy[i])));
+  for (int64_t i = n_vec * VEC + static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < n; i += stride) {
+    const acc_t xv = static_cast<acc_t>(x[i]);
+    const acc_t t = xv * P.inv_bound;
+    acc_t p, dp;
+    poly_value_deriv(c, d, t, P.basis, p, dp);
+    gx[i] = static_cast<scalar_t>(finish(xv, static_cast<acc_t>(gy[i]), t, dp));
+  }
 
   if constexpr (MAXD > 0) {
     __shared__ double red[kWarps][MAXD + 1];
@@ -257,7 +277,7 @@ __global__ void coeff_grad_finalize_kernel(const double* __restrict__ partials, 
 int grid_size(int64_t n, int vec) {
   const int sms = at::cuda::getCurrentDeviceProperties()->multiProcessorCount;
   const int64_t needed = (n / vec + kThreads - 1) / kThreads;
-  return static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(needed, static_cast<int64_t>(sms) * 4)));
+  return static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(needed, static_cast<int64_t>(sms) * 8)));
 }
 
 // x in a layout we can walk in memory order (dense), else a contiguous copy.
@@ -352,8 +372,9 @@ std::tuple<at::Tensor, at::Tensor> poly_act_backward_cuda(const at::Tensor& grad
   const int64_t n = x.numel();
   const int degree = static_cast<int>(coeffs.numel()) - 1;
   at::Tensor grad_x = at::empty_like(x);
-  at::Tensor grad_coeffs = coeffs_grad ? at::zeros({coeffs.numel()}, coeffs.options()) : at::empty({0}, coeffs.options());
-  if (n == 0) return {grad_x, grad_coeffs};
+  if (n == 0) return {grad_x, at::zeros({coeffs_grad ? coeffs.numel() : 0}, coeffs.options())};
+  // Every entry is written by the finalize kernel.
+  at::Tensor grad_coeffs = at::empty({coeffs_grad ? coeffs.numel() : 0}, coeffs.options());
   const at::Tensor grad_stats = grad_stats_in.to(accumulate_type(x.scalar_type())).contiguous();
   auto stream = at::cuda::getCurrentCUDAStream();
   const int bucket = !coeffs_grad ? 0 : degree <= 8 ? 8 : degree <= 24 ? 24 : degree <= 64 ? 64 : kMaxDegree;

@@ -1,0 +1,161 @@
+"""Benchmark cases shared by the pytest-benchmark suite and the report.
+
+Four implementations of one polynomial-activation layer with its boundary term:
+
+  fused      pnn_ext.poly_act (one pass forward, one pass backward)
+  reference  pnn_ext.reference.poly_act in eager PyTorch (Clenshaw, one op per step)
+  power      the published approach: sum(coeffs_x * x.unsqueeze(-1).pow(exponents)) in x,
+             boundary loss as a separate eager expression
+  compiled   torch.compile(pnn_ext.reference.poly_act); compilation is warm-up, not timed
+
+Modes: forward (the training forward: autograd records), backward (the backward of
+one forward done in an untimed setup), full (both). Inputs: N(0, (B/4)^2) clamped
+to +-1.1 B, so about 4.6 % of them lie past alpha*B = B/2 as in a network whose
+boundary loss mostly holds (and the power basis stays below float32 overflow).
+"""
+from __future__ import annotations
+
+import functools
+import math
+import os
+
+import torch
+
+import pnn_ext
+from pnn_ext import reference
+
+VARIANTS = ("fused", "reference", "power", "compiled")
+MODES = ("forward", "backward", "full")
+DEGREES = (2, 4, 8, 16, 22)
+SIZES = {"64K": 64 * 2 ** 10, "1M": 2 ** 20, "16M": 16 * 2 ** 20}
+# float32 agreement with the float64 reference, relative to max |value|: the fused,
+# reference and compiled evaluations in t; the power basis in x loses more digits.
+TOLERANCE = {"fused": 1e-4, "reference": 1e-4, "compiled": 1e-4, "power": 5e-2}
+
+
+def degrees_from_env() -> tuple[int, ...]:
+    """PNN_BENCH_DEGREES="2,22" picks degrees (default: all of DEGREES)."""
+    spec = os.environ.get("PNN_BENCH_DEGREES")
+    return tuple(int(d) for d in spec.split(",")) if spec else DEGREES
+
+
+def sizes_from_env() -> dict[str, int]:
+    """PNN_BENCH_SIZES="64K,1M" picks sizes; "tiny" is CI's smoke size (4096)."""
+    spec = os.environ.get("PNN_BENCH_SIZES")
+    if not spec:
+        return dict(SIZES)
+    out = {}
+    for name in spec.split(","):
+        out[name] = 4096 if name == "tiny" else SIZES[name]
+    return out
+
+
+def power_poly_act(x: torch.Tensor, coeffs_x: torch.Tensor, bound: float, alpha: float):
+    """The published evaluation: all powers of x materialized, boundary loss apart."""
+    exponents = torch.arange(coeffs_x.numel(), device=x.device, dtype=x.dtype)
+    y = (coeffs_x * x.unsqueeze(-1).pow(exponents)).sum(-1)
+    boundary = torch.mean(torch.exp(torch.clamp(x.abs() - alpha * bound, min=0)) - 1)
+    return y, boundary
+
+
+@functools.lru_cache(maxsize=None)
+def compiled_reference():
+    return torch.compile(reference.poly_act)
+
+
+class Case:
+    """One layer: input, coefficients, incoming gradients, for a degree/size/dtype/device."""
+
+    def __init__(self, degree: int, numel: int, dtype=torch.float32, device="cpu", seed=0):
+        self.degree, self.numel, self.dtype, self.device = degree, numel, dtype, device
+        self.bound, self.alpha = pnn_ext.preset(degree)
+        fit = pnn_ext.fit("relu", degree, self.bound)
+        self.coeffs = torch.tensor(fit.coeffs, dtype=torch.float32, device=device)
+        self.coeffs_x = torch.tensor(fit.monomial_coeffs("low"), dtype=dtype, device=device)
+        g = torch.Generator().manual_seed(seed)
+        x = (torch.randn(numel, generator=g) * self.bound / 4).clamp(-1.1 * self.bound, 1.1 * self.bound)
+        self.x = x.to(device=device, dtype=dtype).requires_grad_()
+        self.grad_y = torch.randn(numel, generator=g).to(device=device, dtype=dtype)
+        self.grad_boundary = torch.tensor(1000.0, device=device)  # the paper's lambda
+
+    def forward(self, variant: str):
+        """(y, boundary term) of one variant, recorded for autograd."""
+        if variant == "fused":
+            y, stats = pnn_ext.poly_act(self.x, self.coeffs, self.bound, self.alpha, "chebyshev")
+            return y, stats[0]
+        if variant == "reference":
+            y, stats = reference.poly_act(self.x, self.coeffs, self.bound, self.alpha, "chebyshev")
+            return y, stats[0]
+        if variant == "compiled":
+            y, stats = compiled_reference()(self.x, self.coeffs, self.bound, self.alpha, "chebyshev")
+            return y, stats[0]
+        if variant == "power":
+            return power_poly_act(self.x, self.coeffs_x, self.bound, self.alpha)
+        raise ValueError(f"unknown variant {variant!r}")
+
+    def backward(self, outputs):
+        y, boundary = outputs
+        return torch.autograd.grad((y, boundary), self.x,
+                                   (self.grad_y, self.grad_boundary.to(boundary.dtype)))[0]
+
+    def full(self, variant: str):
+        return self.backward(self.forward(variant))
+
+    def check_agreement(self, variant: str) -> None:
+        """y, L and grad_x of ``variant`` against the float64 reference (before any timing)."""
+        xr = self.x.detach().double().cpu().requires_grad_()
+        yr, sr = reference.poly_act(xr, self.coeffs.double().cpu(), self.bound, self.alpha, "chebyshev")
+        gr, = torch.autograd.grad((yr, sr[0]), xr, (self.grad_y.double().cpu(), torch.tensor(1000.0).double()))
+        y, boundary = self.forward(variant)
+        gx = self.backward((y, boundary))
+        tol = TOLERANCE[variant] * (3 if self.dtype != torch.float32 else 1)
+        for name, got, want in (("y", y, yr), ("grad_x", gx, gr)):
+            err = float((got.detach().double().cpu() - want).abs().max() / want.abs().max())
+            if not err <= tol:
+                raise AssertionError(f"{variant} {name} disagrees with float64: {err:.2e} > {tol:.0e}")
+        if not math.isclose(float(boundary.detach()), float(sr[0]), rel_tol=1e-3, abs_tol=1e-6):
+            raise AssertionError(f"{variant} boundary term {float(boundary.detach())} != {float(sr[0])}")
+
+    def runner(self, variant: str, mode: str):
+        """(setup, target) for a timing loop: setup's result is passed to target."""
+        if mode == "forward":
+            return (lambda: ()), (lambda: self.forward(variant))
+        if mode == "backward":
+            return (lambda: (self.forward(variant),)), self.backward
+        if mode == "full":
+            return (lambda: ()), (lambda: self.full(variant))
+        raise ValueError(f"unknown mode {mode!r}")
+
+    # Traffic and arithmetic models of the fused kernels, used to express every variant's
+    # time as effective bandwidth and work rate (same numerator for all).
+    def bytes_moved(self, mode: str) -> int:
+        per = {"forward": 2, "backward": 3, "full": 5}[mode]  # x,y | x,grad_y,grad_x | both
+        return per * self.numel * self.x.element_size()
+
+    def flops(self, mode: str) -> int:
+        # Clenshaw: 3 flops per step for p, 4 more for p' (d - 1 steps), per element.
+        steps = self.degree - 1
+        per = {"forward": 3 * steps, "backward": 7 * steps, "full": 10 * steps}[mode]
+        return per * self.numel
+
+
+def saved_bytes(case: Case, variant: str) -> tuple[int, int]:
+    """(bytes, count) of the tensors autograd saves for one forward of one layer."""
+    saved = []
+
+    def pack(t):
+        saved.append(t)
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        case.forward(variant)
+    seen, total = set(), 0
+    big = 0
+    for t in saved:
+        key = (t.untyped_storage().data_ptr(), t.storage_offset(), tuple(t.shape))
+        if key in seen:
+            continue
+        seen.add(key)
+        total += t.numel() * t.element_size()
+        big += t.numel() >= case.numel
+    return total, big

@@ -1,0 +1,315 @@
+"""Run the benchmark suite and write bench/RESULTS.md.
+
+    python bench/report.py                 # CPU: the whole suite (~25 min on 2 cores), then memory and end-to-end
+    python bench/report.py --device cuda   # GPU section (same suite, synchronized timing; plus CUDA-event bandwidth)
+    python bench/report.py --sizes 1M --degrees 8,22   # a quicker slice
+
+Each run rewrites only its own section of RESULTS.md (CPU or GPU), so the two
+can come from different machines. Every number in it comes from this script.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+import torch
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+sys.path[:0] = [HERE, ROOT]
+
+import pnn_ext  # noqa: E402
+from cases import VARIANTS, Case, saved_bytes  # noqa: E402
+
+RESULTS = os.path.join(HERE, "RESULTS.md")
+
+
+# ---------------------------------------------------------------- measurements
+
+def timed(fn, device, reps, setup=lambda: ()):
+    """Median, 20th and 80th percentile seconds of fn(*setup()). CUDA: CUDA events."""
+    times = []
+    for _ in range(reps):
+        args = setup()
+        if device == "cuda":
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            torch.cuda.synchronize()
+            start.record()
+            fn(*args)
+            end.record()
+            torch.cuda.synchronize()
+            times.append(start.elapsed_time(end) / 1e3)
+        else:
+            t0 = time.perf_counter()
+            fn(*args)
+            times.append(time.perf_counter() - t0)
+    q = statistics.quantiles(times, n=5) if len(times) >= 2 else [times[0]] * 4
+    return statistics.median(times), q[0], q[3]
+
+
+def copy_bandwidth(device, numel=16 * 2 ** 20):
+    x = torch.randn(numel, device=device)
+    y = torch.empty_like(x)
+    y.copy_(x)
+    med, _, _ = timed(lambda: y.copy_(x), device, 20)
+    return 2 * x.numel() * x.element_size() / med / 1e9
+
+
+def run_suite(device, sizes, degrees, json_path):
+    env = dict(os.environ, PNN_BENCH_DEVICE=device, PNN_BENCH_SIZES=sizes, PNN_BENCH_DEGREES=degrees,
+               PYTHONPATH=os.pathsep.join([ROOT, os.environ.get("PYTHONPATH", "")]))
+    cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", os.path.join(HERE, "test_bench_polyact.py"),
+           f"--benchmark-json={json_path}", "--benchmark-columns=median,iqr,rounds"]
+    print("+", " ".join(cmd), flush=True)
+    rc = subprocess.run(cmd, env=env, cwd=ROOT).returncode
+    if rc != 0:
+        raise SystemExit(f"benchmark suite failed (exit {rc})")
+    with open(json_path) as f:
+        return json.load(f)["benchmarks"]
+
+
+STACK_SCRIPT = r"""
+import resource, sys, torch
+sys.path[:0] = [{here!r}, {root!r}]
+from cases import Case
+variant, layers, numel = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+case = Case(22, numel)
+def rss():
+    return int(open("/proc/self/statm").read().split()[1]) * 4096
+def step():
+    y, terms = case.x, []
+    for _ in range(layers):
+        if variant == "fused":
+            import pnn_ext
+            y, s = pnn_ext.poly_act(y, case.coeffs, case.bound, case.alpha, "chebyshev"); terms.append(s[0])
+        elif variant == "reference":
+            from pnn_ext import reference
+            y, s = reference.poly_act(y, case.coeffs, case.bound, case.alpha, "chebyshev"); terms.append(s[0])
+        else:
+            from cases import power_poly_act
+            y, b = power_poly_act(y, case.coeffs_x, case.bound, case.alpha); terms.append(b)
+        y = y * 0.5  # keep the next layer's input in range
+    (y.sum() + 1000 * sum(terms)).backward()
+base = rss()
+step()
+peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+print(peak - base)
+"""
+
+
+def stack_peak_memory(variant, device, layers=4, numel=4 * 2 ** 20):
+    """Peak memory above the inputs during one training step of `layers` activation layers."""
+    if device == "cuda":
+        case = Case(22, numel, device=device)
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        base = torch.cuda.memory_allocated()
+        y, terms = case.x, []
+        for _ in range(layers):
+            if variant == "power":
+                from cases import power_poly_act
+                y, b = power_poly_act(y, case.coeffs_x, case.bound, case.alpha)
+            else:
+                fn = pnn_ext.poly_act if variant == "fused" else pnn_ext.reference.poly_act
+                y, s = fn(y, case.coeffs, case.bound, case.alpha, "chebyshev")
+                b = s[0]
+            terms.append(b)
+            y = y * 0.5
+        (y.sum() + 1000 * sum(terms)).backward()
+        torch.cuda.synchronize()
+        return torch.cuda.max_memory_allocated() - base
+    # CPU: peak RSS of a fresh process (glibc returns large blocks to the OS on free).
+    script = STACK_SCRIPT.format(here=HERE, root=ROOT)
+    out = subprocess.run([sys.executable, "-c", script, variant, str(layers), str(numel)], capture_output=True,
+                         text=True, check=True)
+    return int(out.stdout.strip().splitlines()[-1])
+
+
+def small_cnn(act):
+    """The small CNN of the end-to-end row (28x28x1 inputs, 10 classes)."""
+    from torch import nn
+    return nn.Sequential(
+        nn.Conv2d(1, 32, 3, padding=1), nn.BatchNorm2d(32), act(),
+        nn.Conv2d(32, 64, 3, padding=1), nn.BatchNorm2d(64), act(), nn.MaxPool2d(2),
+        nn.Conv2d(64, 64, 3, padding=1), nn.BatchNorm2d(64), act(), nn.MaxPool2d(2),
+        nn.Flatten(), nn.Linear(64 * 7 * 7, 128), nn.BatchNorm1d(128), act(), nn.Linear(128, 10))
+
+
+def end_to_end(device, batch=128):
+    """One training step (forward, CE + 1000 * boundary loss, backward, selective clip, AdamW)."""
+    import torch.nn.functional as F
+    from torch import nn
+
+    from pnn_ext import ops, reference
+
+    rows = {}
+    x = torch.randn(batch, 1, 28, 28, device=device)
+    target = torch.randint(0, 10, (batch,), device=device)
+    for name, act, impl, reps in (("relu", nn.ReLU, None, 10), ("degree 22, fused", None, None, 10),
+                                  ("degree 22, reference", None, reference.poly_act, 3)):
+        torch.manual_seed(0)
+        model = small_cnn(act if act else (lambda: pnn_ext.PolyActivation.from_preset(22))).to(device)
+        pnn_ext.track(model)
+        opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+        original = ops.poly_act
+        if impl is not None:
+            ops.poly_act = impl
+        try:
+            def step():
+                loss = F.cross_entropy(model(x), target) + 1000 * pnn_ext.boundary_loss(model).to(device)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                pnn_ext.clip_grad_norm_selective_(model, 1.0)
+                opt.step()
+            step()  # warm-up
+            rows[name] = timed(step, device, reps)
+        finally:
+            ops.poly_act = original
+    return rows
+
+
+# ---------------------------------------------------------------- report
+
+def fmt_ms(s):
+    return f"{s * 1e3:.3g}" if s < 1 else f"{s * 1e3:.0f}"
+
+
+def machine_line(device):
+    if device == "cuda":
+        return f"GPU: {torch.cuda.get_device_name()}, torch {torch.__version__}, CUDA {torch.version.cuda}"
+    cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?")
+    return (f"CPU: {cpu}, {os.cpu_count()} cores ({torch.get_num_threads()} torch threads), "
+            f"pnn_ext kernels: {pnn_ext.cpu_capability()}, torch {torch.__version__}, Python {platform.python_version()}")
+
+
+def build_section(device, args, benches, copy_gbs, memory, e2e, event_rows):
+    by = {}
+    for b in benches:
+        e = b["extra_info"]
+        by[(e["variant"], e["mode"], e["degree"], e["numel"], e["dtype"])] = (b["stats"], e)
+    cmd = f"python bench/report.py --device {device}" + (f" --sizes {args.sizes}" if args.sizes != "64K,1M,16M" else "") \
+        + (f" --degrees {args.degrees}" if args.degrees != "2,4,8,16,22" else "")
+    title = "GPU" if device == "cuda" else "CPU"
+    out = [f"<!-- {title} section: written by `{cmd}` -->", f"## {title}", "",
+           f"`{cmd}` on {datetime.date.today()}.", "", machine_line(device), "",
+           f"Measured copy bandwidth (`y.copy_(x)`, 16M float32): **{copy_gbs:.1f} GB/s**.", ""]
+    # Headline: largest size, degree 22, full mode.
+    keys = sorted({(k[1], k[2], k[3], k[4]) for k in by})
+    big = max(k[2] for k in keys)
+    dtypes = sorted({k[3] for k in keys})
+    head = ("full", 22, big, "torch.float32")
+    if all((v,) + head in by for v in VARIANTS):
+        f = by[("fused",) + head][0]["median"]
+        out += [f"### Headline: full step, degree 22, {big} float32 elements", "",
+                "| variant | median ms | fused is |", "|---|---:|---:|"]
+        for v in VARIANTS:
+            m = by[(v,) + head][0]["median"]
+            out.append(f"| {v} | {fmt_ms(m)} | {'—' if v == 'fused' else f'{m / f:.1f}× faster'} |")
+        out.append("")
+    out += ["### All cases", "",
+            "Median ms (20th–80th percentile in the JSON of pytest-benchmark: IQR shown as ±); "
+            "`×` = time of the variant / time of fused; GB/s and GFLOP/s of fused from the traffic and "
+            "arithmetic models in bench/cases.py (minimal bytes: x, y, grad_y, grad_x once each).", ""]
+    for mode in ("forward", "backward", "full"):
+        for dt in dtypes:
+            out += [f"#### {mode}, {dt.replace('torch.', '')}", "",
+                    "| degree | elements | fused ms | reference ms (×) | power ms (×) | compiled ms (×) | fused GB/s | fused GFLOP/s |",
+                    "|---:|---:|---:|---:|---:|---:|---:|---:|"]
+            for (m, d, n, t) in keys:
+                if m != mode or t != dt or ("fused", m, d, n, t) not in by:
+                    continue
+                fs, fe = by[("fused", m, d, n, t)]
+                cells = []
+                for v in ("reference", "power", "compiled"):
+                    if (v, m, d, n, t) in by:
+                        st = by[(v, m, d, n, t)][0]
+                        cells.append(f"{fmt_ms(st['median'])} ({st['median'] / fs['median']:.1f}×)")
+                    else:
+                        cells.append("—")
+                out.append(f"| {d} | {n:,} | {fmt_ms(fs['median'])} ± {fmt_ms(fs['iqr'] / 2)} | " + " | ".join(cells)
+                           + f" | {fe['bytes'] / fs['median'] / 1e9:.1f} | {fe['flops'] / fs['median'] / 1e9:.1f} |")
+            out.append("")
+    if event_rows:
+        out += ["### CUDA-event timing at degree 22 (median of 50, after warm-up)", "",
+                "| elements | dtype | mode | fused ms | GB/s | % of copy bandwidth | compiled ms | fused is |",
+                "|---:|---|---|---:|---:|---:|---:|---:|"]
+        out += event_rows + [""]
+    out += ["### Memory", "",
+            "Saved for backward by one layer (degree 22 and 2, 1M float32 elements, tensors "
+            "counted once), and peak memory above the inputs during one training step of a stack of "
+            "4 degree-22 layers on 4M elements (" + ("`torch.cuda.max_memory_allocated`" if device == "cuda"
+                                                   else "peak RSS of a fresh process") + ").", "",
+            "| variant | saved d=22: MB (tensors ≥ x's size) | saved d=2: MB (tensors ≥ x's size) | peak, 4-layer step: MB |",
+            "|---|---:|---:|---:|"]
+    for v, (s22, s2, peak) in memory.items():
+        peak_cell = "not measured (compilation memory would dominate)" if peak != peak else f"{peak / 2 ** 20:.0f}"
+        out.append(f"| {v} | {s22[0] / 2 ** 20:.1f} ({s22[1]}) | {s2[0] / 2 ** 20:.1f} ({s2[1]}) | {peak_cell} |")
+    out += ["", "### End to end: one training step of the small CNN", "",
+            "Batch 128 of 1×28×28, 3 conv + 1 linear layers with BatchNorm and 4 activations, CE + 1000 × boundary "
+            "loss, backward, selective clipping, AdamW (`small_cnn` in bench/report.py).", "",
+            "| activation | median ms | 20th–80th pct ms | vs relu |", "|---|---:|---:|---:|"]
+    relu = e2e["relu"][0]
+    for name, (med, lo, hi) in e2e.items():
+        out.append(f"| {name} | {fmt_ms(med)} | {fmt_ms(lo)}–{fmt_ms(hi)} | {med / relu:.2f}× |")
+    out.append("")
+    return "\n".join(out)
+
+
+def write_section(device, text):
+    marker = "GPU" if device == "cuda" else "CPU"
+    begin, end = f"<!-- BEGIN {marker} -->", f"<!-- END {marker} -->"
+    doc = open(RESULTS).read() if os.path.exists(RESULTS) else (
+        "# Benchmark results\n\nWritten by `bench/report.py`; the docstrings of bench/report.py and bench/cases.py say what each figure means.\n\n"
+        "<!-- BEGIN CPU -->\n<!-- END CPU -->\n\n<!-- BEGIN GPU -->\n## GPU\n\nNot measured yet: "
+        "`bash bench/gpu_check.sh` on a GPU machine runs it.\n<!-- END GPU -->\n")
+    pre, rest = doc.split(begin, 1)
+    _, post = rest.split(end, 1)
+    with open(RESULTS, "w") as f:
+        f.write(pre + begin + "\n" + text + "\n" + end + post)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    ap.add_argument("--sizes", default="64K,1M,16M", help="comma-separated from 64K,1M,16M (default: all)")
+    ap.add_argument("--degrees", default="2,4,8,16,22", help="comma-separated degrees (default: 2,4,8,16,22)")
+    args = ap.parse_args()
+    device = args.device
+    with tempfile.TemporaryDirectory() as tmp:
+        benches = run_suite(device, args.sizes, args.degrees, os.path.join(tmp, "bench.json"))
+    print("measuring copy bandwidth, memory and the end-to-end step", flush=True)
+    copy_gbs = copy_bandwidth(device)
+    memory = {}
+    for v in ("fused", "reference", "power", "compiled"):
+        s22 = saved_bytes(Case(22, 2 ** 20, device=device), v)
+        s2 = saved_bytes(Case(2, 2 ** 20, device=device), v)
+        peak = stack_peak_memory(v, device) if v != "compiled" else float("nan")
+        memory[v] = (s22, s2, peak)
+    e2e = end_to_end(device)
+    event_rows = []
+    if device == "cuda":
+        for numel in (64 * 2 ** 20, 256 * 2 ** 20):
+            for dtype in (torch.float32, torch.bfloat16):
+                case = Case(22, numel, dtype, device)
+                for mode in ("forward", "backward"):
+                    fs = timed(case.runner("fused", mode)[1], device, 50, case.runner("fused", mode)[0])[0]
+                    cs = timed(case.runner("compiled", mode)[1], device, 20, case.runner("compiled", mode)[0])[0]
+                    gbs = case.bytes_moved(mode) / fs / 1e9
+                    event_rows.append(f"| {numel:,} | {str(dtype)[6:]} | {mode} | {fs * 1e3:.3f} | {gbs:.0f} | "
+                                      f"{100 * gbs / copy_gbs:.0f}% | {cs * 1e3:.3f} | {cs / fs:.2f}× |")
+                del case
+    write_section(device, build_section(device, args, benches, copy_gbs, memory, e2e, event_rows))
+    print(f"wrote {RESULTS}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,72 @@
+"""pytest-benchmark suite: fused vs reference vs power basis vs torch.compile.
+
+    pytest bench/test_bench_polyact.py                              # CPU, every case (long: ~20 min)
+    PNN_BENCH_SIZES=1M pytest bench/test_bench_polyact.py -k "22"   # a slice
+    PNN_BENCH_SIZES=tiny PNN_BENCH_DEGREES=2,22 pytest bench --benchmark-disable   # CI smoke
+    PNN_BENCH_DEVICE=cuda pytest bench/test_bench_polyact.py        # GPU (float32 and bfloat16)
+
+Every variant's output is checked against the float64 reference before it is timed.
+On CUDA each timed call ends with torch.cuda.synchronize().
+"""
+import os
+
+import pytest
+import torch
+
+from cases import MODES, VARIANTS, Case, degrees_from_env, sizes_from_env
+
+DEVICE = os.environ.get("PNN_BENCH_DEVICE", "cpu")
+DTYPES = [torch.float32] + ([torch.bfloat16] if DEVICE == "cuda" else [])
+SIZES = sizes_from_env()
+SLOW = {"reference", "power"}
+
+if DEVICE == "cuda" and not torch.cuda.is_available():
+    pytest.skip("PNN_BENCH_DEVICE=cuda without a CUDA device", allow_module_level=True)
+
+_cases: dict = {}
+_checked: set = set()
+
+
+def get_case(degree, size, dtype):
+    key = (degree, size, dtype)
+    if key not in _cases:
+        _cases.clear()  # keep one case (up to 16M elements and its grads) alive at a time
+        _cases[key] = Case(degree, SIZES[size], dtype, DEVICE)
+    return _cases[key]
+
+
+def rounds_for(variant, numel):
+    if numel >= 2 ** 24:
+        return 3 if variant in SLOW else 10
+    if numel >= 2 ** 20:
+        return 5 if variant in SLOW else 20
+    return 20 if variant in SLOW else 100
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: str(d).replace("torch.", ""))
+@pytest.mark.parametrize("size", list(SIZES))
+@pytest.mark.parametrize("degree", degrees_from_env())
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_poly_act(benchmark, variant, mode, degree, size, dtype):
+    if variant == "power" and dtype != torch.float32:
+        pytest.skip("the power basis overflows in bfloat16's precision budget at high degree")
+    case = get_case(degree, size, dtype)
+    if (variant, degree, size, dtype) not in _checked:
+        case.check_agreement(variant)  # also the compile warm-up for "compiled"
+        _checked.add((variant, degree, size, dtype))
+    setup, target = case.runner(variant, mode)
+    if DEVICE == "cuda":
+        inner = target
+
+        def target(*args):
+            out = inner(*args)
+            torch.cuda.synchronize()
+            return out
+
+    benchmark.group = f"{mode} d={degree} {size} {str(dtype).replace('torch.', '')}"
+    benchmark.extra_info.update(variant=variant, mode=mode, degree=degree, numel=case.numel,
+                                dtype=str(dtype), device=DEVICE, bytes=case.bytes_moved(mode),
+                                flops=case.flops(mode))
+    benchmark.pedantic(target, setup=lambda: (setup(), {}), rounds=rounds_for(variant, case.numel),
+                       warmup_rounds=1)
