@@ -1,25 +1,28 @@
 #!/usr/bin/env bash
-# GPU check: on a machine with a GPU and torch preinstalled (no network), build the
-# extension for this GPU only, run the tests (CUDA ones included) and the speed
-# script on the GPU, and print a short table. Target: under ~8 minutes on an H200.
-#   bash bench/gpu_check.sh            # uses the python on PATH
+# GPU check: on a machine with a GPU and torch, pytest and pytest-benchmark preinstalled
+# (no network), build the extension for this GPU only, run the CUDA tests, then the
+# GPU section of the benchmark report (degree 22, 16M elements, plus CUDA-event timing
+# at 64M), and print a short table. Target: about 8 minutes on an H200 with 16 cores.
+#   bash bench/gpu_check.sh            # uses python3 on PATH; copies results to $OUT if set
 set -uo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
+export PYTHONUNBUFFERED=1 PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 start=$(date +%s)
-cap=$($PY -c 'import torch; p = torch.cuda.get_device_capability(); print(f"{p[0]}.{p[1]}")')
-echo "== $($PY -c 'import torch; print(torch.cuda.get_device_name(), "torch", torch.__version__)'), sm_${cap/./}"
-export TORCH_CUDA_ARCH_LIST="$cap" PNN_EXT_CUDA=1 MAX_JOBS=16
+cap=$($PY -c 'import torch; p = torch.cuda.get_device_capability(); print(f"{p[0]}.{p[1]}")') || exit 1
+echo "== $($PY -c 'import torch; print(torch.cuda.get_device_name(), "| torch", torch.__version__)') | sm_${cap/./}"
+export TORCH_CUDA_ARCH_LIST="$cap" PNN_EXT_CUDA=1
 t0=$(date +%s)
-$PY setup.py build_ext --inplace > gpu_build.log 2>&1 || { tail -n 40 gpu_build.log; echo "BUILD FAILED"; exit 1; }
+$PY setup.py build_ext --inplace > gpu_build.log 2>&1 || { tail -n 40 gpu_build.log; echo "== BUILD FAILED"; exit 1; }
 echo "== build: $(( $(date +%s) - t0 ))s"
 t0=$(date +%s)
-$PY -m pytest -q -m "not slow" -x tests -p no:cacheprovider 2>&1 | tail -n 15
+$PY -m pytest -q -m "cuda and not slow" tests -p no:cacheprovider 2>&1 | tail -n 15
 test_rc=${PIPESTATUS[0]}
-echo "== tests: rc=$test_rc, $(( $(date +%s) - t0 ))s"
-for spec in "268435456 22" "67108864 22" "16777216 8"; do
-  set -- $spec
-  $PY bench/cpu_speed.py --device cuda --numel "$1" --degree "$2" --reps 20 --ref-reps 3 2>&1 | tail -n 5
-done
-echo "== total $(( $(date +%s) - start ))s, tests rc=$test_rc"
+echo "== CUDA tests: rc=$test_rc, $(( $(date +%s) - t0 ))s"
+t0=$(date +%s)
+$PY bench/report.py --device cuda --sizes 16M --degrees 22 2>&1 | grep -v "^W1\|^  " | tail -n 5
+sed -n '/<!-- BEGIN GPU -->/,/<!-- END GPU -->/p' bench/RESULTS.md | grep -E "^\||^GPU|^Measured|^##"
+echo "== report: $(( $(date +%s) - t0 ))s"
+[ -n "${OUT:-}" ] && cp bench/RESULTS.md bench/results-gpu.json gpu_build.log "$OUT"/ 2>/dev/null
+echo "== total $(( $(date +%s) - start ))s, CUDA tests rc=$test_rc"
 exit "$test_rc"

@@ -1,8 +1,12 @@
 """Run the benchmark suite and write bench/RESULTS.md.
 
     python bench/report.py                 # CPU: the whole suite (~25 min on 2 cores), then memory and end-to-end
-    python bench/report.py --device cuda   # GPU section (same suite, synchronized timing; plus CUDA-event bandwidth)
+    python bench/report.py --device cuda   # GPU section (same suite, synchronized timing; CUDA events at 64M)
     python bench/report.py --sizes 1M --degrees 8,22   # a quicker slice
+    python bench/report.py --suite-json bench/results-cpu.json  # reuse a saved suite run
+
+The suite's raw pytest-benchmark JSON is kept beside RESULTS.md
+(bench/results-cpu.json / results-gpu.json).
 
 Each run rewrites only its own section of RESULTS.md (CPU or GPU), so the two
 can come from different machines. Every number in it comes from this script.
@@ -18,7 +22,6 @@ import resource
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 
 import torch
@@ -216,9 +219,9 @@ def build_section(device, args, benches, copy_gbs, memory, e2e, event_rows):
             out.append(f"| {v} | {fmt_ms(m)} | {'—' if v == 'fused' else f'{m / f:.1f}× faster'} |")
         out.append("")
     out += ["### All cases", "",
-            "Median ms (20th–80th percentile in the JSON of pytest-benchmark: IQR shown as ±); "
-            "`×` = time of the variant / time of fused; GB/s and GFLOP/s of fused from the traffic and "
-            "arithmetic models in bench/cases.py (minimal bytes: x, y, grad_y, grad_x once each).", ""]
+            "fused: median ms ± half the interquartile range; other variants: median ms and, in brackets, "
+            "their time over fused's. GB/s and GFLOP/s of fused come from the traffic and arithmetic "
+            "models in bench/cases.py (minimal bytes: x, y, grad_y, grad_x once each; Clenshaw flops).", ""]
     for mode in ("forward", "backward", "full"):
         for dt in dtypes:
             out += [f"#### {mode}, {dt.replace('torch.', '')}", "",
@@ -244,15 +247,18 @@ def build_section(device, args, benches, copy_gbs, memory, e2e, event_rows):
                 "|---:|---|---|---:|---:|---:|---:|---:|"]
         out += event_rows + [""]
     out += ["### Memory", "",
-            "Saved for backward by one layer (degree 22 and 2, 1M float32 elements, tensors "
-            "counted once), and peak memory above the inputs during one training step of a stack of "
-            "4 degree-22 layers on 4M elements (" + ("`torch.cuda.max_memory_allocated`" if device == "cuda"
-                                                   else "peak RSS of a fresh process") + ").", "",
-            "| variant | saved d=22: MB (tensors ≥ x's size) | saved d=2: MB (tensors ≥ x's size) | peak, 4-layer step: MB |",
+            "Saved for backward by one layer with 1M float32 elements (4 MB): MB, the same in multiples of "
+            "x's size, and the number of saved tensors at least as large as x (each counted once); and peak "
+            "memory above the inputs during one training step of a stack of 4 degree-22 layers on 4M "
+            "elements (" + ("`torch.cuda.max_memory_allocated`" if device == "cuda"
+                            else "peak RSS of a fresh process") + ").", "",
+            "| variant | saved, degree 22: MB = × x (tensors) | saved, degree 2: MB = × x (tensors) | peak, 4-layer step: MB |",
             "|---|---:|---:|---:|"]
+    x_bytes = 2 ** 20 * 4
     for v, (s22, s2, peak) in memory.items():
         peak_cell = "not measured (compilation memory would dominate)" if peak != peak else f"{peak / 2 ** 20:.0f}"
-        out.append(f"| {v} | {s22[0] / 2 ** 20:.1f} ({s22[1]}) | {s2[0] / 2 ** 20:.1f} ({s2[1]}) | {peak_cell} |")
+        out.append(f"| {v} | {s22[0] / 2 ** 20:.1f} = {s22[0] / x_bytes:.2f} ({s22[1]}) | "
+                   f"{s2[0] / 2 ** 20:.1f} = {s2[0] / x_bytes:.2f} ({s2[1]}) | {peak_cell} |")
     out += ["", "### End to end: one training step of the small CNN", "",
             "Batch 128 of 1×28×28, 3 conv + 1 linear layers with BatchNorm and 4 activations, CE + 1000 × boundary "
             "loss, backward, selective clipping, AdamW (`small_cnn` in bench/report.py).", "",
@@ -282,10 +288,15 @@ def main():
     ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     ap.add_argument("--sizes", default="64K,1M,16M", help="comma-separated from 64K,1M,16M (default: all)")
     ap.add_argument("--degrees", default="2,4,8,16,22", help="comma-separated degrees (default: 2,4,8,16,22)")
+    ap.add_argument("--suite-json", help="use this pytest-benchmark JSON instead of running the suite")
     args = ap.parse_args()
     device = args.device
-    with tempfile.TemporaryDirectory() as tmp:
-        benches = run_suite(device, args.sizes, args.degrees, os.path.join(tmp, "bench.json"))
+    if args.suite_json:
+        with open(args.suite_json) as f:
+            benches = json.load(f)["benchmarks"]
+    else:
+        saved = os.path.join(HERE, f"results-{device}.json")
+        benches = run_suite(device, args.sizes, args.degrees, saved)
     print("measuring copy bandwidth, memory and the end-to-end step", flush=True)
     copy_gbs = copy_bandwidth(device)
     memory = {}
@@ -297,7 +308,7 @@ def main():
     e2e = end_to_end(device)
     event_rows = []
     if device == "cuda":
-        for numel in (64 * 2 ** 20, 256 * 2 ** 20):
+        for numel in (64 * 2 ** 20,):
             for dtype in (torch.float32, torch.bfloat16):
                 case = Case(22, numel, dtype, device)
                 for mode in ("forward", "backward"):

@@ -128,7 +128,8 @@ struct BoundaryAccumulator {
     if constexpr (std::is_same_v<acc_t, float>) {
       const Vec cap(static_cast<acc_t>(kBoundaryExpCap));
       const Vec ec = at::vec::minimum(at::vec::maximum(e, Vec(0)), cap);
-      expm1_acc = expm1_acc + (ec.exp_u20() - Vec(1));
+      // Masked: exp_u20(0) - 1 need not be exactly 0 in the lanes that contribute nothing.
+      expm1_acc = expm1_acc + Vec::blendv(Vec(0), ec.exp_u20() - Vec(1), e > Vec(0));
       if (++pending == 256) flush();  // bounded float accumulation
       if (any_lane(e > cap)) {
         acc_t eb[Vec::size()];
