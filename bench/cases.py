@@ -110,6 +110,7 @@ class Case:
         gx = self.backward((y, boundary))
         tol = TOLERANCE[variant] * (3 if self.dtype != torch.float32 else 1)
         for name, got, want in (("y", y, yr), ("grad_x", gx, gr)):
+            want = want.detach()
             err = float((got.detach().double().cpu() - want).abs().max() / want.abs().max())
             if not err <= tol:
                 raise AssertionError(f"{variant} {name} disagrees with float64: {err:.2e} > {tol:.0e}")
