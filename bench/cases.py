@@ -114,8 +114,8 @@ class Case:
             err = float((got.detach().double().cpu() - want).abs().max() / want.abs().max())
             if not err <= tol:
                 raise AssertionError(f"{variant} {name} disagrees with float64: {err:.2e} > {tol:.0e}")
-        if not math.isclose(float(boundary.detach()), float(sr[0]), rel_tol=1e-3, abs_tol=1e-6):
-            raise AssertionError(f"{variant} boundary term {float(boundary.detach())} != {float(sr[0])}")
+        if not math.isclose(float(boundary.detach()), float(sr[0].detach()), rel_tol=1e-3, abs_tol=1e-6):
+            raise AssertionError(f"{variant} boundary term {float(boundary.detach())} != {float(sr[0].detach())}")
 
     def runner(self, variant: str, mode: str):
         """(setup, target) for a timing loop: setup's result is passed to target."""

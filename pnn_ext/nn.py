@@ -169,6 +169,9 @@ def convert(model: nn.Module, degree: int = 22, bound: float | None = None, alph
     own module (own coefficients when ``learnable``). Activations called as
     functions (F.relu) are not modules and are left as they are.
     """
+    unknown = [t for t in types if t not in CONVERTIBLE]
+    if unknown:
+        raise ValueError(f"types must be among {[t.__name__ for t in CONVERTIBLE]}, got {unknown}")
     fits: dict[str, np.ndarray] = {}
     bound_, alpha_ = fitting.preset(degree)
     bound = bound_ if bound is None else bound

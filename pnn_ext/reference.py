@@ -61,16 +61,14 @@ def poly_eval(t: torch.Tensor, coeffs: torch.Tensor, basis: str) -> torch.Tensor
     return t * b1 - b2 + coeffs[0]
 
 
-def overflow_fixup(p: torch.Tensor, x: torch.Tensor, t: torch.Tensor, coeffs: torch.Tensor,
-                   power_offset: int = 0) -> torch.Tensor:
+def overflow_fixup(p: torch.Tensor, x: torch.Tensor, t: torch.Tensor, coeffs: torch.Tensor) -> torch.Tensor:
     """Where evaluation overflowed into NaN for a non-NaN x, return +-inf with the sign
-    of the leading term (lead * t^m, m = highest non-zero coefficient - power_offset)."""
+    of the leading term (lead * t^m, m = index of the highest non-zero coefficient)."""
     bad = p.isnan() & ~x.isnan()
     nz = (coeffs != 0).nonzero()
     m = int(nz.max()) if nz.numel() else 0
     lead = coeffs[m]
-    power = max(m - power_offset, 0)
-    sign = torch.where((t < 0) & (power % 2 == 1), -1.0, 1.0) * torch.sign(lead.detach())
+    sign = torch.where((t < 0) & (m % 2 == 1), -1.0, 1.0) * torch.sign(lead.detach())
     return torch.where(bad, sign.to(p.dtype) * math.inf, p)
 
 
