@@ -65,10 +65,12 @@ def overflow_fixup(p: torch.Tensor, x: torch.Tensor, t: torch.Tensor, coeffs: to
     """Where evaluation overflowed into NaN for a non-NaN x, return +-inf with the sign
     of the leading term (lead * t^m, m = index of the highest non-zero coefficient)."""
     bad = p.isnan() & ~x.isnan()
-    nz = (coeffs != 0).nonzero()
-    m = int(nz.max()) if nz.numel() else 0
-    lead = coeffs[m]
-    sign = torch.where((t < 0) & (m % 2 == 1), -1.0, 1.0) * torch.sign(lead.detach())
+    # Index of the highest non-zero coefficient, as a tensor (no host sync, no graph break
+    # under torch.compile).
+    k = torch.arange(coeffs.numel(), device=coeffs.device)
+    m = torch.where(coeffs != 0, k, torch.zeros_like(k)).max()
+    lead = coeffs.detach()[m]
+    sign = torch.where((t < 0) & (m % 2 == 1), -1.0, 1.0) * torch.sign(lead)
     return torch.where(bad, sign.to(p.dtype) * math.inf, p)
 
 
