@@ -5,7 +5,6 @@ import torch
 import pnn_ext
 from pnn_ext import reference
 
-DTYPES = [torch.float32, torch.float64, torch.float16, torch.bfloat16]
 DEGREES = [1, 2, 3, 4, 8, 16, 22, 32]
 BASES = ["chebyshev", "monomial"]
 # Awkward sizes: below, at and past vector widths and the CPU chunk (32768).
