@@ -143,6 +143,21 @@ PNN_HD V next_basis(V t, V two_t, V phi_k, V phi_km1, Basis basis) {
   return basis == Basis::kMonomial ? phi_k * t : madd(two_t, phi_k, V(0) - phi_km1);
 }
 
+// Coefficient gradients: acc[k] += g * phi_k(t) for k = 0..d (d >= 1).
+template <typename V>
+PNN_HD void accumulate_basis(V g, V t, int d, Basis basis, V* acc) {
+  const V two_t = t + t;
+  V phi_prev = V(1), phi = t;
+  acc[0] = acc[0] + g;
+  acc[1] = madd(g, t, acc[1]);
+  for (int k = 2; k <= d; ++k) {
+    V next = next_basis(t, two_t, phi, phi_prev, basis);
+    phi_prev = phi;
+    phi = next;
+    acc[k] = madd(g, phi, acc[k]);
+  }
+}
+
 // Overflow of a finite input. Horner never produces NaN for finite t, but
 // Clenshaw can form inf - inf when |t|^d overflows. Where that happens the true
 // value is +-inf with the sign of the leading term lead * t^m (m = index of the

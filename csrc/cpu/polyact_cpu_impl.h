@@ -140,14 +140,17 @@ struct BoundaryAccumulator {
     } else {
       acc_t eb[Vec::size()];
       e.store(eb);
-      for (int64_t l = 0; l < Vec::size(); ++l) {
-        if (eb[l] > acc_t(0)) {
-          acc_t ex, lin;
-          boundary_term(eb[l], ex, lin);
-          expm1_sum += ex;
-          linear_sum += lin;
-        }
-      }
+      for (int64_t l = 0; l < Vec::size(); ++l) add_scalar(eb[l]);
+    }
+  }
+
+  // One element's excess e = |x| - alpha*B (nothing if e <= 0 or NaN).
+  inline void add_scalar(acc_t e) {
+    if (e > acc_t(0)) {
+      acc_t ex, lin;
+      boundary_term(e, ex, lin);
+      expm1_sum += ex;
+      linear_sum += lin;
     }
   }
 
@@ -181,7 +184,7 @@ void forward_run(const scalar_t* x, int64_t xs, scalar_t* y, int64_t ys, int64_t
   using Vec = Vectorized<acc_t>;
   constexpr int64_t W = Vec::size();
   const int d = P.degree;
-  double expm1_sum = 0, linear_sum = 0;
+  BoundaryAccumulator<acc_t> boundary;
   acc_t max_abs = 0;
   bool saw_nan = false;
   int64_t i = 0;
@@ -189,7 +192,6 @@ void forward_run(const scalar_t* x, int64_t xs, scalar_t* y, int64_t ys, int64_t
   if (xs == 1 && ys == 1) {
     const Vec vbound(P.bound), vinv(P.inv_bound), one(1);
     Vec vmax(0), vcount(0);
-    BoundaryAccumulator<acc_t> boundary;
     // Finish U vectors starting at x + i0: fix-up, store, statistics, boundary.
     auto finish = [&](int64_t i0, int64_t count, Vec xv, Vec t, Vec p) {
       p = fix_overflow_vec(p, xv, t, P.lead, P.lead_index);
@@ -214,9 +216,6 @@ void forward_run(const scalar_t* x, int64_t xs, scalar_t* y, int64_t ys, int64_t
       Vec t = xv * vinv;
       finish(i, cnt, xv, t, poly_value(cv, d, t, P.basis));
     }
-    boundary.flush();
-    expm1_sum += boundary.expm1_sum;
-    linear_sum += boundary.linear_sum;
     acc_t mb[W], cb[W];
     vmax.store(mb);
     vcount.store(cb);
@@ -236,18 +235,13 @@ void forward_run(const scalar_t* x, int64_t xs, scalar_t* y, int64_t ys, int64_t
       saw_nan |= std::isnan(ax);
       max_abs = std::max(max_abs, ax);
       count += ax > P.bound;
-      acc_t e = ax - P.threshold;
-      if (e > acc_t(0)) {
-        acc_t ex, lin;
-        boundary_term(e, ex, lin);
-        expm1_sum += ex;
-        linear_sum += lin;
-      }
+      boundary.add_scalar(ax - P.threshold);
     }
     out.count_outside += count;
   }
-  out.expm1_sum += expm1_sum;
-  out.linear_sum += linear_sum;
+  boundary.flush();
+  out.expm1_sum += boundary.expm1_sum;
+  out.linear_sum += boundary.linear_sum;
   if (saw_nan || std::isnan(out.max_abs)) {
     out.max_abs = NAN;
   } else {
@@ -364,18 +358,8 @@ void backward_run(const scalar_t* gy, int64_t gys, const scalar_t* x, int64_t xs
         }
       }
       store_vec<scalar_t, acc_t>(gx + i0, gxv, count);
-      if (coeff_acc != nullptr) {  // lanes past count have g == 0 and add nothing
-        const Vec two_t = t + t;
-        Vec phi_prev(1), phi = t;
-        coeff_acc[0] = coeff_acc[0] + g;
-        coeff_acc[1] = madd(g, t, coeff_acc[1]);
-        for (int k = 2; k <= d; ++k) {
-          Vec next = next_basis(t, two_t, phi, phi_prev, P.basis);
-          phi_prev = phi;
-          phi = next;
-          coeff_acc[k] = madd(g, phi, coeff_acc[k]);
-        }
-      }
+      // Lanes past count have g == 0 and add nothing.
+      if (coeff_acc != nullptr) accumulate_basis(g, t, d, P.basis, coeff_acc);
     };
     for (; i + kUnroll * W <= n; i += kUnroll * W) {
       Vec xv[kUnroll], g[kUnroll], t[kUnroll], p[kUnroll], dp[kUnroll];
@@ -406,17 +390,7 @@ void backward_run(const scalar_t* gy, int64_t gys, const scalar_t* x, int64_t xs
       dp = fix_overflow(dp, xv, t, P.lead, std::max(P.lead_index - 1, 0));
       acc_t gxv = g == acc_t(0) ? acc_t(0) : g * dp * P.inv_bound;
       gx[i * gxs] = static_cast<scalar_t>(gxv + boundary_grad(xv));
-      if (coeff_acc_scalar != nullptr) {
-        acc_t phi_prev = 1, phi = t;
-        coeff_acc_scalar[0] += g;
-        coeff_acc_scalar[1] += g * t;
-        for (int k = 2; k <= d; ++k) {
-          acc_t next = next_basis(t, t + t, phi, phi_prev, P.basis);
-          phi_prev = phi;
-          phi = next;
-          coeff_acc_scalar[k] += g * phi;
-        }
-      }
+      if (coeff_acc_scalar != nullptr) accumulate_basis(g, t, d, P.basis, coeff_acc_scalar);
     }
   }
 }

@@ -199,6 +199,8 @@ backward_kernel(const scalar_t* __restrict__ gy, const scalar_t* __restrict__ x,
       const acc_t s = boundary_scale * boundary_slope(e);
       out += xv < acc_t(0) ? -s : s;
     }
+    // Same sum as accumulate_basis() (polyact.h), unrolled to the compile-time bound
+    // MAXD so that cacc stays in registers.
     if constexpr (MAXD > 0) {
       const acc_t two_t = t + t;
       acc_t phi_prev = 1, phi = t;
