@@ -161,13 +161,15 @@ def boundary_loss(model: nn.Module) -> torch.Tensor:
 
 def convert(model: nn.Module, degree: int = 22, bound: float | None = None, alpha: float | None = None,
             basis: str = "chebyshev", learnable: bool = False, method: str = "lstsq",
-            types: tuple[type, ...] = tuple(CONVERTIBLE)) -> nn.Module:
+            types: tuple[type, ...] = tuple(CONVERTIBLE), target: str | None = None) -> nn.Module:
     """Replace every ReLU / SiLU / GELU module of ``model`` in place by a
     PolyActivation fitted to that activation; returns ``model``.
 
     One fit per target is shared by all replaced modules; each replacement is its
     own module (own coefficients when ``learnable``). Activations called as
-    functions (F.relu) are not modules and are left as they are.
+    functions (F.relu) are not modules and are left as they are. ``target``
+    ("relu", "silu", ...) fits every replacement to that function instead of
+    the one it replaces.
     """
     unknown = [t for t in types if t not in CONVERTIBLE]
     if unknown:
@@ -187,7 +189,7 @@ def convert(model: nn.Module, degree: int = 22, bound: float | None = None, alph
         for name, child in parent.named_children():
             kind = next((CONVERTIBLE[t] for t in types if type(child) is t), None)
             if kind is not None:
-                setattr(parent, name, make(kind))
+                setattr(parent, name, make(target or kind))
             else:
                 replace(child)
 

@@ -1,0 +1,452 @@
+"""The training loop: objective CE + lambda * sum of boundary terms, clipping
+(selective / all / none), the divergence guard, per-epoch evaluation, metrics,
+checkpoints and exact resume."""
+from __future__ import annotations
+
+import json
+import math
+import os
+import platform
+import random
+import time
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.nn.modules.batchnorm import _BatchNorm
+from torch.utils.data import DataLoader, DistributedSampler
+
+from .. import ops
+from ..nn import PolyActivation, boundary_loss, poly_modules
+from . import checkpoint, distributed
+from .config import TrainConfig
+from .data import Data, augment_batch, load
+from .models import build_model
+
+CSV_COLUMNS = ("epoch", "step", "lr", "train_loss", "train_ce", "train_boundary", "train_acc", "val_loss", "val_acc",
+               "test_loss", "test_acc", "nonfinite_steps", "epoch_time_s", "max_abs_x", "max_frac_outside_b")
+
+
+class NonFinite(Exception):
+    """A step with a non-finite loss or gradient and the guard off."""
+
+
+class Rollback(Exception):
+    """guard_patience non-finite steps in a row: go back to the last checkpoint."""
+
+
+def parameter_groups(model: nn.Module, cfg: TrainConfig) -> list[dict]:
+    """AdamW groups: conv/linear weights (weight decay), BatchNorm parameters and
+    biases (no decay), learnable polynomial coefficients (coeff_lr_scale * lr, no decay)."""
+    coeffs, no_decay, decay = [], [], []
+    for m in model.modules():
+        for p in m.parameters(recurse=False):
+            if not p.requires_grad:
+                continue
+            if isinstance(m, PolyActivation):
+                coeffs.append(p)
+            elif isinstance(m, _BatchNorm) or p.dim() <= 1:
+                no_decay.append(p)
+            else:
+                decay.append(p)
+    groups = [{"params": decay, "weight_decay": cfg.weight_decay, "name": "weights"},
+              {"params": no_decay, "weight_decay": 0.0, "name": "bn_and_bias"}]
+    if coeffs:
+        groups.append({"params": coeffs, "weight_decay": 0.0, "lr": cfg.lr * cfg.coeff_lr_scale, "name": "coeffs"})
+    return [g for g in groups if g["params"]]
+
+
+def split_batchnorm(model: nn.Module) -> tuple[list[nn.Parameter], list[nn.Parameter]]:
+    """(BatchNorm parameters, all others), by module type."""
+    bn_ids = {id(p) for m in model.modules() if isinstance(m, _BatchNorm) for p in m.parameters(recurse=False)}
+    params = [p for p in model.parameters() if p.requires_grad]
+    return [p for p in params if id(p) in bn_ids], [p for p in params if id(p) not in bn_ids]
+
+
+def _norm(params: list[nn.Parameter], device) -> torch.Tensor:
+    grads = [p.grad for p in params if p.grad is not None]
+    if not grads:
+        return torch.zeros((), device=device)
+    return torch.nn.utils.get_total_norm(grads, 2.0)
+
+
+def clip_gradients(model: nn.Module, mode: str, max_norm: float, device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Clip as ``mode`` says; returns (norm of the non-BatchNorm gradients, norm of
+    the BatchNorm gradients), both before clipping. selective: only the non-BN set
+    is scaled to max_norm (pnn_ext.clip_grad_norm_selective_); all: every gradient
+    is scaled by one factor from the total norm; none: nothing is scaled."""
+    bn, other = split_batchnorm(model)
+    n_other, n_bn = _norm(other, device), _norm(bn, device)
+    if mode == "selective":
+        torch.nn.utils.clip_grads_with_norm_(other, max_norm, n_other)
+    elif mode == "all":
+        torch.nn.utils.clip_grads_with_norm_(bn + other, max_norm, torch.linalg.vector_norm(torch.stack([n_other, n_bn])))
+    return n_other, n_bn
+
+
+def environment(device: torch.device) -> dict:
+    env = {"torch": torch.__version__, "python": platform.python_version(), "device": str(device),
+           "cpu_capability": ops.cpu_capability(), "cuda_kernels": ops.has_cuda_kernels(),
+           "threads": torch.get_num_threads(), "machine": platform.machine()}
+    if device.type == "cuda":
+        env["gpu"] = torch.cuda.get_device_name(device)
+    return env
+
+
+class Trainer:
+    """One run of a TrainConfig. ``run()`` returns the summary it writes to OUT_DIR/summary.json."""
+
+    def __init__(self, cfg: TrainConfig, data: Data | None = None):
+        self.cfg = cfg
+        self.dist, self.device = distributed.init(cfg.device)
+        if self.device.type != "cuda" and (cfg.bf16 or cfg.channels_last):
+            raise ValueError("bf16 and channels_last are for CUDA runs; this run is on the CPU")
+        _seed_everything(cfg.seed)
+        self.data = data if data is not None else load(cfg)
+        self.model = build_model(cfg, self.data.in_shape, self.data.layout, self.data.num_classes).to(self.device)
+        if cfg.channels_last:
+            self.model = self.model.to(memory_format=torch.channels_last)
+        self.polys = list(poly_modules(self.model))
+        self.bn_buffers = [b for m in self.model.modules() if isinstance(m, _BatchNorm) for b in m.buffers(recurse=False)]
+        self.net: nn.Module = self.model  # what forward calls (DDP wrapper when distributed)
+        if self.dist.enabled:
+            if self.device.type == "cuda":
+                self.model = nn.SyncBatchNorm.convert_sync_batchnorm(self.model)
+            self.net = nn.parallel.DistributedDataParallel(
+                self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
+        self.optimizer = torch.optim.AdamW(parameter_groups(self.model, cfg), lr=cfg.lr)
+        self.scheduler = self._make_scheduler()
+        self.sampler = DistributedSampler(self.data.train, num_replicas=self.dist.world, rank=self.dist.rank,
+                                          shuffle=True, seed=cfg.seed)
+        # Dropping an incomplete last batch keeps BatchNorm away from a batch of one.
+        self.train_loader = DataLoader(self.data.train, batch_size=cfg.batch_size, sampler=self.sampler,
+                                       num_workers=cfg.workers, drop_last=len(self.sampler) > cfg.batch_size,
+                                       pin_memory=self.device.type == "cuda")
+        self.out = cfg.out_dir
+        self.epoch = 0          # completed epochs
+        self.step = 0           # optimizer steps taken
+        self.history: list[dict] = []
+        self.nonfinite = 0      # steps skipped or stopped on
+        self.rollbacks = 0
+        self.lr_scale = 1.0
+        self.divergence: dict | None = None
+        self.best_val = -1.0
+        self.stop_test_acc: float | None = None
+        if self.dist.main:
+            os.makedirs(self.out, exist_ok=True)
+
+    # ------------------------------------------------------------ set-up
+    def _make_scheduler(self):
+        cfg = self.cfg
+        if cfg.scheduler == "plateau":
+            return torch.optim.lr_scheduler.ReduceLROnPlateau(self.optimizer, mode="min", factor=cfg.plateau_factor,
+                                                              patience=cfg.plateau_patience)
+        if cfg.scheduler == "cosine":
+            return torch.optim.lr_scheduler.CosineAnnealingLR(self.optimizer, T_max=max(cfg.epochs, 1))
+        return None
+
+    # ------------------------------------------------------------ one step
+    def _forward(self, x: torch.Tensor, y: torch.Tensor):
+        cfg = self.cfg
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=cfg.bf16):
+            logits = self.net(x)
+        ce = F.cross_entropy(logits.float(), y)
+        bl = boundary_loss(self.model).to(self.device)
+        loss = ce + cfg.lam * bl if cfg.boundary_loss else ce
+        return logits, ce, bl, loss
+
+    def train_step(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor | None:
+        """Forward, backward, clip, check, update. Returns [loss, ce, boundary, correct]
+        (one host sync per step: the finiteness check), or None when skipped."""
+        cfg = self.cfg
+        # BatchNorm updates its running statistics in the forward; a skipped step
+        # must not leave NaN there, so they are kept aside (a few KB) and put back.
+        saved = [b.clone() for b in self.bn_buffers] if cfg.guard else None
+        logits, ce, bl, loss = self._forward(x, y)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        n_other, n_bn = clip_gradients(self.model, cfg.clip, cfg.clip_norm, self.device)
+        ok = torch.isfinite(loss) & torch.isfinite(n_other) & torch.isfinite(n_bn)
+        ok = distributed.all_true(ok, self.dist)
+        correct = (logits.argmax(1) == y).sum()
+        row = torch.stack([ok.float(), loss.detach().float(), ce.detach(), bl.detach().float(), correct.float()])
+        vals = row.tolist()
+        if not vals[0]:
+            self.optimizer.zero_grad(set_to_none=True)
+            if saved is not None:
+                torch._foreach_copy_(self.bn_buffers, saved)
+            return None
+        self.optimizer.step()
+        self.step += 1
+        return row[1:]
+
+    # ------------------------------------------------------------ epochs
+    def train_epoch(self) -> dict:
+        cfg, epoch = self.cfg, self.epoch
+        self.net.train()
+        self.sampler.set_epoch(epoch)
+        gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + epoch * 7919 + self.dist.rank)
+        sums = torch.zeros(4, dtype=torch.float64, device=self.device)
+        seen, in_a_row, start = 0, 0, time.time()
+        range_max = torch.zeros(len(self.polys), device=self.device)
+        frac_sum = torch.zeros(len(self.polys), device=self.device)
+        batches = 0
+        bar = _progress(self.train_loader, enabled=cfg.progress and self.dist.main,
+                        desc=f"epoch {epoch + 1}/{cfg.epochs}")
+        for x, y in bar:
+            x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
+            if self.data.augment:
+                x = augment_batch(x, gen)
+            if cfg.channels_last and x.dim() == 4:
+                x = x.contiguous(memory_format=torch.channels_last)
+            out = self.train_step(x, y)
+            if out is None:
+                self.nonfinite += 1
+                in_a_row += 1
+                where = {"epoch": epoch + 1, "step": self.step, "nonfinite_in_a_row": in_a_row}
+                if not cfg.guard:
+                    self.divergence = {**where, "reason": "non-finite loss or gradient (guard off)"}
+                    raise NonFinite()
+                if in_a_row >= cfg.guard_patience:
+                    raise Rollback(where)
+                continue
+            in_a_row = 0
+            sums += out.double()
+            seen += len(y)
+            batches += 1
+            if self.polys:
+                stats = torch.stack([m.range_stats if m.range_stats is not None else
+                                     torch.zeros(2, device=self.device) for m in self.polys]).float()
+                range_max = torch.maximum(range_max, stats[:, 0])
+                frac_sum += stats[:, 1]
+            if self.dist.main and cfg.progress:
+                s = sums.tolist()
+                bar.set_postfix(loss=f"{s[0] / batches:.4f}", ce=f"{s[1] / batches:.4f}",
+                                boundary=f"{s[2] / batches:.2e}", acc=f"{100 * s[3] / seen:.2f}%", refresh=False)
+            if cfg.max_steps and self.step >= cfg.max_steps:
+                break
+        s = sums.tolist()
+        n = max(batches, 1)
+        return {"train_loss": s[0] / n, "train_ce": s[1] / n, "train_boundary": s[2] / n,
+                "train_acc": s[3] / max(seen, 1), "epoch_time_s": time.time() - start,
+                "layer_max_abs_x": range_max.tolist(), "layer_frac_outside_b": (frac_sum / n).tolist()}
+
+    @torch.no_grad()
+    def evaluate(self, dataset) -> tuple[float, float]:
+        """(mean cross-entropy, accuracy) in eval mode; every rank evaluates the whole set."""
+        if dataset is None:
+            return float("nan"), float("nan")
+        self.net.eval()
+        loader = DataLoader(dataset, batch_size=max(self.cfg.batch_size, 256), shuffle=False)
+        loss, correct = torch.zeros((), dtype=torch.float64, device=self.device), torch.zeros((), device=self.device)
+        for x, y in loader:
+            x, y = x.to(self.device), y.to(self.device)
+            if self.cfg.channels_last and x.dim() == 4:
+                x = x.contiguous(memory_format=torch.channels_last)
+            with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.cfg.bf16):
+                logits = self.model(x).float()
+            loss += F.cross_entropy(logits, y, reduction="sum").double()
+            correct += (logits.argmax(1) == y).sum()
+        n = len(dataset)
+        return loss.item() / n, correct.item() / n
+
+    # ------------------------------------------------------------ checkpoints
+    def state(self) -> dict:
+        return {"format": checkpoint.FORMAT, "epoch": self.epoch, "step": self.step,
+                "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+                "scheduler": self.scheduler.state_dict() if self.scheduler else None,
+                "rng": checkpoint.rng_state(), "history": self.history, "best_val": self.best_val,
+                "lr_scale": self.lr_scale, "nonfinite": self.nonfinite, "rollbacks": self.rollbacks,
+                "config": self.cfg.to_dict()}
+
+    def save(self, best: bool) -> None:
+        if not self.dist.main:
+            return
+        state = self.state()
+        checkpoint.save_atomic(state, os.path.join(self.out, "last.pt"))
+        if best:
+            checkpoint.save_atomic(state, os.path.join(self.out, "best.pt"))
+
+    def restore(self, path: str, counters: bool = True) -> float:
+        """Load model, optimizer, scheduler, RNG states, epoch, step and history (and
+        the guard's counters when ``counters``); returns the checkpoint's lr_scale."""
+        ck = checkpoint.load(path, map_location=self.device)
+        for key in ("dataset", "model", "activation", "degree", "basis", "norm", "act_position", "hidden"):
+            if ck["config"].get(key) != getattr(self.cfg, key):
+                raise checkpoint.CheckpointError(
+                    f"checkpoint {path!r} was made with {key}={ck['config'].get(key)!r}, this run has "
+                    f"{key}={getattr(self.cfg, key)!r}")
+        self.model.load_state_dict(ck["model"])
+        self.optimizer.load_state_dict(ck["optimizer"])
+        if self.scheduler is not None and ck["scheduler"] is not None:
+            self.scheduler.load_state_dict(ck["scheduler"])
+        checkpoint.set_rng_state(ck["rng"])
+        self.epoch, self.step, self.history = ck["epoch"], ck["step"], list(ck["history"])
+        self.best_val = ck["best_val"]
+        if counters:
+            self.lr_scale, self.nonfinite, self.rollbacks = ck["lr_scale"], ck["nonfinite"], ck["rollbacks"]
+        return ck["lr_scale"]
+
+    def _rollback(self, where: dict) -> None:
+        self.rollbacks += 1
+        if self.rollbacks > self.cfg.max_rollbacks:
+            self.divergence = {**where, "reason": f"non-finite steps persisted after {self.cfg.max_rollbacks} "
+                                                  "rollbacks"}
+            raise NonFinite()
+        saved_scale = self.restore(os.path.join(self.out, "last.pt"), counters=False)
+        self.lr_scale *= self.cfg.rollback_lr_factor
+        ratio = self.lr_scale / saved_scale  # the checkpoint's lr already carries its own scale
+        for g in self.optimizer.param_groups:
+            g["lr"] *= ratio
+        if isinstance(self.scheduler, torch.optim.lr_scheduler.CosineAnnealingLR):
+            self.scheduler.base_lrs = [b * ratio for b in self.scheduler.base_lrs]
+        self.log(f"[guard] {where['nonfinite_in_a_row']} non-finite steps in a row at epoch {where['epoch']}: "
+                 f"rolled back to epoch {self.epoch}, learning rate x{self.lr_scale:g}")
+
+    # ------------------------------------------------------------ the run
+    def log(self, msg: str) -> None:
+        if self.dist.main:
+            print(msg, flush=True)
+
+    def run(self) -> dict:
+        cfg = self.cfg
+        if cfg.resume:
+            path = os.path.join(self.out, "last.pt") if cfg.resume == "last" else cfg.resume
+            self.restore(path)
+            self.log(f"resumed from {path} at epoch {self.epoch}, step {self.step}")
+        else:
+            self.save(best=False)  # epoch 0: the base for a rollback before the first epoch ends
+        start, status = time.time(), "running"
+        try:
+            while self.epoch < cfg.epochs and not (cfg.max_steps and self.step >= cfg.max_steps):
+                try:
+                    row = self.train_epoch()
+                except Rollback as r:
+                    self._rollback(r.args[0])
+                    continue
+                self.epoch += 1
+                row.update(self._evaluate_epoch(row))
+                self.history.append(row)
+                improved = row["val_acc"] > self.best_val if math.isfinite(row["val_acc"]) else True
+                if improved:
+                    self.best_val = row["val_acc"] if math.isfinite(row["val_acc"]) else self.best_val
+                self.save(best=improved)
+                self._write_metrics()
+                self.log(_epoch_line(row, cfg))
+            status = "completed"
+        except NonFinite:
+            status = "diverged"
+            self.stop_test_acc = self.evaluate(self.data.test)[1]
+            self.log(f"[diverged] at epoch {self.divergence['epoch']}, step {self.divergence['step']}: "
+                     f"{self.divergence['reason']}")
+        except KeyboardInterrupt:
+            status = "interrupted"
+            raise
+        finally:
+            summary = self._summary(status, time.time() - start)
+            if self.dist.main:
+                _write_json(os.path.join(self.out, "summary.json"), summary)
+        if self.dist.main and cfg.plots:
+            from . import plots
+            plots.write_all(self.out, self.history, self.polys)
+        return summary
+
+    def _evaluate_epoch(self, row: dict) -> dict:
+        val_loss, val_acc = self.evaluate(self.data.val)
+        test_loss, test_acc = self.evaluate(self.data.test)
+        if isinstance(self.scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
+            self.scheduler.step(val_loss if math.isfinite(val_loss) else row["train_loss"])
+        elif self.scheduler is not None:
+            self.scheduler.step()
+        return {"epoch": self.epoch, "step": self.step, "lr": self.optimizer.param_groups[0]["lr"],
+                "val_loss": val_loss, "val_acc": val_acc, "test_loss": test_loss, "test_acc": test_acc,
+                "nonfinite_steps": self.nonfinite}
+
+    def _write_metrics(self) -> None:
+        """metrics.jsonl and metrics.csv, rewritten from the history (so a resumed run
+        never holds rows of the epochs it redid)."""
+        if not self.dist.main:
+            return
+        lines = [json.dumps(r) for r in self.history]
+        _write_text(os.path.join(self.out, "metrics.jsonl"), "\n".join(lines) + "\n")
+        rows = [",".join(CSV_COLUMNS)]
+        for r in self.history:
+            r = {**r, "max_abs_x": max(r["layer_max_abs_x"], default=float("nan")),
+                 "max_frac_outside_b": max(r["layer_frac_outside_b"], default=float("nan"))}
+            rows.append(",".join(f"{r[c]:.6g}" if isinstance(r[c], float) else str(r[c]) for c in CSV_COLUMNS))
+        _write_text(os.path.join(self.out, "metrics.csv"), "\n".join(rows) + "\n")
+
+    def _summary(self, status: str, seconds: float) -> dict:
+        h = self.history
+        tests = [r["test_acc"] for r in h]
+        vals = [r["val_acc"] for r in h]
+        best_i = max(range(len(h)), key=lambda i: vals[i]) if h and all(map(math.isfinite, vals)) else None
+        return {
+            "status": status,
+            "final_test_acc": tests[-1] if tests else None,
+            "best_test_acc": max(tests) if tests else None,
+            "best_val_acc": vals[best_i] if best_i is not None else None,
+            "test_acc_at_best_val": tests[best_i] if best_i is not None else None,
+            "best_epoch": h[best_i]["epoch"] if best_i is not None else None,
+            "diverged": status == "diverged",
+            "diverged_at": self.divergence,
+            # accuracy of the last finite weights, where the run stopped (diverged runs)
+            "test_acc_at_stop": self.stop_test_acc,
+            "nonfinite_steps": self.nonfinite,
+            "rollbacks": self.rollbacks,
+            "lr_scale": self.lr_scale,
+            "epochs_completed": self.epoch,
+            "steps": self.step,
+            "epoch_time_s": float(np.mean([r["epoch_time_s"] for r in h])) if h else None,
+            "total_time_s": seconds,
+            "parameters": sum(p.numel() for p in self.model.parameters()),
+            "poly_layers": len(self.polys),
+            "world_size": self.dist.world,
+            "environment": environment(self.device),
+            "config": self.cfg.to_dict(),
+        }
+
+
+def _seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def _progress(iterable, enabled: bool, desc: str):
+    if not enabled:
+        return _Quiet(iterable)
+    from tqdm.auto import tqdm
+    return tqdm(iterable, desc=desc, leave=False, dynamic_ncols=True, mininterval=0.5)
+
+
+class _Quiet:
+    def __init__(self, iterable):
+        self.iterable = iterable
+
+    def __iter__(self):
+        return iter(self.iterable)
+
+    def set_postfix(self, **kw):
+        pass
+
+
+def _epoch_line(r: dict, cfg: TrainConfig) -> str:
+    outside = max(r["layer_frac_outside_b"], default=0.0)
+    maxx = max(r["layer_max_abs_x"], default=0.0)
+    ranges = f"  max|x| {maxx:.1f}  outside B {100 * outside:.3f}%" if r["layer_max_abs_x"] else ""
+    return (f"epoch {r['epoch']:3d}/{cfg.epochs}  loss {r['train_loss']:.4f}  ce {r['train_ce']:.4f}  "
+            f"boundary {r['train_boundary']:.2e}  train {100 * r['train_acc']:.2f}%  val {100 * r['val_acc']:.2f}%  "
+            f"test {100 * r['test_acc']:.2f}%  lr {r['lr']:.2e}  {r['epoch_time_s']:.1f}s{ranges}")
+
+
+def _write_text(path: str, text: str) -> None:
+    tmp = path + ".tmp"
+    with open(tmp, "w") as fh:
+        fh.write(text)
+    os.replace(tmp, path)
+
+
+def _write_json(path: str, obj) -> None:
+    _write_text(path, json.dumps(obj, indent=2, default=str) + "\n")
