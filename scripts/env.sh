@@ -1,9 +1,11 @@
 # Sourced by scripts/main.sh and scripts/test.sh: all set-up on a fresh machine.
 #  1. a virtual environment cached outside the clone, keyed by requirements.txt
 #     (PNN_EXT_CACHE, default ~/.cache/pnn_ext), made once;
-#  2. the extension built in place when csrc/ or setup.py changed since the last
-#     build (pip install --no-build-isolation -e .; CUDA kernels too when nvcc is
-#     found, see setup.py for PNN_EXT_CUDA and TORCH_CUDA_ARCH_LIST).
+#  2. the package installed in it (pip install --no-build-isolation -e .: the
+#     extension built in place, the pnn-train and pnn-ablate commands) when the
+#     venv lacks it or csrc/, setup.py or pyproject.toml changed since the last
+#     build (CUDA kernels too when nvcc is found, see setup.py for PNN_EXT_CUDA
+#     and TORCH_CUDA_ARCH_LIST).
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
@@ -21,7 +23,10 @@ fi
 # shellcheck disable=SC1091
 source "$VENV/bin/activate"
 so=$(ls pnn_ext/_C*.so 2>/dev/null | head -n1 || true)
-if [ -z "$so" ] || [ -n "$(find csrc setup.py -newer "$so" -type f | head -n1)" ]; then
+# Rebuild when there is no extension, when sources or packaging changed since it was
+# built, or when this venv does not have the package installed (entry points).
+if [ -z "$so" ] || [ -n "$(find csrc setup.py pyproject.toml -newer "$so" -type f | head -n1)" ] \
+   || ! [ -x "$VENV/bin/pnn-train" ]; then
   echo "[env] building pnn_ext._C (C++ CPU kernels; CUDA kernels when nvcc is present)"
   pip install -q --no-build-isolation --no-deps -e . > build.log 2>&1 || { tail -n 60 build.log; echo "[env] build failed, full log in build.log"; exit 1; }
 fi

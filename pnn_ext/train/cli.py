@@ -1,6 +1,7 @@
 """``pnn-train`` / ``python -m pnn_ext.train``: parse the configuration, train, print the result."""
 from __future__ import annotations
 
+import os
 import sys
 
 from .checkpoint import CheckpointError
@@ -16,7 +17,10 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     from .loop import Trainer
     try:
-        trainer = Trainer(cfg)
+        args = sys.argv[1:] if argv is None else argv
+        world = os.environ.get("WORLD_SIZE", "1")
+        launcher = f"torchrun --nproc_per_node {world} -m pnn_ext.train" if world != "1" else "pnn-train"
+        trainer = Trainer(cfg, command=" ".join([launcher, *args]))
         summary = trainer.run()
     except (DataError, CheckpointError, ValueError, RuntimeError) as e:
         if isinstance(e, RuntimeError) and not isinstance(e, CheckpointError) and "cuda" not in str(e).lower():

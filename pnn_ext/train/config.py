@@ -12,7 +12,7 @@ from typing import Any
 CHOICES = {
     "model": ("small-cnn", "mlp", "resnet18"),  # or "torchvision:NAME"
     "activation": ("poly", "relu"),
-    "act_position": ("after-bn", "before-bn"),
+    "act_position": ("before-bn", "after-bn"),
     "norm": ("batch", "none"),
     "basis": ("chebyshev", "monomial"),
     "target": ("relu", "silu", "gelu"),
@@ -46,7 +46,8 @@ class TrainConfig:
     model: str = _f("small-cnn", "small-cnn | mlp | resnet18 | torchvision:NAME (any torchvision classifier)")
     hidden: str = _f("256,128,64,32,16", "MLP hidden sizes, comma separated")
     norm: str = _f("batch", "normalisation layers: batch (BatchNorm) or none")
-    act_position: str = _f("after-bn", "activation after BatchNorm (conv-bn-act) or before it (conv-act-bn)")
+    act_position: str = _f("before-bn", "activation before BatchNorm (conv-act-bn, the published setup) or after "
+                                        "it (conv-bn-act)")
     dropout: float = _f(0.0, "dropout probability before the classifier (and after MLP activations)")
     # activation
     activation: str = _f("poly", "poly (polynomial, fused op) or relu (baseline)")
@@ -61,7 +62,7 @@ class TrainConfig:
     epochs: int = _f(10, "training epochs")
     max_steps: int = _f(0, "stop after this many optimizer steps in total (0: no limit)")
     boundary_loss: bool = _f(True, "add lambda * sum of boundary terms to the loss")
-    lam: float = _f(100.0, "lambda, the boundary-loss weight (the paper: 1000)")
+    lam: float = _f(1000.0, "lambda, the boundary-loss weight (the paper's value)")
     lr: float = _f(1e-3, "AdamW learning rate")
     coeff_lr_scale: float = _f(0.1, "learning rate of learnable coefficients, as a multiple of lr")
     weight_decay: float = _f(5e-4, "AdamW weight decay (not applied to BatchNorm, biases, coefficients)")

@@ -97,8 +97,9 @@ def environment(device: torch.device) -> dict:
 class Trainer:
     """One run of a TrainConfig. ``run()`` returns the summary it writes to OUT_DIR/summary.json."""
 
-    def __init__(self, cfg: TrainConfig, data: Data | None = None):
+    def __init__(self, cfg: TrainConfig, data: Data | None = None, command: str | None = None):
         self.cfg = cfg
+        self.command = command  # how the run was started, for the summary
         self.dist, self.device = distributed.init(cfg.device)
         if self.device.type != "cuda" and (cfg.bf16 or cfg.channels_last):
             raise ValueError("bf16 and channels_last are for CUDA runs; this run is on the CPU")
@@ -403,6 +404,7 @@ class Trainer:
             "parameters": sum(p.numel() for p in self.model.parameters()),
             "poly_layers": len(self.polys),
             "world_size": self.dist.world,
+            "command": self.command,
             "environment": environment(self.device),
             "config": self.cfg.to_dict(),
         }
@@ -435,7 +437,7 @@ class _Quiet:
 def _epoch_line(r: dict, cfg: TrainConfig) -> str:
     outside = max(r["layer_frac_outside_b"], default=0.0)
     maxx = max(r["layer_max_abs_x"], default=0.0)
-    ranges = f"  max|x| {maxx:.1f}  outside B {100 * outside:.3f}%" if r["layer_max_abs_x"] else ""
+    ranges = f"  max|x| {maxx:.1f}  outside B {100 * outside:.2g}%" if r["layer_max_abs_x"] else ""
     return (f"epoch {r['epoch']:3d}/{cfg.epochs}  loss {r['train_loss']:.4f}  ce {r['train_ce']:.4f}  "
             f"boundary {r['train_boundary']:.2e}  train {100 * r['train_acc']:.2f}%  val {100 * r['val_acc']:.2f}%  "
             f"test {100 * r['test_acc']:.2f}%  lr {r['lr']:.2e}  {r['epoch_time_s']:.1f}s{ranges}")
