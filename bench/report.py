@@ -33,6 +33,8 @@ sys.path[:0] = [HERE, ROOT]
 import pnn_ext  # noqa: E402
 from cases import VARIANTS, Case, saved_bytes  # noqa: E402
 
+from pnn_ext.train.models import SmallCNN  # noqa: E402
+
 RESULTS = os.path.join(HERE, "RESULTS.md")
 
 
@@ -137,31 +139,22 @@ def stack_peak_memory(variant, device, layers=4, numel=4 * 2 ** 20):
     return int(out.stdout.strip().splitlines()[-1])
 
 
-def small_cnn(act):
-    """The small CNN of the end-to-end row (28x28x1 inputs, 10 classes)."""
-    from torch import nn
-    return nn.Sequential(
-        nn.Conv2d(1, 32, 3, padding=1), nn.BatchNorm2d(32), act(),
-        nn.Conv2d(32, 64, 3, padding=1), nn.BatchNorm2d(64), act(), nn.MaxPool2d(2),
-        nn.Conv2d(64, 64, 3, padding=1), nn.BatchNorm2d(64), act(), nn.MaxPool2d(2),
-        nn.Flatten(), nn.Linear(64 * 7 * 7, 128), nn.BatchNorm1d(128), act(), nn.Linear(128, 10))
-
-
 def end_to_end(device, batch=128):
     """One training step (forward, CE + 1000 * boundary loss, backward, selective clip, AdamW)."""
     import torch.nn.functional as F
-    from torch import nn
 
     from pnn_ext import ops, reference
 
     rows = {}
     x = torch.randn(batch, 1, 28, 28, device=device)
     target = torch.randint(0, 10, (batch,), device=device)
-    for name, act, impl, reps in (("relu", nn.ReLU, None, 10), ("degree 22, fused", None, None, 10),
-                                  ("degree 22, reference", None, reference.poly_act, 3)):
+    for name, poly, impl, reps in (("relu", False, None, 10), ("degree 22, fused", True, None, 10),
+                                   ("degree 22, reference", True, reference.poly_act, 3)):
         torch.manual_seed(0)
-        model = small_cnn(act if act else (lambda: pnn_ext.PolyActivation.from_preset(22))).to(device)
-        pnn_ext.track(model)
+        model = SmallCNN(1, 10, (28, 28))  # pnn-train's small CNN, as it trains MNIST
+        if poly:
+            pnn_ext.convert(model, degree=22)
+        model = model.to(device)
         opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
         original = ops.poly_act
         if impl is not None:
@@ -277,7 +270,7 @@ def build_section(device, args, benches, copy_gbs, memory, e2e, event_rows):
                    f"{s2[0] / 2 ** 20:.1f} = {s2[0] / x_bytes:.2f} ({s2[1]}) | {peak_cell} |")
     out += ["", "### End to end: one training step of the small CNN", "",
             "Batch 128 of 1×28×28, 3 conv + 1 linear layers with BatchNorm and 4 activations, CE + 1000 × boundary "
-            "loss, backward, selective clipping, AdamW (`small_cnn` in bench/report.py).", "",
+            "loss, backward, selective clipping, AdamW (`pnn_ext.train.models.SmallCNN`, 28×28×1 inputs).", "",
             "| activation | median ms | 20th–80th pct ms | vs relu |", "|---|---:|---:|---:|"]
     relu = e2e["relu"][0]
     for name, (med, lo, hi) in e2e.items():

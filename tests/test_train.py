@@ -196,7 +196,7 @@ def test_guard_rolls_back_then_declares_divergence(tmp_path):
     _poison(trainer, set(range(1, 10_000)))                # every step from the first
     summary = trainer.run()
     assert summary["status"] == "diverged" and summary["diverged"]
-    assert summary["rollbacks"] == 3 and summary["nonfinite_steps"] == 6
+    assert summary["rollbacks"] == 2 and summary["nonfinite_steps"] == 6
     assert summary["lr_scale"] == pytest.approx(0.25)      # two rollbacks at x0.5 before giving up
     assert "rollbacks" in summary["diverged_at"]["reason"]
 
@@ -280,6 +280,13 @@ def test_corrupted_checkpoint_gives_clear_error(tmp_path, damage):
     out = subprocess.run([sys.executable, "-m", "pnn_ext.train", "--out-dir", str(tmp_path / "c"), "--resume",
                           "last", "--no-plots"], capture_output=True, text=True, cwd=ROOT)
     assert out.returncode == 2 and "truncated or corrupted" in out.stderr
+
+
+def test_fresh_run_refuses_to_replace_an_existing_one(tmp_path):
+    run(tmp_path, "c", epochs=1)
+    with pytest.raises(FileExistsError, match="--resume last.*--overwrite"):
+        run(tmp_path, "c", epochs=1)
+    assert run(tmp_path, "c", epochs=1, overwrite=True)[0]["status"] == "completed"
 
 
 def test_resume_refuses_another_model(tmp_path):
@@ -500,6 +507,10 @@ def test_ablation_command_writes_table_and_plot(tmp_path):
     assert (out / "ablation.png").is_file()
     cfg = json.loads((out / "degree2" / "no-clip" / "seed0" / "summary.json").read_text())["config"]
     assert cfg["clip"] == "none" and cfg["guard"] is False and cfg["degree"] == 2
-    shutil.rmtree(out / "degree2" / "full")       # a second call reruns only what is missing
+    shutil.rmtree(out / "degree2" / "full")       # a second call reruns only what is missing,
+    os.remove(out / "degree2" / "no-clip" / "seed0" / "summary.json")  # and resumes an interrupted run
     assert ablation.main(["--degrees", "2", "--seeds", "0", "--variants", "full,no-clip", "--out-dir", str(out),
                           "--", "--epochs", "1", "--no-progress", "--no-plots", "--max-steps", "3"]) == 0
+    assert (out / "degree2" / "full" / "seed0" / "summary.json").is_file()
+    resumed = json.loads((out / "degree2" / "no-clip" / "seed0" / "summary.json").read_text())
+    assert "--resume last" in resumed["command"] and resumed["status"] == "completed"

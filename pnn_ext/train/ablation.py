@@ -77,6 +77,8 @@ def run_all(args) -> list[dict]:
                         continue
                 argv = extra + ["--activation", "poly", "--degree", str(degree), "--seed", str(seed),
                                 "--out-dir", out, *VARIANTS[variant]] + ([] if args.guard else ["--no-guard"])
+                if os.path.isfile(os.path.join(out, "last.pt")):  # interrupted before: continue it
+                    argv += ["--resume", "last"]
                 print(f"[ablation] degree {degree} {variant} seed {seed}: pnn-train {' '.join(argv)}", flush=True)
                 summary = Trainer(parse_config(argv), command="pnn-train " + " ".join(argv)).run()
                 results.append({"degree": degree, "variant": variant, "seed": seed, "summary": summary})

@@ -22,7 +22,7 @@ def main(argv: list[str] | None = None) -> int:
         launcher = f"torchrun --nproc_per_node {world} -m pnn_ext.train" if world != "1" else "pnn-train"
         trainer = Trainer(cfg, command=" ".join([launcher, *args]))
         summary = trainer.run()
-    except (DataError, CheckpointError, ValueError, RuntimeError) as e:
+    except (DataError, CheckpointError, FileExistsError, ValueError, RuntimeError) as e:
         if isinstance(e, RuntimeError) and not isinstance(e, CheckpointError) and "cuda" not in str(e).lower():
             raise
         print(f"pnn-train: error: {e}", file=sys.stderr)

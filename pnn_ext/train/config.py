@@ -84,6 +84,7 @@ class TrainConfig:
     channels_last: bool = _f(False, "channels_last memory format for image models (CUDA only)")
     out_dir: str = _f("runs/default", "directory for checkpoints, metrics, summary and plots")
     resume: str = _f("", "resume from a checkpoint: 'last' (OUT_DIR/last.pt) or a path")
+    overwrite: bool = _f(False, "start afresh in an OUT_DIR that already holds a run (its checkpoints are replaced)")
     progress: bool = _f(True, "tqdm progress bar per epoch")
     plots: bool = _f(True, "write PNG plots at the end of the run")
 

@@ -290,11 +290,10 @@ class Trainer:
         return ck["lr_scale"]
 
     def _rollback(self, where: dict) -> None:
-        self.rollbacks += 1
-        if self.rollbacks > self.cfg.max_rollbacks:
-            self.divergence = {**where, "reason": f"non-finite steps persisted after {self.cfg.max_rollbacks} "
-                                                  "rollbacks"}
+        if self.rollbacks >= self.cfg.max_rollbacks:
+            self.divergence = {**where, "reason": f"non-finite steps persisted after {self.rollbacks} rollbacks"}
             raise NonFinite()
+        self.rollbacks += 1
         saved_scale = self.restore(os.path.join(self.out, "last.pt"), counters=False)
         self.lr_scale *= self.cfg.rollback_lr_factor
         ratio = self.lr_scale / saved_scale  # the checkpoint's lr already carries its own scale
@@ -312,6 +311,10 @@ class Trainer:
 
     def run(self) -> dict:
         cfg = self.cfg
+        last = os.path.join(self.out, "last.pt")
+        if not cfg.resume and not cfg.overwrite and os.path.exists(last):
+            raise FileExistsError(f"{self.out} already holds a run ({last}): pass --resume last to continue it "
+                                  f"or --overwrite to start over")
         if cfg.resume:
             path = os.path.join(self.out, "last.pt") if cfg.resume == "last" else cfg.resume
             self.restore(path)

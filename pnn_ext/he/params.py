@@ -1,0 +1,124 @@
+"""Multiplicative depth of an HE-ready model and CKKS parameters for it.
+
+Depth (levels of the modulus chain consumed):
+* an affine layer: 1 (one plaintext-ciphertext product and its rescale);
+* a polynomial of degree d with TenSEAL's ``polyval``: ``d.bit_length()``
+  (floor(log2 d) + 1: the powers by repeated squaring, then the products with the
+  coefficients). Measured on TenSEAL 0.3.18: degree 2 needs 2 levels, 8 needs 4,
+  16 and 22 need 5, 32 needs 6; one level fewer fails.
+
+Parameters: a chain ``[edge] + [scale_bits] * depth + [edge]`` with edge = min(60,
+scale_bits + 20) (integer part of 20 bits), scale 2^scale_bits, and the smallest
+ring dimension N whose total modulus respects 128-bit security (the
+HomomorphicEncryption.org standard, as SEAL enforces it: N=8192: 218 bits,
+16384: 438, 32768: 881). The vector of each layer must fit in N/2 slots.
+
+The scale is chosen from the coefficients: CKKS evaluation of sum c_k t^k loses
+about ``sum|c_k| * 2^(18 - scale_bits)`` (measured on TenSEAL 0.3.18 with
+scales of 2^40 and 2^50), so scale_bits is the smallest multiple of 5 >= 40 that
+keeps it under ``tolerance``.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from .fold import Affine, HEModel, Poly
+
+# Largest total coefficient modulus (bits) for 128-bit classical security, by ring dimension.
+MAX_MODULUS_BITS = {4096: 109, 8192: 218, 16384: 438, 32768: 881}
+MAX_PRIME_BITS = 60
+DEFAULT_TOLERANCE = 1e-3
+
+
+class HEParameterError(ValueError):
+    """CKKS parameters that cannot carry the model (too shallow, too small, insecure)."""
+
+
+def poly_depth(degree: int) -> int:
+    """Levels TenSEAL's polyval consumes for a polynomial of this degree."""
+    if degree < 1:
+        raise ValueError(f"degree must be >= 1, got {degree}")
+    return int(degree).bit_length()
+
+
+def layer_depths(model: HEModel) -> list[int]:
+    return [1 if isinstance(layer, Affine) else poly_depth(layer.degree) for layer in model.layers]
+
+
+def depth(model: HEModel) -> int:
+    return sum(layer_depths(model))
+
+
+def max_width(model: HEModel) -> int:
+    """Largest vector an encrypted evaluation holds (input, or any layer's output)."""
+    return max([int(np.prod(model.in_shape))] + [layer.weight.shape[0] for layer in model.layers
+                                                if isinstance(layer, Affine)])
+
+
+def needed_scale_bits(model: HEModel, tolerance: float = DEFAULT_TOLERANCE) -> int:
+    mass = max([float(np.abs(layer.coeffs).sum()) for layer in model.layers if isinstance(layer, Poly)], default=1.0)
+    bits = 18 + math.log2(max(mass, 1.0) / tolerance)
+    return int(max(40, 5 * math.ceil(bits / 5)))
+
+
+@dataclass
+class CKKSParams:
+    poly_modulus_degree: int
+    coeff_mod_bit_sizes: list[int]
+    scale_bits: int
+
+    @property
+    def levels(self) -> int:
+        """Rescales available: the chain minus its first and last (special) primes."""
+        return len(self.coeff_mod_bit_sizes) - 2
+
+    @property
+    def total_bits(self) -> int:
+        return sum(self.coeff_mod_bit_sizes)
+
+    def __str__(self) -> str:
+        sizes = self.coeff_mod_bit_sizes
+        mid = f"{sizes[1]}x{len(sizes) - 2}" if len(sizes) > 2 and len(set(sizes[1:-1])) == 1 else \
+            ",".join(map(str, sizes[1:-1]))
+        return (f"N={self.poly_modulus_degree}, coeff_mod_bit_sizes=[{sizes[0]}, {mid}, {sizes[-1]}] "
+                f"({self.total_bits} bits), scale=2^{self.scale_bits}")
+
+
+def recommend(model: HEModel, scale_bits: int | None = None, tolerance: float = DEFAULT_TOLERANCE) -> CKKSParams:
+    """The smallest 128-bit-secure parameters that carry ``model``; HEParameterError if none."""
+    d = depth(model)
+    bits = scale_bits if scale_bits is not None else needed_scale_bits(model, tolerance)
+    edge = min(MAX_PRIME_BITS, bits + 20)
+    sizes = [edge] + [bits] * d + [edge]
+    total = sum(sizes)
+    slots_needed = max_width(model)
+    for n, limit in sorted(MAX_MODULUS_BITS.items()):
+        if total <= limit and n // 2 >= slots_needed:
+            return CKKSParams(n, sizes, bits)
+    raise HEParameterError(
+        f"the model needs multiplicative depth {d} ({' + '.join(map(str, layer_depths(model)))}) at a scale of "
+        f"2^{bits}: a {total}-bit modulus and {slots_needed} slots, more than N=32768 allows at 128-bit security "
+        f"({MAX_MODULUS_BITS[32768]} bits). Use a lower degree, fewer polynomial layers or a smaller scale.")
+
+
+def check(model: HEModel, params: CKKSParams) -> None:
+    """Raise HEParameterError naming what is short when ``params`` cannot carry ``model``."""
+    d = depth(model)
+    if params.levels < d:
+        raise HEParameterError(
+            f"parameters too small for the depth: the model needs {d} levels "
+            f"({' + '.join(map(str, layer_depths(model)))}), coeff_mod_bit_sizes {params.coeff_mod_bit_sizes} "
+            f"give {params.levels}")
+    limit = MAX_MODULUS_BITS.get(params.poly_modulus_degree)
+    if limit is None:
+        raise HEParameterError(f"poly_modulus_degree must be one of {sorted(MAX_MODULUS_BITS)}, "
+                               f"got {params.poly_modulus_degree}")
+    if params.total_bits > limit:
+        raise HEParameterError(f"coeff_mod_bit_sizes total {params.total_bits} bits: over the {limit} bits "
+                               f"that N={params.poly_modulus_degree} allows at 128-bit security")
+    if params.poly_modulus_degree // 2 < max_width(model):
+        raise HEParameterError(f"a layer holds {max_width(model)} values: more than the "
+                               f"{params.poly_modulus_degree // 2} slots of N={params.poly_modulus_degree}")
