@@ -1,0 +1,163 @@
+"""HE deployment: folding (BatchNorm, pooling, dropout, 1/B), export, depth and CKKS
+parameters, encrypted inference with TenSEAL, pnn-he."""
+import json
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+import pnn_ext
+from pnn_ext.he import CKKSParams, HEParameterError, UnsupportedLayerError, check, depth, fold, layer_depths, \
+    poly_depth, recommend
+from pnn_ext.he.fold import Affine, Poly
+from pnn_ext.train import models
+from pnn_ext.train.config import TrainConfig
+
+
+def randomize_batchnorm(model, seed=0):
+    """Non-trivial running statistics and affine parameters, so folding has work to do."""
+    g = torch.Generator().manual_seed(seed)
+    for m in model.modules():
+        if isinstance(m, nn.modules.batchnorm._BatchNorm):
+            m.running_mean.copy_(torch.randn(m.running_mean.shape, generator=g))
+            m.running_var.copy_(torch.rand(m.running_var.shape, generator=g) * 3 + 0.2)
+            m.weight.data.copy_(torch.randn(m.weight.shape, generator=g))
+            m.bias.data.copy_(torch.randn(m.bias.shape, generator=g))
+    return model
+
+
+def build(kind, position, degree=8, basis="chebyshev", dropout=0.2):
+    cfg = TrainConfig(model=kind, act_position=position, degree=degree, basis=basis, dropout=dropout,
+                      hidden="32,16")
+    torch.manual_seed(0)
+    return randomize_batchnorm(models.build_model(cfg, (1, 8, 8), "image", 10)).eval()
+
+
+@pytest.mark.parametrize("kind", ["mlp", "small-cnn"])
+@pytest.mark.parametrize("position", ["before-bn", "after-bn"])
+@pytest.mark.parametrize("basis", ["chebyshev", "monomial"])
+def test_folded_model_matches_original(kind, position, basis):
+    model = build(kind, position, basis=basis)
+    x = torch.randn(64, 1, 8, 8, generator=torch.Generator().manual_seed(1))
+    he = fold(model, (1, 8, 8))
+    with torch.no_grad():
+        ref64 = model.double()(x.double()).numpy()
+    out = he(x.numpy())
+    assert out.shape == (64, 10)
+    np.testing.assert_allclose(out, ref64, rtol=0, atol=1e-9 * np.abs(ref64).max())
+    kinds = [type(layer) for layer in he.layers]
+    assert kinds == [Affine, Poly] * (2 if kind == "mlp" else 3) + [Affine]   # BN, pooling, dropout folded
+    assert all(isinstance(layer, Affine) or layer.out_scale == 35.0 for layer in he.layers)
+
+
+def test_fold_evaluates_each_polynomial_in_t():
+    model = build("mlp", "after-bn")
+    he = fold(model, (1, 8, 8), normalize_outputs=False)
+    act = next(pnn_ext.nn.poly_modules(model))
+    fit = pnn_ext.fit("relu", 8, act.bound)
+    # the module keeps float32 coefficients: equal to the float64 fit to float32 rounding
+    np.testing.assert_allclose(he.layers[1].coeffs, fit.monomial_coeffs_t(), rtol=2e-6, atol=1e-9)
+    # the 1/B is in the affine map: its outputs are t = x / B
+    x = torch.randn(5, 1, 8, 8)
+    with torch.no_grad():
+        pre = model[2](model[1](model[0](x)))                          # Flatten, Linear, BN (after-bn)
+    t = x.reshape(5, -1).double().numpy() @ he.layers[0].weight.T + he.layers[0].bias
+    np.testing.assert_allclose(t, pre.double().numpy() / act.bound, rtol=1e-5, atol=1e-6)
+
+
+def test_export_round_trip(tmp_path):
+    model = build("small-cnn", "before-bn")
+    he = fold(model, (1, 8, 8))
+    he.export(tmp_path / "m.npz")
+    z = np.load(tmp_path / "m.npz")
+    meta = json.loads(str(z["meta"]))
+    assert [layer["kind"] for layer in meta["layers"]] == ["affine", "poly"] * 3 + ["affine"]
+    x = np.random.default_rng(0).normal(size=(3, 64))
+    v = x
+    for i, layer in enumerate(meta["layers"]):
+        v = v @ z[f"layer{i}_weight"].T + z[f"layer{i}_bias"] if layer["kind"] == "affine" else \
+            np.polynomial.polynomial.polyval(v, z[f"layer{i}_coeffs"])
+    np.testing.assert_allclose(v, he(x.reshape(3, 1, 8, 8)), rtol=1e-12)
+
+
+@pytest.mark.parametrize("layer, name", [(nn.MaxPool2d(2), "MaxPool2d"), (nn.ReLU(), "ReLU"), (nn.Tanh(), "Tanh")])
+def test_unsupported_layer_is_named(layer, name):
+    model = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), pnn_ext.PolyActivation(2), nn.Sequential(layer),
+                          nn.Flatten(), nn.Linear(4 * 8 * 8 if name != "MaxPool2d" else 4 * 4 * 4, 10))
+    with pytest.raises(UnsupportedLayerError, match=rf"unsupported layer '2\.0' \({name}\)"):
+        fold(model, (1, 8, 8))
+
+
+def test_residual_network_is_refused_by_name():
+    model = models.build_model(TrainConfig(model="resnet18", degree=2), (1, 8, 8), "image", 10)
+    with pytest.raises(UnsupportedLayerError, match=r"ResNet18.*residual"):
+        fold(model, (1, 8, 8))
+
+
+def test_depth_accounting():
+    assert [poly_depth(d) for d in (1, 2, 3, 4, 8, 16, 22, 32)] == [1, 2, 2, 3, 4, 5, 5, 6]
+    he = fold(build("mlp", "before-bn", degree=22), (1, 8, 8))
+    assert layer_depths(he) == [1, 5, 1, 5, 1] and depth(he) == 13
+
+
+def test_parameter_choice_and_errors():
+    he2 = fold(build("mlp", "before-bn", degree=2), (1, 8, 8))
+    p = recommend(he2)
+    assert p.levels == depth(he2) == 7 and p.scale_bits == 40
+    assert p.poly_modulus_degree == 16384 and p.total_bits <= 438          # 128-bit security bound
+    he22 = fold(build("mlp", "before-bn", degree=22), (1, 8, 8))
+    p22 = recommend(he22)
+    assert p22.poly_modulus_degree == 32768 and p22.scale_bits > 40       # large monomial coefficients
+    check(he22, p22)
+    with pytest.raises(HEParameterError, match="too small for the depth: the model needs 13 levels"):
+        check(he22, CKKSParams(32768, [60] + [40] * 12 + [60], 40))
+    with pytest.raises(HEParameterError, match="over the 438 bits"):
+        check(he2, CKKSParams(16384, [60] + [50] * 7 + [60], 50))
+    deep_model = pnn_ext.convert(models.MLP(64, 10, (16,) * 5), degree=22).eval()
+    with pytest.raises(HEParameterError, match="depth 31"):
+        recommend(fold(deep_model, (64,)))
+
+
+# ---------------------------------------------------------------- encrypted
+
+def _trained_mlp(tmp_path, degree):
+    from pnn_ext.train.loop import Trainer
+    cfg = TrainConfig(dataset="digits", model="mlp", hidden="16", degree=degree, epochs=6, batch_size=64,
+                      progress=False, plots=False, out_dir=str(tmp_path / f"d{degree}"))
+    Trainer(cfg).run()
+    return str(tmp_path / f"d{degree}" / "best.pt")
+
+
+@pytest.mark.parametrize("degree", [2, 8])
+def test_encrypted_predictions_equal_plaintext(tmp_path, degree):
+    pytest.importorskip("tenseal")
+    from pnn_ext.he.cli import evaluate
+    r = evaluate(_trained_mlp(tmp_path, degree), samples=4)
+    assert r["fold_max_abs_diff_float64"] < 1e-9
+    assert r["agreement"] == 1.0, r
+    assert r["max_abs_logit_error"] < 1e-2
+    assert r["depth"] == 2 + poly_depth(degree) and r["poly_modulus_degree"] == 16384
+
+
+def test_encrypted_run_refuses_short_parameters(tmp_path):
+    pytest.importorskip("tenseal")
+    from pnn_ext.he.encrypted import EncryptedRunner
+    he = fold(build("mlp", "after-bn", degree=8), (1, 8, 8))
+    with pytest.raises(HEParameterError, match="too small for the depth"):
+        EncryptedRunner(he, CKKSParams(16384, [60, 40, 40, 40, 60], 40))
+
+
+def test_pnn_he_command(tmp_path, capsys):
+    pytest.importorskip("tenseal")
+    from pnn_ext.he.cli import main
+    ckpt = _trained_mlp(tmp_path, 2)
+    assert main([ckpt, "--samples", "2", "--json", str(tmp_path / "r.json"), "--export", str(tmp_path / "m.npz")]) == 0
+    out = capsys.readouterr().out
+    assert "prediction agreement with plaintext 100.0%" in out and "depth 4 (1 + 2 + 1)" in out
+    r = json.loads((tmp_path / "r.json").read_text())
+    assert r["samples"] == 2 and (tmp_path / "m.npz").is_file()
+    assert main([str(tmp_path / "missing.pt")]) == 2
+    assert "does not exist" in capsys.readouterr().err
+    assert main([ckpt, "--coeff-mod-bit-sizes", "60,40,60", "--poly-modulus-degree", "8192"]) == 2
+    assert "too small for the depth" in capsys.readouterr().err
