@@ -3,14 +3,15 @@
 # the small CNN on digits and on MNIST for relu and degrees 2, 8, 22, then the
 # ablation on MNIST (degrees 8 and 22, seeds 0 and 1). MNIST is read from the
 # original idx files in $MNIST_DIR (default ../shared/data; nothing is downloaded).
-# Output: $1 (default runs/results)/results.md and ablation-mnist/ablation.md.
+# Output: $1 (default runs/results)/results.md and ablation-mnist/ablation.md. Table runs
+# are redone (--overwrite); finished ablation runs are kept (pnn-ablate skips them).
 source "$(dirname "$0")/env.sh"
 OUT=${1:-runs/results}
 MNIST_DIR=${MNIST_DIR:-../shared/data}
 for act in relu 2 8 22; do
   if [ "$act" = relu ]; then a=(--activation relu); else a=(--degree "$act"); fi
-  pnn-train --dataset digits --epochs 30 --batch-size 64 "${a[@]}" --no-progress --out-dir "$OUT/digits-$act"
-  pnn-train --dataset mnist --data-dir "$MNIST_DIR" --epochs 5 "${a[@]}" --no-progress --out-dir "$OUT/mnist-$act"
+  pnn-train --dataset digits --epochs 30 --batch-size 64 "${a[@]}" --no-progress --out-dir "$OUT/digits-$act" --overwrite
+  pnn-train --dataset mnist --data-dir "$MNIST_DIR" --epochs 5 "${a[@]}" --no-progress --out-dir "$OUT/mnist-$act" --overwrite
 done
 python -m pnn_ext.train.results "$OUT"/digits-{relu,2,8,22} "$OUT"/mnist-{relu,2,8,22} > "$OUT/results.md"
 pnn-ablate --degrees 8,22 --seeds 0,1 --out-dir "$OUT/ablation-mnist" -- \

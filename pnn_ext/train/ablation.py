@@ -81,6 +81,10 @@ def run_all(args) -> list[dict]:
                     argv += ["--resume", "last"]
                 print(f"[ablation] degree {degree} {variant} seed {seed}: pnn-train {' '.join(argv)}", flush=True)
                 summary = Trainer(parse_config(argv), command="pnn-train " + " ".join(argv)).run()
+                acc = summary["final_test_acc"]
+                print(f"[ablation] -> {summary['status']}, final test accuracy "
+                      f"{'n/a' if acc is None else f'{100 * acc:.2f}%'}, non-finite steps {summary['nonfinite_steps']}",
+                      flush=True)
                 results.append({"degree": degree, "variant": variant, "seed": seed, "summary": summary})
     return results
 

@@ -16,15 +16,17 @@ def main(argv: list[str] | None = None) -> int:
         print(f"pnn-train: error: {e}", file=sys.stderr)
         return 2
     from .loop import Trainer
-    try:
-        args = sys.argv[1:] if argv is None else argv
-        world = os.environ.get("WORLD_SIZE", "1")
-        launcher = f"torchrun --nproc_per_node {world} -m pnn_ext.train" if world != "1" else "pnn-train"
+    args = sys.argv[1:] if argv is None else argv
+    world = os.environ.get("WORLD_SIZE", "1")
+    launcher = f"torchrun --nproc_per_node {world} -m pnn_ext.train" if world != "1" else "pnn-train"
+    try:  # set-up errors (data, model, device) are the user's to fix: a message, no traceback
         trainer = Trainer(cfg, command=" ".join([launcher, *args]))
+    except (DataError, FileExistsError, ValueError) as e:
+        print(f"pnn-train: error: {e}", file=sys.stderr)
+        return 2
+    try:
         summary = trainer.run()
-    except (DataError, CheckpointError, FileExistsError, ValueError, RuntimeError) as e:
-        if isinstance(e, RuntimeError) and not isinstance(e, CheckpointError) and "cuda" not in str(e).lower():
-            raise
+    except CheckpointError as e:
         print(f"pnn-train: error: {e}", file=sys.stderr)
         return 2
     if trainer.dist.main:

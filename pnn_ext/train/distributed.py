@@ -27,7 +27,7 @@ class Dist:
 def pick_device(requested: str, local_rank: int = 0) -> torch.device:
     if requested == "cuda" or (requested == "auto" and torch.cuda.is_available()):
         if not torch.cuda.is_available():
-            raise RuntimeError("device cuda was requested but torch sees no CUDA device")
+            raise ValueError("device cuda was requested but torch sees no CUDA device")
         return torch.device("cuda", local_rank)
     return torch.device("cpu")
 

@@ -101,6 +101,11 @@ class Trainer:
         self.cfg = cfg
         self.command = command  # how the run was started, for the summary
         self.dist, self.device = distributed.init(cfg.device)
+        # Checked before the DDP constructor (a collective): no rank can have written yet.
+        last = os.path.join(cfg.out_dir, "last.pt")
+        if not cfg.resume and not cfg.overwrite and os.path.exists(last):
+            raise FileExistsError(f"{cfg.out_dir} already holds a run ({last}): pass --resume last to continue it "
+                                  f"or --overwrite to start over")
         if self.device.type != "cuda" and (cfg.bf16 or cfg.channels_last):
             raise ValueError("bf16 and channels_last are for CUDA runs; this run is on the CPU")
         _seed_everything(cfg.seed)
@@ -311,10 +316,6 @@ class Trainer:
 
     def run(self) -> dict:
         cfg = self.cfg
-        last = os.path.join(self.out, "last.pt")
-        if not cfg.resume and not cfg.overwrite and os.path.exists(last):
-            raise FileExistsError(f"{self.out} already holds a run ({last}): pass --resume last to continue it "
-                                  f"or --overwrite to start over")
         if cfg.resume:
             path = os.path.join(self.out, "last.pt") if cfg.resume == "last" else cfg.resume
             self.restore(path)
