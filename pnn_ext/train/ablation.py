@@ -113,6 +113,9 @@ def plot(results: list[dict], path: str) -> None:
     import matplotlib.pyplot as plt
     degrees = sorted({r["degree"] for r in results})
     variants = list(dict.fromkeys(r["variant"] for r in results))
+    accs = [100 * r["summary"]["final_test_acc"] for r in results
+            if not r["summary"]["diverged"] and r["summary"]["final_test_acc"] is not None]
+    low = max(0.0, min(accs, default=0.0) - 5)  # zoomed so that small differences show
     fig, ax = plt.subplots(figsize=(8, 4.5))
     width = 0.8 / max(len(degrees), 1)
     for i, degree in enumerate(degrees):
@@ -125,10 +128,10 @@ def plot(results: list[dict], path: str) -> None:
                        color=f"C{i}", label=f"degree {degree}" if j == 0 else None, capsize=3)
             n_div = sum(s["diverged"] for s in runs)
             if n_div:
-                ax.text(x, 2, f"{n_div}/{len(runs)}\ndiverged", ha="center", fontsize=7, color="C3")
+                ax.text(x, low + 1, f"{n_div}/{len(runs)}\ndiverged", ha="center", fontsize=7, color="C3")
     ax.set_xticks(range(len(variants)), variants)
     ax.set_ylabel("final test accuracy % (runs that did not diverge)")
-    ax.set_ylim(0, 100)
+    ax.set_ylim(low, 100)
     ax.legend()
     ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
