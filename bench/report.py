@@ -269,7 +269,7 @@ def build_section(device, args, benches, copy_gbs, memory, e2e, event_rows):
         out.append(f"| {v} | {s22[0] / 2 ** 20:.1f} = {s22[0] / x_bytes:.2f} ({s22[1]}) | "
                    f"{s2[0] / 2 ** 20:.1f} = {s2[0] / x_bytes:.2f} ({s2[1]}) | {peak_cell} |")
     out += ["", "### End to end: one training step of the small CNN", "",
-            "Batch 128 of 1×28×28, 3 conv + 1 linear layers with BatchNorm and 4 activations, CE + 1000 × boundary "
+            "Batch 128 of 1×28×28, 2 conv + 1 hidden linear layer with BatchNorm and 3 activations, CE + 1000 × boundary "
             "loss, backward, selective clipping, AdamW (`pnn_ext.train.models.SmallCNN`, 28×28×1 inputs).", "",
             "| activation | median ms | 20th–80th pct ms | vs relu |", "|---|---:|---:|---:|"]
     relu = e2e["relu"][0]
