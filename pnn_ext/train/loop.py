@@ -424,7 +424,8 @@ def _progress(iterable, enabled: bool, desc: str):
     if not enabled:
         return _Quiet(iterable)
     from tqdm.auto import tqdm
-    return tqdm(iterable, desc=desc, leave=False, dynamic_ncols=True, mininterval=0.5)
+    # disable=None: no bar when stderr is not a terminal (logs, CI), the epoch lines remain
+    return tqdm(iterable, desc=desc, leave=False, dynamic_ncols=True, mininterval=0.5, disable=None)
 
 
 class _Quiet:
