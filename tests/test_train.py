@@ -66,6 +66,19 @@ def test_config_precedence_defaults_file_flags(tmp_path, fmt):
     assert cfg.degree == TrainConfig().degree               # default
 
 
+def test_config_file_values_take_the_setting_type(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("lr: 1e-3\nboundary-loss: 'false'\nepochs: 3\nhidden: 64\nbound: null\n")  # YAML: '1e-3' is a str
+    cfg = parse_config(["--config", str(path)])
+    assert cfg.lr == 1e-3 and cfg.boundary_loss is False and cfg.epochs == 3 and cfg.hidden == "64"
+    assert cfg.bound is None
+    for bad, message in (("epochs: 2.5", "epochs must be int"), ("guard: maybe", "guard must be bool"),
+                         ("lr: [1]", "lr must be float"), ("degree: null", "degree must be int")):
+        path.write_text(bad + "\n")
+        with pytest.raises(ValueError, match=message):
+            parse_config(["--config", str(path)])
+
+
 def test_config_errors_name_the_setting(tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text("epochz: 3\n")
@@ -220,7 +233,10 @@ def test_guard_off_stops_and_records_divergence(tmp_path):
     summary = trainer.run()
     assert summary["status"] == "diverged"
     assert summary["diverged_at"]["epoch"] == 2 and summary["diverged_at"]["step"] == per_epoch + 3
-    assert summary["epochs_completed"] == 1 and summary["test_acc_at_stop"] is not None
+    assert summary["epochs_completed"] == 1 and summary["test_acc_at_stop"] > 0.3   # not the NaN forward's BN
+    for v in trainer.model.state_dict().values():
+        if torch.is_tensor(v) and v.is_floating_point():
+            assert torch.isfinite(v).all()
     assert json.loads((tmp_path / "g" / "summary.json").read_text())["diverged"] is True
 
 
@@ -377,6 +393,12 @@ def _npz(tmp_path, **arrays):
 def test_npz_errors(tmp_path, arrays, message):
     with pytest.raises(DataError, match=message):
         data.load(TrainConfig(dataset=_npz(tmp_path, **arrays)))
+
+
+def test_too_few_training_samples_after_the_split(tmp_path):
+    ds = _npz(tmp_path, x_train=np.random.rand(2, 6), y_train=np.arange(2))
+    with pytest.raises(DataError, match="1 training sample"):
+        data.load(TrainConfig(dataset=ds, val_fraction=0.5))
 
 
 def test_npz_missing_file_and_not_an_npz(tmp_path):

@@ -95,12 +95,20 @@ def evaluate(path: str, samples: int = 10, data_dir: str | None = None, scale_bi
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parser().parse_args(argv)
+    p = parser()
+    args = p.parse_args(argv)
+    if args.samples < 1:
+        p.error(f"--samples must be >= 1, got {args.samples}")
+    try:
+        sizes = [int(s) for s in args.coeff_mod_bit_sizes.split(",")] if args.coeff_mod_bit_sizes else None
+    except ValueError:
+        p.error(f"--coeff-mod-bit-sizes must be comma-separated integers, got {args.coeff_mod_bit_sizes!r}")
+    if sizes is not None and len(sizes) < 3:
+        p.error(f"--coeff-mod-bit-sizes needs at least 3 primes (first, levels, last), got {sizes}")
     from ..train.checkpoint import CheckpointError
     from ..train.data import DataError
     from .fold import UnsupportedLayerError
     from .params import HEParameterError
-    sizes = [int(s) for s in args.coeff_mod_bit_sizes.split(",")] if args.coeff_mod_bit_sizes else None
     try:
         r = evaluate(args.checkpoint, args.samples, args.data_dir, args.scale_bits, args.poly_modulus_degree, sizes,
                      args.export)

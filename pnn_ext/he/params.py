@@ -92,6 +92,10 @@ def recommend(model: HEModel, scale_bits: int | None = None, tolerance: float = 
     d = depth(model)
     bits = scale_bits if scale_bits is not None else needed_scale_bits(model, tolerance)
     edge = min(MAX_PRIME_BITS, bits + 20)
+    if edge - bits < 10:
+        raise HEParameterError(f"a scale of 2^{bits} leaves {edge - bits} bits for the integer part under a "
+                               f"{MAX_PRIME_BITS}-bit prime (at least 10 needed): the polynomial coefficients are "
+                               f"too large for CKKS at this degree (or pass a smaller scale_bits)")
     sizes = [edge] + [bits] * d + [edge]
     total = sum(sizes)
     slots_needed = max_width(model)

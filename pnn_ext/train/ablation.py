@@ -89,7 +89,7 @@ def run_all(args) -> list[dict]:
     return results
 
 
-def table(results: list[dict], command: str) -> str:
+def table(results: list[dict], command: str, guard: bool = False) -> str:
     lines = ["| degree | variant | runs | diverged | final test acc, runs that did not diverge (mean ± std) | "
              "min – max | diverged at (epoch, step) |", "|---:|---|---:|---:|---|---|---|"]
     groups: dict[tuple, list[dict]] = {}
@@ -103,8 +103,10 @@ def table(results: list[dict], command: str) -> str:
         where = ", ".join(f"({s['diverged_at']['epoch']}, {s['diverged_at']['step']})" for s in div) or "—"
         lines.append(f"| {degree} | {variant} | {len(runs)} | {len(div)}/{len(runs)} | {acc} | {span} | {where} |")
     legend = "\n".join(f"- **{k}**: {v}" for k, v in DESCRIPTION.items())
-    return (f"Command: `{command}`\n\nDivergence guard off: a run stops at its first non-finite loss or gradient "
-            f"and counts as diverged.\n\n" + "\n".join(lines) + "\n\n" + legend + "\n")
+    how = ("Divergence guard on: non-finite steps are skipped and rolled back; a run counts as diverged when "
+           "its rollbacks ran out." if guard else "Divergence guard off: a run stops at its first non-finite loss or "
+           "gradient and counts as diverged.")
+    return f"Command: `{command}`\n\n{how}\n\n" + "\n".join(lines) + "\n\n" + legend + "\n"
 
 
 def plot(results: list[dict], path: str) -> None:
@@ -144,7 +146,7 @@ def main(argv: list[str] | None = None) -> int:
     command = "pnn-ablate " + " ".join(sys.argv[1:] if argv is None else argv)
     results = run_all(args)
     os.makedirs(args.out_dir, exist_ok=True)
-    md = table(results, command)
+    md = table(results, command, args.guard)
     with open(os.path.join(args.out_dir, "ablation.md"), "w") as fh:
         fh.write(md)
     with open(os.path.join(args.out_dir, "ablation.json"), "w") as fh:

@@ -60,7 +60,8 @@ class TrainConfig:
     learnable: bool = _f(False, "train the polynomial coefficients (learning rate coeff_lr_scale * lr)")
     # objective and optimisation
     epochs: int = _f(10, "training epochs")
-    max_steps: int = _f(0, "stop after this many optimizer steps in total (0: no limit)")
+    max_steps: int = _f(0, "end the run after this many optimizer steps in total, the epoch it stops in "
+                           "counting as complete (0: no limit; for smoke tests)")
     boundary_loss: bool = _f(True, "add lambda * sum of boundary terms to the loss")
     lam: float = _f(1000.0, "lambda, the boundary-loss weight (the paper's value)")
     lr: float = _f(1e-3, "AdamW learning rate")
@@ -168,14 +169,53 @@ def load_file(path: str) -> dict[str, Any]:
         data = {}
     if not isinstance(data, dict):
         raise ValueError(f"config file {path!r} must hold a mapping of settings, got {type(data).__name__}")
-    known = {f.name for f in fields(TrainConfig)}
+    known = {f.name: f for f in fields(TrainConfig)}
     out = {}
     for key, value in data.items():
         name = str(key).replace("-", "_")
         if name not in known:
             raise ValueError(f"config file {path!r}: unknown setting {key!r}")
-        out[name] = value
+        try:
+            out[name] = _coerce(value, known[name])
+        except ValueError:
+            raise ValueError(f"config file {path!r}: {key} must be {_type_name(known[name])}, got {value!r}") from None
     return out
+
+
+def _type_name(f: dataclasses.Field) -> str:
+    return _type_of(f).__name__ + (" or null" if "None" in str(f.type) else "")
+
+
+_TRUE, _FALSE = {"true", "yes", "on", "1"}, {"false", "no", "off", "0"}
+
+
+def _coerce(value, f: dataclasses.Field):
+    """A file value as the field's type. YAML 1.1 reads 1e-3 (no dot) as a string and
+    JSON has no ints-vs-floats discipline, so values are converted, and refused when
+    they are not what the setting is (never silently kept as the wrong type)."""
+    kind = _type_of(f)
+    if value is None:
+        if "None" in str(f.type):
+            return None
+        raise ValueError(value)
+    if kind is bool:
+        if isinstance(value, bool):
+            return value
+        if str(value).strip().lower() in _TRUE:
+            return True
+        if str(value).strip().lower() in _FALSE:
+            return False
+        raise ValueError(value)
+    if isinstance(value, bool) or isinstance(value, (list, dict)):
+        raise ValueError(value)
+    if kind is int:
+        number = float(value)
+        if not number.is_integer():
+            raise ValueError(value)
+        return int(number)
+    if kind is float:
+        return float(value)
+    return str(value)
 
 
 def parse_config(argv: list[str] | None = None) -> TrainConfig:

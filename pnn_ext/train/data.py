@@ -55,6 +55,8 @@ def read_idx(path: str) -> np.ndarray:
     if len(raw) < 4 or raw[:2] != b"\0\0" or raw[2] != 0x08:
         raise DataError(f"{path} is not an idx file of unsigned bytes")
     ndim = raw[3]
+    if len(raw) < 4 + 4 * ndim:
+        raise DataError(f"{path} is truncated: its header is incomplete")
     dims = struct.unpack(f">{ndim}I", raw[4:4 + 4 * ndim])
     body = np.frombuffer(raw, np.uint8, offset=4 + 4 * ndim)
     if body.size != int(np.prod(dims)):
@@ -210,6 +212,9 @@ def prepare(arrays: dict[str, np.ndarray], *, name: str, layout: str = "auto", v
     val_idx, tr_idx = perm[:n_val], perm[n_val:]
     if train_subset:
         tr_idx = tr_idx[:train_subset]
+    if len(tr_idx) < 2:
+        raise DataError(f"{name}: {len(tr_idx)} training sample(s) left after the validation split "
+                        f"(val_fraction {val_fraction}, train_subset {train_subset}); at least 2 are needed")
     x_val, y_val = x_tr[val_idx], y_tr[val_idx]
     x_tr, y_tr = x_tr[tr_idx], y_tr[tr_idx]
 

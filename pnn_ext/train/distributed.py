@@ -56,6 +56,23 @@ def all_true(flag: torch.Tensor, d: Dist) -> torch.Tensor:
     return t.bool()
 
 
+def reduce_(t: torch.Tensor, d: Dist, op: str = "sum") -> torch.Tensor:
+    """In-place sum or max of a tensor over ranks (no-op for one process)."""
+    if d.enabled:
+        dist.all_reduce(t, op=dist.ReduceOp.SUM if op == "sum" else dist.ReduceOp.MAX)
+    return t
+
+
+def from_rank0(values: list[float], d: Dist, device: torch.device) -> list[float]:
+    """Rank 0's values on every rank (so that every rank's scheduler sees the same
+    metric, even where per-process BatchNorm statistics differ)."""
+    if not d.enabled:
+        return values
+    t = torch.tensor(values, dtype=torch.float64, device=device)
+    dist.broadcast(t, src=0)
+    return t.tolist()
+
+
 def shutdown(d: Dist) -> None:
     if d.enabled and dist.is_initialized():
         dist.destroy_process_group()

@@ -168,7 +168,7 @@ class Trainer:
         cfg = self.cfg
         # BatchNorm updates its running statistics in the forward; a skipped step
         # must not leave NaN there, so they are kept aside (a few KB) and put back.
-        saved = [b.clone() for b in self.bn_buffers] if cfg.guard else None
+        saved = [b.clone() for b in self.bn_buffers]
         logits, ce, bl, loss = self._forward(x, y)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -180,7 +180,7 @@ class Trainer:
         vals = row.tolist()
         if not vals[0]:
             self.optimizer.zero_grad(set_to_none=True)
-            if saved is not None:
+            if saved:
                 torch._foreach_copy_(self.bn_buffers, saved)
             return None
         self.optimizer.step()
@@ -232,8 +232,11 @@ class Trainer:
                                 boundary=f"{s[2] / batches:.2e}", acc=f"{100 * s[3] / seen:.2f}%", refresh=False)
             if cfg.max_steps and self.step >= cfg.max_steps:
                 break
-        s = sums.tolist()
-        n = max(batches, 1)
+        # Over all ranks: means over every process's batches, ranges over every shard.
+        totals = distributed.reduce_(torch.cat([sums, sums.new_tensor([seen, batches])]), self.dist).tolist()
+        distributed.reduce_(range_max, self.dist, "max")
+        distributed.reduce_(frac_sum, self.dist)
+        s, seen, n = totals[:4], totals[4], max(totals[5], 1)
         return {"train_loss": s[0] / n, "train_ce": s[1] / n, "train_boundary": s[2] / n,
                 "train_acc": s[3] / max(seen, 1), "epoch_time_s": time.time() - start,
                 "layer_max_abs_x": range_max.tolist(), "layer_frac_outside_b": (frac_sum / n).tolist()}
@@ -277,8 +280,11 @@ class Trainer:
     def restore(self, path: str, counters: bool = True) -> float:
         """Load model, optimizer, scheduler, RNG states, epoch, step and history (and
         the guard's counters when ``counters``); returns the checkpoint's lr_scale."""
-        ck = checkpoint.load(path, map_location=self.device)
-        for key in ("dataset", "model", "activation", "degree", "basis", "norm", "act_position", "hidden"):
+        # On the CPU: the RNG states must stay CPU tensors; load_state_dict moves the rest.
+        ck = checkpoint.load(path, map_location="cpu")
+        keys = ("dataset", "model", "activation", "degree", "basis", "norm", "act_position") + (
+            ("hidden",) if self.cfg.model == "mlp" else ())
+        for key in keys:
             if ck["config"].get(key) != getattr(self.cfg, key):
                 raise checkpoint.CheckpointError(
                     f"checkpoint {path!r} was made with {key}={ck['config'].get(key)!r}, this run has "
@@ -287,6 +293,8 @@ class Trainer:
         self.optimizer.load_state_dict(ck["optimizer"])
         if self.scheduler is not None and ck["scheduler"] is not None:
             self.scheduler.load_state_dict(ck["scheduler"])
+            if isinstance(self.scheduler, torch.optim.lr_scheduler.CosineAnnealingLR):
+                self.scheduler.T_max = max(self.cfg.epochs, 1)  # --epochs may extend a resumed run
         checkpoint.set_rng_state(ck["rng"])
         self.epoch, self.step, self.history = ck["epoch"], ck["step"], list(ck["history"])
         self.best_val = ck["best_val"]
@@ -316,11 +324,19 @@ class Trainer:
 
     def run(self) -> dict:
         cfg = self.cfg
+        last = os.path.join(self.out, "last.pt")
         if cfg.resume:
             path = os.path.join(self.out, "last.pt") if cfg.resume == "last" else cfg.resume
             self.restore(path)
             self.log(f"resumed from {path} at epoch {self.epoch}, step {self.step}")
+            if os.path.abspath(path) != os.path.abspath(last):
+                self.save(best=False)  # rollbacks go to OUT_DIR/last.pt: it must be this state
         else:
+            if cfg.overwrite and self.dist.main:  # nothing of the replaced run may be mistaken for this one
+                for name in ("best.pt", "summary.json", "metrics.csv", "metrics.jsonl", "curves.png",
+                             "activation.png", "ranges.png"):
+                    if os.path.exists(os.path.join(self.out, name)):
+                        os.remove(os.path.join(self.out, name))
             self.save(best=False)  # epoch 0: the base for a rollback before the first epoch ends
         start, status = time.time(), "running"
         try:
@@ -348,6 +364,9 @@ class Trainer:
         except KeyboardInterrupt:
             status = "interrupted"
             raise
+        except BaseException:
+            status = "failed"
+            raise
         finally:
             summary = self._summary(status, time.time() - start)
             if self.dist.main:
@@ -358,8 +377,8 @@ class Trainer:
         return summary
 
     def _evaluate_epoch(self, row: dict) -> dict:
-        val_loss, val_acc = self.evaluate(self.data.val)
-        test_loss, test_acc = self.evaluate(self.data.test)
+        val_loss, val_acc, test_loss, test_acc = distributed.from_rank0(
+            [*self.evaluate(self.data.val), *self.evaluate(self.data.test)], self.dist, self.device)
         if isinstance(self.scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
             self.scheduler.step(val_loss if math.isfinite(val_loss) else row["train_loss"])
         elif self.scheduler is not None:
