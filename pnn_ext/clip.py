@@ -6,12 +6,18 @@ from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
 
-def non_batchnorm_parameters(model: nn.Module) -> list[nn.Parameter]:
-    """Parameters of ``model`` not owned by a BatchNorm module (found by type, not name).
+def split_batchnorm_parameters(model: nn.Module) -> tuple[list[nn.Parameter], list[nn.Parameter]]:
+    """(parameters owned by a BatchNorm module, all others), found by type, not name.
 
     A parameter shared between a BatchNorm and another module counts as BatchNorm's."""
     bn = {id(p) for m in model.modules() if isinstance(m, _BatchNorm) for p in m.parameters(recurse=False)}
-    return [p for p in model.parameters() if id(p) not in bn]
+    params = list(model.parameters())
+    return [p for p in params if id(p) in bn], [p for p in params if id(p) not in bn]
+
+
+def non_batchnorm_parameters(model: nn.Module) -> list[nn.Parameter]:
+    """Parameters of ``model`` not owned by a BatchNorm module."""
+    return split_batchnorm_parameters(model)[1]
 
 
 def clip_grad_norm_selective_(model: nn.Module, max_norm: float, norm_type: float = 2.0,
@@ -26,3 +32,25 @@ def clip_grad_norm_selective_(model: nn.Module, max_norm: float, norm_type: floa
         raise ValueError(f"max_norm must be > 0, got {max_norm!r}")
     return torch.nn.utils.clip_grad_norm_(non_batchnorm_parameters(model), max_norm, norm_type=norm_type,
                                           error_if_nonfinite=error_if_nonfinite)
+
+
+def _grad_norm(params: list[nn.Parameter], device) -> torch.Tensor:
+    grads = [p.grad for p in params if p.grad is not None]
+    return torch.nn.utils.get_total_norm(grads, 2.0) if grads else torch.zeros((), device=device)
+
+
+def clip_gradients(model: nn.Module, mode: str, max_norm: float, device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Clip as ``mode`` says and return (norm of the non-BatchNorm gradients, norm of
+    the BatchNorm gradients), both before clipping and without a host sync, so that a
+    training loop can check them for finiteness. selective: only the non-BN set is
+    scaled to max_norm (as clip_grad_norm_selective_); all: every gradient is scaled by
+    one factor from the total norm (standard clipping); none: nothing is scaled."""
+    bn, other = split_batchnorm_parameters(model)
+    n_other, n_bn = _grad_norm(other, device), _grad_norm(bn, device)
+    if mode == "selective":
+        torch.nn.utils.clip_grads_with_norm_(other, max_norm, n_other)
+    elif mode == "all":
+        torch.nn.utils.clip_grads_with_norm_(bn + other, max_norm, torch.linalg.vector_norm(torch.stack([n_other, n_bn])))
+    elif mode != "none":
+        raise ValueError(f"mode must be 'selective', 'all' or 'none', got {mode!r}")
+    return n_other, n_bn

@@ -81,6 +81,12 @@ def _target_fn(target: Target) -> tuple[str, Callable[[np.ndarray], np.ndarray]]
     return target, TARGETS[target]
 
 
+def monomial_in_t(coeffs: np.ndarray, basis: str) -> np.ndarray:
+    """Coefficients c_0..c_d in t given in ``basis``, as monomial coefficients in t (low to high)."""
+    c = np.asarray(coeffs, dtype=np.float64)
+    return npcheb.cheb2poly(c) if basis == "chebyshev" else c.copy()
+
+
 @dataclass(frozen=True)
 class PolyFit:
     """A polynomial p(t), t = x / bound, approximating ``target`` on [-bound, bound]."""
@@ -103,7 +109,7 @@ class PolyFit:
 
     def monomial_coeffs_t(self) -> np.ndarray:
         """Coefficients in t, monomial basis, low to high."""
-        return self.coeffs.copy() if self.basis == "monomial" else npcheb.cheb2poly(self.coeffs)
+        return monomial_in_t(self.coeffs, self.basis)
 
     def monomial_coeffs(self, order: str = "low") -> np.ndarray:
         """Coefficients a_k of p as a polynomial in x: p = sum_k a_k x^k.

@@ -4,7 +4,7 @@
 # ablation on MNIST (degrees 8 and 22, seeds 0 and 1) and its stress version
 # (degree 22 at 10x the learning rate). MNIST is read from the
 # original idx files in $MNIST_DIR (default ../shared/data; nothing is downloaded).
-# Output: $1 (default runs/results)/results.md and ablation-mnist/ablation.md. Table runs
+# Output: $1 (default runs/results)/results.md, ablation-mnist/ and ablation-mnist-lr1e-2/ablation.md. Table runs
 # are redone (--overwrite); finished ablation runs are kept (pnn-ablate skips them).
 source "$(dirname "$0")/env.sh"
 OUT=${1:-runs/results}

@@ -161,3 +161,61 @@ def test_pnn_he_command(tmp_path, capsys):
     assert "does not exist" in capsys.readouterr().err
     assert main([ckpt, "--coeff-mod-bit-sizes", "60,40,60", "--poly-modulus-degree", "8192"]) == 2
     assert "too small for the depth" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------- TenSEAL facts the design rests on
+
+def test_polyval_depth_matches_tenseal():
+    """poly_depth is what TenSEAL's polyval consumes: it runs with that many levels, not one fewer."""
+    ts = pytest.importorskip("tenseal")
+
+    def runs(degree, levels):
+        ctx = ts.context(ts.SCHEME_TYPE.CKKS, poly_modulus_degree=16384, coeff_mod_bit_sizes=[60] + [40] * levels + [60])
+        ctx.global_scale = 2.0 ** 40
+        try:
+            ts.ckks_vector(ctx, [0.5, -0.25]).polyval([0.1] * (degree + 1))
+            return True
+        except ValueError:
+            return False
+    for degree in (2, 8, 22, 32):
+        need = poly_depth(degree)
+        assert runs(degree, need) and not runs(degree, need - 1), degree
+
+
+@pytest.mark.parametrize("degree", [8, 22])
+def test_scale_rule_bounds_the_polyval_error(degree):
+    """At the chosen scale the CKKS error of the folded ReLU fit stays within the tolerance, and
+    where the coefficients are large (degree 22) within sum|c_k| * 2^(18 - bits)."""
+    ts = pytest.importorskip("tenseal")
+    from pnn_ext.he.fold import HEModel
+    from pnn_ext.he.params import DEFAULT_TOLERANCE, coefficient_mass, needed_scale_bits
+    fit = pnn_ext.fit("relu", degree)
+    c = fit.monomial_coeffs_t() / fit.bound                       # as fold() leaves it
+    model = HEModel([Poly(c, degree, fit.bound, fit.bound, "p")], (256,))
+    bits, mass = needed_scale_bits(model), coefficient_mass(model)
+    ctx = ts.context(ts.SCHEME_TYPE.CKKS, poly_modulus_degree=16384,
+                     coeff_mod_bit_sizes=[min(60, bits + 20)] + [bits] * poly_depth(degree) + [min(60, bits + 20)])
+    ctx.global_scale = 2.0 ** bits
+    t = np.linspace(-1, 1, 256)
+    err = np.abs(np.array(ts.ckks_vector(ctx, t.tolist()).polyval(c.tolist()).decrypt())
+                 - np.polynomial.polynomial.polyval(t, c)).max()
+    assert err <= DEFAULT_TOLERANCE
+    if mass > 1e3:   # below that a floor of a few 1e-6 (at 2^40) dominates
+        assert err <= mass * 2.0 ** (18 - bits)
+
+
+def test_plain_vector_bias_would_corrupt_the_next_product():
+    """Why EncryptedRunner encrypts its biases: TenSEAL replicates a plain vector added to a
+    ciphertext over all slots, and the next vector-matrix product sums the copies in."""
+    ts = pytest.importorskip("tenseal")
+    ctx = ts.context(ts.SCHEME_TYPE.CKKS, poly_modulus_degree=8192, coeff_mod_bit_sizes=[60, 40, 40, 60])
+    ctx.global_scale = 2.0 ** 40
+    ctx.generate_galois_keys()
+    rng = np.random.default_rng(0)
+    x, b, w = rng.normal(size=16) * 0.1, rng.normal(size=16), rng.normal(size=(16, 10))
+    want = (x + b) @ w
+    v = ts.ckks_vector(ctx, x.tolist())
+    plain = np.array((v + b.tolist()).mm(w.tolist()).decrypt())
+    encrypted = np.array((v + ts.ckks_vector(ctx, b.tolist())).mm(w.tolist()).decrypt())
+    assert np.abs(encrypted - want).max() < 1e-3
+    assert np.abs(plain - want).max() > 0.1

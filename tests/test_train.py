@@ -17,7 +17,8 @@ import pnn_ext
 from pnn_ext.train import ablation, checkpoint, config, data, models
 from pnn_ext.train.config import TrainConfig, build_parser, parse_config
 from pnn_ext.train.data import DataError
-from pnn_ext.train.loop import Trainer, clip_gradients
+from pnn_ext.clip import clip_gradients
+from pnn_ext.train.loop import Trainer
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MNIST_DIR = os.path.join(ROOT, "..", "shared", "data")

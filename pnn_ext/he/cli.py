@@ -52,7 +52,7 @@ def evaluate(path: str, samples: int = 10, data_dir: str | None = None, scale_bi
              export: str | None = None) -> dict:
     from .encrypted import EncryptedRunner
     from .fold import fold
-    from .params import CKKSParams, depth, layer_depths, recommend
+    from .params import CKKSParams, coefficient_mass, depth, layer_depths, recommend
     model, cfg, data = load_trained(path, data_dir)
     he = fold(model, data.in_shape)
     if export:
@@ -89,6 +89,7 @@ def evaluate(path: str, samples: int = 10, data_dir: str | None = None, scale_bi
             float(np.mean(plain.argmax(1) == ys)),
         "ms_per_sample": 1000 * float(np.mean(secs)), "context_setup_s": setup_s,
         "depth": depth(he), "layer_depths": layer_depths(he), "layers": he.summary(),
+        "coefficient_mass": coefficient_mass(he),
         "params": str(params), "poly_modulus_degree": params.poly_modulus_degree,
         "coeff_mod_bit_sizes": params.coeff_mod_bit_sizes, "scale_bits": params.scale_bits,
     }
@@ -118,7 +119,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"model: {r['model']} on {r['dataset']}, degree {r['degree']}: " + " | ".join(r["layers"]))
     print(f"folded vs original (float64, whole test set): max |logit diff| {r['fold_max_abs_diff_float64']:.2e}; "
           f"plaintext test accuracy {100 * r['plaintext_test_acc']:.2f}%")
-    print(f"depth {r['depth']} ({' + '.join(map(str, r['layer_depths']))}); CKKS {r['params']}; "
+    print(f"depth {r['depth']} ({' + '.join(map(str, r['layer_depths']))}); largest sum |c_k| "
+          f"{r['coefficient_mass']:.3g}; CKKS {r['params']}; "
           f"context set-up {r['context_setup_s']:.1f}s")
     print(f"encrypted, {r['samples']} samples: prediction agreement with plaintext {100 * r['agreement']:.1f}%, "
           f"max |logit error| {r['max_abs_logit_error']:.2e}, {r['ms_per_sample']:.0f} ms/sample, accuracy "

@@ -22,10 +22,10 @@ import json
 from dataclasses import dataclass
 
 import numpy as np
-import numpy.polynomial.chebyshev as npcheb
 import torch
 from torch import nn
 
+from ..fitting import monomial_in_t
 from ..nn import PolyActivation
 
 AFFINE = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.BatchNorm1d, nn.BatchNorm2d, nn.AvgPool1d, nn.AvgPool2d,
@@ -117,11 +117,6 @@ def _chain(module: nn.Module, prefix: str = ""):
     raise UnsupportedLayerError(f"unsupported layer {prefix or '<model>'!r} ({type(module).__name__}){hint}")
 
 
-def _monomial_in_t(m: PolyActivation) -> np.ndarray:
-    c = m.coeffs.detach().double().cpu().numpy()
-    return npcheb.cheb2poly(c) if m.basis == "chebyshev" else c.copy()
-
-
 def fold(model: nn.Module, in_shape: tuple[int, ...], normalize_outputs: bool = True) -> HEModel:
     """The HE-ready form of ``model`` (its eval-mode function) for inputs of shape ``in_shape``."""
     model = copy.deepcopy(model).double().eval()
@@ -154,7 +149,8 @@ def fold(model: nn.Module, in_shape: tuple[int, ...], normalize_outputs: bool = 
                 affine.bias /= m.bound
                 layers.append(affine)
                 out_scale = m.bound if normalize_outputs else 1.0
-                layers.append(Poly(_monomial_in_t(m) / out_scale, m.degree, m.bound, out_scale, name))
+                coeffs = monomial_in_t(m.coeffs.detach().double().cpu().numpy(), m.basis)
+                layers.append(Poly(coeffs / out_scale, m.degree, m.bound, out_scale, name))
                 # The next segment's input is p / out_scale: its map multiplies it back.
                 n = affine.weight.shape[0]
                 pts = start(n, tuple(pts.shape[1:]), out_scale)

@@ -13,10 +13,11 @@ ring dimension N whose total modulus respects 128-bit security (the
 HomomorphicEncryption.org standard, as SEAL enforces it: N=8192: 218 bits,
 16384: 438, 32768: 881). The vector of each layer must fit in N/2 slots.
 
-The scale is chosen from the coefficients: CKKS evaluation of sum c_k t^k loses
-about ``sum|c_k| * 2^(18 - scale_bits)`` (measured on TenSEAL 0.3.18 with
-scales of 2^40 and 2^50), so scale_bits is the smallest multiple of 5 >= 40 that
-keeps it under ``tolerance``.
+The scale is chosen from the coefficients: for large coefficients, CKKS evaluation
+of sum c_k t^k on |t| <= 1 loses about ``sum|c_k| * 2^(18 - scale_bits)`` (TenSEAL
+0.3.18; below sum|c_k| ~ 1e3 a floor of a few 1e-6 at 2^40 dominates; checked in
+tests/test_he.py), so scale_bits is the smallest multiple of 5 >= 40 that keeps it
+under ``tolerance``.
 """
 from __future__ import annotations
 
@@ -58,9 +59,13 @@ def max_width(model: HEModel) -> int:
                                                 if isinstance(layer, Affine)])
 
 
+def coefficient_mass(model: HEModel) -> float:
+    """Largest sum |c_k| of the model's polynomials (what their CKKS error scales with)."""
+    return max([float(np.abs(layer.coeffs).sum()) for layer in model.layers if isinstance(layer, Poly)], default=1.0)
+
+
 def needed_scale_bits(model: HEModel, tolerance: float = DEFAULT_TOLERANCE) -> int:
-    mass = max([float(np.abs(layer.coeffs).sum()) for layer in model.layers if isinstance(layer, Poly)], default=1.0)
-    bits = 18 + math.log2(max(mass, 1.0) / tolerance)
+    bits = 18 + math.log2(max(coefficient_mass(model), 1.0) / tolerance)
     return int(max(40, 5 * math.ceil(bits / 5)))
 
 

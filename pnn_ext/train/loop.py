@@ -18,6 +18,7 @@ from torch.nn.modules.batchnorm import _BatchNorm
 from torch.utils.data import DataLoader, DistributedSampler
 
 from .. import ops
+from ..clip import clip_gradients
 from ..nn import PolyActivation, boundary_loss, poly_modules
 from . import checkpoint, distributed
 from .config import TrainConfig
@@ -55,34 +56,6 @@ def parameter_groups(model: nn.Module, cfg: TrainConfig) -> list[dict]:
     if coeffs:
         groups.append({"params": coeffs, "weight_decay": 0.0, "lr": cfg.lr * cfg.coeff_lr_scale, "name": "coeffs"})
     return [g for g in groups if g["params"]]
-
-
-def split_batchnorm(model: nn.Module) -> tuple[list[nn.Parameter], list[nn.Parameter]]:
-    """(BatchNorm parameters, all others), by module type."""
-    bn_ids = {id(p) for m in model.modules() if isinstance(m, _BatchNorm) for p in m.parameters(recurse=False)}
-    params = [p for p in model.parameters() if p.requires_grad]
-    return [p for p in params if id(p) in bn_ids], [p for p in params if id(p) not in bn_ids]
-
-
-def _norm(params: list[nn.Parameter], device) -> torch.Tensor:
-    grads = [p.grad for p in params if p.grad is not None]
-    if not grads:
-        return torch.zeros((), device=device)
-    return torch.nn.utils.get_total_norm(grads, 2.0)
-
-
-def clip_gradients(model: nn.Module, mode: str, max_norm: float, device) -> tuple[torch.Tensor, torch.Tensor]:
-    """Clip as ``mode`` says; returns (norm of the non-BatchNorm gradients, norm of
-    the BatchNorm gradients), both before clipping. selective: only the non-BN set
-    is scaled to max_norm (pnn_ext.clip_grad_norm_selective_); all: every gradient
-    is scaled by one factor from the total norm; none: nothing is scaled."""
-    bn, other = split_batchnorm(model)
-    n_other, n_bn = _norm(other, device), _norm(bn, device)
-    if mode == "selective":
-        torch.nn.utils.clip_grads_with_norm_(other, max_norm, n_other)
-    elif mode == "all":
-        torch.nn.utils.clip_grads_with_norm_(bn + other, max_norm, torch.linalg.vector_norm(torch.stack([n_other, n_bn])))
-    return n_other, n_bn
 
 
 def environment(device: torch.device) -> dict:
@@ -162,9 +135,10 @@ class Trainer:
         loss = ce + cfg.lam * bl if cfg.boundary_loss else ce
         return logits, ce, bl, loss
 
-    def train_step(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor | None:
+    def train_step(self, x: torch.Tensor, y: torch.Tensor) -> list[float] | None:
         """Forward, backward, clip, check, update. Returns [loss, ce, boundary, correct]
-        (one host sync per step: the finiteness check), or None when skipped."""
+        on the host (one host sync per step, shared with the finiteness check), or None
+        when skipped."""
         cfg = self.cfg
         # BatchNorm updates its running statistics in the forward; a skipped step
         # must not leave NaN there, so they are kept aside (a few KB) and put back.
@@ -185,7 +159,7 @@ class Trainer:
             return None
         self.optimizer.step()
         self.step += 1
-        return row[1:]
+        return vals[1:]
 
     # ------------------------------------------------------------ epochs
     def train_epoch(self) -> dict:
@@ -193,7 +167,7 @@ class Trainer:
         self.net.train()
         self.sampler.set_epoch(epoch)
         gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + epoch * 7919 + self.dist.rank)
-        sums = torch.zeros(4, dtype=torch.float64, device=self.device)
+        sums = [0.0] * 4  # loss, ce, boundary, correct: host values train_step already synced
         seen, in_a_row, start = 0, 0, time.time()
         range_max = torch.zeros(len(self.polys), device=self.device)
         frac_sum = torch.zeros(len(self.polys), device=self.device)
@@ -218,7 +192,7 @@ class Trainer:
                     raise Rollback(where)
                 continue
             in_a_row = 0
-            sums += out.double()
+            sums = [a + b for a, b in zip(sums, out)]
             seen += len(y)
             batches += 1
             if self.polys:
@@ -226,14 +200,14 @@ class Trainer:
                                      torch.zeros(2, device=self.device) for m in self.polys]).float()
                 range_max = torch.maximum(range_max, stats[:, 0])
                 frac_sum += stats[:, 1]
-            if self.dist.main and cfg.progress:
-                s = sums.tolist()
-                bar.set_postfix(loss=f"{s[0] / batches:.4f}", ce=f"{s[1] / batches:.4f}",
-                                boundary=f"{s[2] / batches:.2e}", acc=f"{100 * s[3] / seen:.2f}%", refresh=False)
+            if bar is not self.train_loader:
+                bar.set_postfix(loss=f"{sums[0] / batches:.4f}", ce=f"{sums[1] / batches:.4f}",
+                                boundary=f"{sums[2] / batches:.2e}", acc=f"{100 * sums[3] / seen:.2f}%", refresh=False)
             if cfg.max_steps and self.step >= cfg.max_steps:
                 break
         # Over all ranks: means over every process's batches, ranges over every shard.
-        totals = distributed.reduce_(torch.cat([sums, sums.new_tensor([seen, batches])]), self.dist).tolist()
+        totals = distributed.reduce_(torch.tensor([*sums, seen, batches], dtype=torch.float64, device=self.device),
+                                     self.dist).tolist()
         distributed.reduce_(range_max, self.dist, "max")
         distributed.reduce_(frac_sum, self.dist)
         s, seen, n = totals[:4], totals[4], max(totals[5], 1)
@@ -326,7 +300,7 @@ class Trainer:
         cfg = self.cfg
         last = os.path.join(self.out, "last.pt")
         if cfg.resume:
-            path = os.path.join(self.out, "last.pt") if cfg.resume == "last" else cfg.resume
+            path = last if cfg.resume == "last" else cfg.resume
             self.restore(path)
             self.log(f"resumed from {path} at epoch {self.epoch}, step {self.step}")
             if os.path.abspath(path) != os.path.abspath(last):
@@ -441,21 +415,10 @@ def _seed_everything(seed: int) -> None:
 
 def _progress(iterable, enabled: bool, desc: str):
     if not enabled:
-        return _Quiet(iterable)
+        return iterable
     from tqdm.auto import tqdm
     # disable=None: no bar when stderr is not a terminal (logs, CI), the epoch lines remain
     return tqdm(iterable, desc=desc, leave=False, dynamic_ncols=True, mininterval=0.5, disable=None)
-
-
-class _Quiet:
-    def __init__(self, iterable):
-        self.iterable = iterable
-
-    def __iter__(self):
-        return iter(self.iterable)
-
-    def set_postfix(self, **kw):
-        pass
 
 
 def _epoch_line(r: dict, cfg: TrainConfig) -> str:
