@@ -1,13 +1,16 @@
 """The fused ops: loads pnn_ext._C and makes its ops autograd- and compile-aware.
 
-``poly_act(x, coeffs, bound, alpha, basis) -> (y, stats)`` is the one entry point.
-With the compiled extension it calls ``torch.ops.pnn_ext.poly_act`` (one pass
-over x; backward is the op ``pnn_ext::poly_act_backward``, one pass over x and
-grad_y). Without it (not built, or built without CUDA for a CUDA tensor) it
-falls back to :mod:`pnn_ext.reference` and warns once.
+``poly_act(x, coeffs, bound, alpha, basis, impl) -> (y, stats)`` is the one entry
+point. With the compiled extension it calls ``torch.ops.pnn_ext.poly_act`` (one
+pass over x; backward is the op ``pnn_ext::poly_act_backward``, one pass over x
+and grad_y). Without it (not built, or built without CUDA for a CUDA tensor) it
+falls back to :mod:`pnn_ext.reference` and warns once; ``impl=`` chooses
+explicitly. ``PNN_EXT_REQUIRE_EXTENSION=1`` (set by the test command) turns a
+missing build into an ImportError instead of the fallback.
 """
 from __future__ import annotations
 
+import os
 import warnings
 
 import torch
@@ -20,8 +23,18 @@ try:
     HAVE_EXTENSION = True
     _IMPORT_ERROR: Exception | None = None
 except ImportError as exc:  # pragma: no cover - exercised on machines without a build
+    if os.environ.get("PNN_EXT_REQUIRE_EXTENSION") == "1":
+        raise ImportError("pnn_ext: the compiled extension pnn_ext._C is required "
+                          f"(PNN_EXT_REQUIRE_EXTENSION=1) but failed to load: {exc}") from exc
     HAVE_EXTENSION = False
     _IMPORT_ERROR = exc
+
+# Decided once, at import: a dispatcher query inside poly_act would end tracing under
+# torch.compile(fullgraph=True) ("Unsupported torch.* op returned non-Tensor").
+_CUDA_KERNELS = HAVE_EXTENSION and torch._C._dispatch_has_kernel_for_dispatch_key("pnn_ext::poly_act", "CUDA")
+# Devices the compiled op serves: its CPU kernels, its CUDA kernels, meta (the fake kernels).
+_FUSED_DEVICES = frozenset(({"cpu", "meta"} | ({"cuda"} if _CUDA_KERNELS else set())) if HAVE_EXTENSION else ())
+IMPLS = ("auto", "fused", "reference")
 
 
 def cpu_capability() -> str:
@@ -30,8 +43,8 @@ def cpu_capability() -> str:
 
 
 def has_cuda_kernels() -> bool:
-    """True when the compiled extension has CUDA kernels."""
-    return HAVE_EXTENSION and torch._C._dispatch_has_kernel_for_dispatch_key("pnn_ext::poly_act", "CUDA")
+    """True when the compiled extension has CUDA kernels (decided at import)."""
+    return _CUDA_KERNELS
 
 
 if HAVE_EXTENSION:
@@ -78,7 +91,7 @@ def _fallback_warning(reason: str) -> None:
 
 
 def poly_act(x: torch.Tensor, coeffs: torch.Tensor, bound: float, alpha: float,
-             basis: str = "chebyshev") -> tuple[torch.Tensor, torch.Tensor]:
+             basis: str = "chebyshev", impl: str = "auto") -> tuple[torch.Tensor, torch.Tensor]:
     """Polynomial activation with its boundary term, in one fused pass.
 
     Args:
@@ -89,6 +102,9 @@ def poly_act(x: torch.Tensor, coeffs: torch.Tensor, bound: float, alpha: float,
         bound: B > 0, the half-width of the fitted range.
         alpha: the boundary penalty starts at |x| = alpha * B.
         basis: "chebyshev" (Clenshaw) or "monomial" (Horner).
+        impl: "auto" (the compiled op where it serves x's device, else the
+            reference with a warning), "fused" (the compiled op, or an error) or
+            "reference" (:func:`pnn_ext.reference.poly_act`, e.g. as a baseline).
 
     Returns:
         y: p(x / B), x's shape, dtype and memory format.
@@ -103,7 +119,15 @@ def poly_act(x: torch.Tensor, coeffs: torch.Tensor, bound: float, alpha: float,
     overflows (|t|^d beyond the float range) the result is +-inf, never NaN; NaN
     inputs give NaN outputs and a NaN L.
     """
-    if HAVE_EXTENSION and (x.device.type == "cpu" or has_cuda_kernels()):
+    if impl not in IMPLS:
+        raise ValueError(f"pnn_ext: impl must be one of {', '.join(IMPLS)}, got {impl!r}")
+    fused_here = x.device.type in _FUSED_DEVICES
+    if impl == "fused" and not fused_here:
+        raise RuntimeError(f"pnn_ext: impl='fused' but the compiled op is unavailable for {x.device.type} "
+                           f"tensors ({_IMPORT_ERROR or 'extension built without kernels for it'})")
+    if impl == "reference":
+        return reference.poly_act(x, coeffs, float(bound), float(alpha), basis)
+    if fused_here:
         return torch.ops.pnn_ext.poly_act(x, coeffs, float(bound), float(alpha), basis)
     _fallback_warning(f"compiled extension unavailable ({_IMPORT_ERROR})" if not HAVE_EXTENSION
                       else f"extension built without kernels for {x.device.type}")
