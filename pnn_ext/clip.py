@@ -50,7 +50,8 @@ def clip_gradients(model: nn.Module, mode: str, max_norm: float, device) -> tupl
     if mode == "selective":
         torch.nn.utils.clip_grads_with_norm_(other, max_norm, n_other)
     elif mode == "all":
-        torch.nn.utils.clip_grads_with_norm_(bn + other, max_norm, torch.linalg.vector_norm(torch.stack([n_other, n_bn])))
+        total = torch.linalg.vector_norm(torch.stack([n_other, n_bn]))
+        torch.nn.utils.clip_grads_with_norm_(bn + other, max_norm, total)
     elif mode != "none":
         raise ValueError(f"mode must be 'selective', 'all' or 'none', got {mode!r}")
     return n_other, n_bn

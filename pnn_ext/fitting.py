@@ -13,14 +13,21 @@ Methods:
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable, Union
 
 import numpy as np
 from numpy.polynomial import chebyshev as npcheb
 from numpy.polynomial import polynomial as npmono
 
-Target = Union[str, Callable[[np.ndarray], np.ndarray]]
+Target = str | Callable[[np.ndarray], np.ndarray]
+
+# Defaults shared by fit(), PolyActivation, convert() and pnn-train's flags.
+DEGREE = 22
+TARGET = "relu"
+BASIS = "chebyshev"
+METHOD = "lstsq"
+METHODS = ("lstsq", "remez")
 
 # Published settings (arXiv 2505.11589): degree -> (B, alpha).
 PRESETS: dict[int, tuple[float, float]] = {
@@ -185,8 +192,8 @@ def _remez(f: Callable, degree: int, bound: float, points: int, iters: int = 60)
     return best
 
 
-def fit(target: Target = "relu", degree: int = 22, bound: float | None = None, basis: str = "chebyshev",
-        method: str = "lstsq", points: int = 20001) -> PolyFit:
+def fit(target: Target = TARGET, degree: int = DEGREE, bound: float | None = None, basis: str = BASIS,
+        method: str = METHOD, points: int = 20001) -> PolyFit:
     """Fit a degree-``degree`` polynomial to ``target`` on [-bound, bound].
 
     Args:
@@ -205,7 +212,7 @@ def fit(target: Target = "relu", degree: int = 22, bound: float | None = None, b
         raise ValueError(f"bound must be finite and > 0, got {bound!r}")
     if basis not in ("chebyshev", "monomial"):
         raise ValueError(f"basis must be 'chebyshev' or 'monomial', got {basis!r}")
-    if method not in ("lstsq", "remez"):
+    if method not in METHODS:
         raise ValueError(f"method must be 'lstsq' or 'remez', got {method!r}")
     name, f = _target_fn(target)
     cheb = _lstsq(f, degree, bound, points) if method == "lstsq" else _remez(f, degree, bound, points)

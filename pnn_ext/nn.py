@@ -2,17 +2,20 @@
 from __future__ import annotations
 
 import math
-from typing import Iterable
+from collections.abc import Iterable
 
 import numpy as np
 import torch
 from torch import nn
 
-from . import fitting
-from . import ops, reference
+from . import fitting, ops, reference
 
 # Activation modules convert() replaces, with the target each one is fitted to.
 CONVERTIBLE: dict[type, str] = {nn.ReLU: "relu", nn.SiLU: "silu", nn.GELU: "gelu"}
+
+# Degree, target, basis and fit method default to pnn_ext.fitting's DEGREE, TARGET, BASIS, METHOD.
+LAMBDA = 1000.0  # the boundary-loss weight of the paper: loss = task loss + LAMBDA * boundary_loss(model)
+IMPLS = ops.IMPLS  # "auto", "fused", "reference": see pnn_ext.ops.poly_act
 
 
 class PolyActivation(nn.Module):
@@ -35,11 +38,16 @@ class PolyActivation(nn.Module):
         basis: "chebyshev" (Clenshaw, stable at high degree) or "monomial" (Horner).
         learnable: coefficients are an nn.Parameter (else a buffer).
         method: "lstsq" or "remez" (minimax) fit.
+        impl: which implementation of :func:`pnn_ext.poly_act` runs: "auto" (the
+            compiled op, else the reference with a warning), "fused" (the compiled
+            op; an error where it is unavailable) or "reference"
+            (:mod:`pnn_ext.reference`, pure PyTorch). An attribute: set it on a
+            built module to switch.
     """
 
-    def __init__(self, degree: int = 22, bound: float | None = None, alpha: float | None = None,
-                 target: str = "relu", basis: str = "chebyshev", learnable: bool = False,
-                 method: str = "lstsq", *, coeffs: torch.Tensor | np.ndarray | None = None):
+    def __init__(self, degree: int = fitting.DEGREE, bound: float | None = None, alpha: float | None = None,
+                 target: str = fitting.TARGET, basis: str = fitting.BASIS, learnable: bool = False,
+                 method: str = fitting.METHOD, *, coeffs: torch.Tensor | np.ndarray | None = None, impl: str = "auto"):
         super().__init__()
         if not isinstance(degree, int) or degree < 1:
             raise ValueError(f"degree must be an integer >= 1, got {degree!r}")
@@ -52,6 +60,8 @@ class PolyActivation(nn.Module):
             raise ValueError(f"alpha must be finite and > 0, got {alpha!r}")
         if basis not in reference.BASES:
             raise ValueError(f"basis must be 'chebyshev' or 'monomial', got {basis!r}")
+        if impl not in IMPLS:
+            raise ValueError(f"impl must be one of {list(IMPLS)}, got {impl!r}")
         if coeffs is None:
             coeffs = fitting.fit(target, degree, bound, basis=basis, method=method).coeffs
         c = torch.as_tensor(np.asarray(coeffs, dtype=np.float64) if not torch.is_tensor(coeffs) else coeffs,
@@ -59,7 +69,7 @@ class PolyActivation(nn.Module):
         if c.shape != (degree + 1,):
             raise ValueError(f"coeffs must have shape ({degree + 1},) for degree {degree}, got {tuple(c.shape)}")
         self.degree, self.bound, self.alpha = degree, bound, alpha
-        self.target, self.basis, self.learnable = str(target), basis, learnable
+        self.target, self.basis, self.learnable, self.impl = str(target), basis, learnable, impl
         if learnable:
             self.coeffs = nn.Parameter(c)
         else:
@@ -69,14 +79,14 @@ class PolyActivation(nn.Module):
         self._accumulate = False  # set by track(): append per call, cleared per model forward
 
     @classmethod
-    def from_preset(cls, degree: int, **kwargs) -> "PolyActivation":
+    def from_preset(cls, degree: int, **kwargs) -> PolyActivation:
         """B and alpha from the published table (pnn_ext.fitting.PRESETS)."""
         bound, alpha = fitting.preset(degree)
         return cls(degree, bound, alpha, **kwargs)
 
     @classmethod
     def from_coefficients(cls, coeffs, bound: float, alpha: float = 0.5, basis: str = "chebyshev",
-                          variable: str = "t", order: str = "low", **kwargs) -> "PolyActivation":
+                          variable: str = "t", order: str = "low", **kwargs) -> PolyActivation:
         """Import coefficients made elsewhere.
 
         ``variable="t"``: coefficients of p in t = x / bound, in ``basis``.
@@ -102,7 +112,7 @@ class PolyActivation(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         coeffs = self.coeffs.to(reference.compute_dtype(x.dtype))
-        y, stats = ops.poly_act(x, coeffs, self.bound, self.alpha, self.basis)
+        y, stats = ops.poly_act(x, coeffs, self.bound, self.alpha, self.basis, impl=self.impl)
         if self._accumulate:
             self.boundary_terms.append(stats[0])
         else:
@@ -112,7 +122,8 @@ class PolyActivation(nn.Module):
 
     def extra_repr(self) -> str:
         return (f"degree={self.degree}, bound={self.bound:g}, alpha={self.alpha:g}, basis={self.basis}, "
-                f"target={self.target}, learnable={self.learnable}")
+                f"target={self.target}, learnable={self.learnable}" + (f", impl={self.impl}" if self.impl != "auto"
+                                                                       else ""))
 
     # The configuration travels with the state dict, so load_state_dict restores
     # an activation built with other settings.
@@ -129,6 +140,16 @@ class PolyActivation(nn.Module):
 
 def poly_modules(model: nn.Module) -> Iterable[PolyActivation]:
     return (m for m in model.modules() if isinstance(m, PolyActivation))
+
+
+def set_impl(model: nn.Module, impl: str) -> nn.Module:
+    """Make every PolyActivation of ``model`` run ``impl`` ("auto", "fused" or
+    "reference", see :class:`PolyActivation`); returns ``model``."""
+    if impl not in IMPLS:
+        raise ValueError(f"impl must be one of {list(IMPLS)}, got {impl!r}")
+    for m in poly_modules(model):
+        m.impl = impl
+    return model
 
 
 def _clear_terms(model: nn.Module, args) -> None:
@@ -159,9 +180,9 @@ def boundary_loss(model: nn.Module) -> torch.Tensor:
     return torch.stack([t.float() if t.dtype != torch.float64 else t for t in terms]).sum()
 
 
-def convert(model: nn.Module, degree: int = 22, bound: float | None = None, alpha: float | None = None,
-            basis: str = "chebyshev", learnable: bool = False, method: str = "lstsq",
-            types: tuple[type, ...] = tuple(CONVERTIBLE), target: str | None = None) -> nn.Module:
+def convert(model: nn.Module, degree: int = fitting.DEGREE, bound: float | None = None, alpha: float | None = None,
+            basis: str = fitting.BASIS, learnable: bool = False, method: str = fitting.METHOD,
+            types: tuple[type, ...] = tuple(CONVERTIBLE), target: str | None = None, impl: str = "auto") -> nn.Module:
     """Replace every ReLU / SiLU / GELU module of ``model`` in place by a
     PolyActivation fitted to that activation; returns ``model``.
 
@@ -169,7 +190,7 @@ def convert(model: nn.Module, degree: int = 22, bound: float | None = None, alph
     own module (own coefficients when ``learnable``). Activations called as
     functions (F.relu) are not modules and are left as they are. ``target``
     ("relu", "silu", ...) fits every replacement to that function instead of
-    the one it replaces.
+    the one it replaces. ``impl`` is passed to every PolyActivation.
     """
     unknown = [t for t in types if t not in CONVERTIBLE]
     if unknown:
@@ -183,7 +204,7 @@ def convert(model: nn.Module, degree: int = 22, bound: float | None = None, alph
         if target not in fits:
             fits[target] = fitting.fit(target, degree, bound, basis=basis, method=method).coeffs
         return PolyActivation(degree, bound, alpha, target=target, basis=basis, learnable=learnable,
-                              coeffs=fits[target])
+                              coeffs=fits[target], impl=impl)
 
     def replace(parent: nn.Module) -> None:
         for name, child in parent.named_children():

@@ -109,11 +109,14 @@ def _chain(module: nn.Module, prefix: str = ""):
     if isinstance(module, PolyActivation) or isinstance(module, AFFINE):
         yield prefix or type(module).__name__, module
         return
-    hint = (" (not a polynomial: convert the model with pnn_ext.convert first)"
-            if isinstance(module, (nn.ReLU, nn.SiLU, nn.GELU)) else
-            " (max-pooling is not a polynomial: use average pooling)" if isinstance(module, (nn.MaxPool1d, nn.MaxPool2d))
-            else " (only chains of modules, nn.Sequential, are folded; residual blocks and custom forwards are not)"
-            if list(module.children()) else "")
+    if isinstance(module, (nn.ReLU, nn.SiLU, nn.GELU)):
+        hint = " (not a polynomial: convert the model with pnn_ext.convert first)"
+    elif isinstance(module, (nn.MaxPool1d, nn.MaxPool2d)):
+        hint = " (max-pooling is not a polynomial: use average pooling)"
+    elif list(module.children()):
+        hint = " (only chains of modules, nn.Sequential, are folded; residual blocks and custom forwards are not)"
+    else:
+        hint = ""
     raise UnsupportedLayerError(f"unsupported layer {prefix or '<model>'!r} ({type(module).__name__}){hint}")
 
 
