@@ -15,7 +15,8 @@ import torch
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="pnn-he", description=__doc__)
-    p.add_argument("checkpoint", help="a pnn-train checkpoint (OUT_DIR/best.pt or last.pt)")
+    p.add_argument("checkpoint", help="a pnn-train checkpoint (OUT_DIR/best.pt or last.pt) or run directory "
+                                      "(its best.pt)")
     p.add_argument("--samples", type=int, default=10, help="test samples to run encrypted (default: 10)")
     p.add_argument("--data-dir", default=None, help="dataset directory (default: the one the run was trained with)")
     p.add_argument("--scale-bits", type=int, default=None,
@@ -30,30 +31,15 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
-def load_trained(path: str, data_dir: str | None = None):
-    """(model in eval mode, its TrainConfig, its dataset) from a pnn-train checkpoint."""
-    from ..train import checkpoint
-    from ..train.config import TrainConfig
-    from ..train.data import load
-    from ..train.models import build_model
-    ck = checkpoint.load(path)
-    settings = {**ck["config"], "resume": "", "overwrite": False}
-    if data_dir is not None:
-        settings["data_dir"] = data_dir
-    cfg = TrainConfig(**settings)
-    data = load(cfg)
-    model = build_model(cfg, data.in_shape, data.layout, data.num_classes)
-    model.load_state_dict(ck["model"])
-    return model.eval(), cfg, data
-
-
 def evaluate(path: str, samples: int = 10, data_dir: str | None = None, scale_bits: int | None = None,
              poly_modulus_degree: int | None = None, coeff_mod_bit_sizes: list[int] | None = None,
              export: str | None = None) -> dict:
+    from ..train import load_run
     from .encrypted import EncryptedRunner
     from .fold import fold
     from .params import CKKSParams, coefficient_mass, depth, layer_depths, recommend
-    model, cfg, data = load_trained(path, data_dir)
+    run = load_run(path, data_dir)
+    model, cfg, data = run.model, run.config, run.load_data()
     he = fold(model, data.in_shape)
     if export:
         he.export(export)
@@ -106,8 +92,7 @@ def main(argv: list[str] | None = None) -> int:
         p.error(f"--coeff-mod-bit-sizes must be comma-separated integers, got {args.coeff_mod_bit_sizes!r}")
     if sizes is not None and len(sizes) < 3:
         p.error(f"--coeff-mod-bit-sizes needs at least 3 primes (first, levels, last), got {sizes}")
-    from ..train.checkpoint import CheckpointError
-    from ..train.data import DataError
+    from ..train import CheckpointError, DataError
     from .fold import UnsupportedLayerError
     from .params import HEParameterError
     try:
@@ -124,7 +109,8 @@ def main(argv: list[str] | None = None) -> int:
           f"context set-up {r['context_setup_s']:.1f}s")
     print(f"encrypted, {r['samples']} samples: prediction agreement with plaintext {100 * r['agreement']:.1f}%, "
           f"max |logit error| {r['max_abs_logit_error']:.2e}, {r['ms_per_sample']:.0f} ms/sample, accuracy "
-          f"{100 * r['encrypted_acc']:.1f}% (plaintext on the same samples {100 * r['plaintext_acc_same_samples']:.1f}%)")
+          f"{100 * r['encrypted_acc']:.1f}% "
+          f"(plaintext on the same samples {100 * r['plaintext_acc_same_samples']:.1f}%)")
     if args.json:
         with open(args.json, "w") as fh:
             json.dump(r, fh, indent=2)

@@ -1,12 +1,21 @@
 """The training framework: ``pnn-train`` (see ``pnn-train --help``) and its parts.
 
-config (TrainConfig, flags, YAML/JSON), data (datasets), models (MLP, SmallCNN,
-ResNet18, torchvision), loop (Trainer: objective, clipping, divergence guard,
-metrics), checkpoint (atomic, exact resume), plots, distributed, ablation."""
+Public: TrainConfig and parse_config (settings, flags, YAML/JSON), train (one run
+in this process), load_run (open a finished run: model, config, data spec),
+build_model, evaluate, and the errors CheckpointError and DataError. The modules:
+config, data (datasets), models (--model names), loop (Trainer: objective,
+clipping, divergence guard), optim, evaluation, checkpoint (atomic, exact
+resume), artifacts (the run directory's files), plots, distributed, ablation
+(pnn-ablate), run (load_run)."""
+from .checkpoint import CheckpointError
 from .config import TrainConfig, parse_config
-from .models import MLP, ResNet18, SmallCNN, build_model
+from .data import Data, DataError, DataSpec
+from .evaluation import evaluate
+from .models import build_model
+from .run import Run, load_run
 
-__all__ = ["MLP", "ResNet18", "SmallCNN", "TrainConfig", "build_model", "parse_config", "train"]
+__all__ = ["CheckpointError", "Data", "DataError", "DataSpec", "Run", "TrainConfig", "build_model", "evaluate",
+           "load_run", "parse_config", "train"]
 
 
 def train(cfg: TrainConfig | None = None, **overrides) -> dict:

@@ -8,7 +8,7 @@ Finished runs (summary.json present) are not run again, so an interrupted
 ablation continues where it stopped.
 
     pnn-ablate --degrees 8,22 --seeds 0,1 --out-dir runs/ablation-mnist -- \\
-        --dataset mnist --data-dir ../shared/data --epochs 5
+        --dataset mnist --data-dir "$PNN_DATA" --epochs 5
 """
 from __future__ import annotations
 
@@ -17,6 +17,8 @@ import json
 import os
 import statistics
 import sys
+
+from . import artifacts
 
 VARIANTS = {
     "full": ["--boundary-loss", "--clip", "selective"],
@@ -67,17 +69,14 @@ def run_all(args) -> list[dict]:
         for variant in variants:
             for seed in args.seeds:
                 out = run_dir(args.out_dir, degree, variant, seed)
-                summary_path = os.path.join(out, "summary.json")
-                if os.path.isfile(summary_path):
-                    with open(summary_path) as fh:
-                        summary = json.load(fh)
-                    if summary["status"] in ("completed", "diverged"):
-                        print(f"[ablation] degree {degree} {variant} seed {seed}: done before ({summary['status']})")
-                        results.append({"degree": degree, "variant": variant, "seed": seed, "summary": summary})
-                        continue
+                summary = artifacts.read_summary(out)
+                if summary is not None and summary["status"] in ("completed", "diverged"):
+                    print(f"[ablation] degree {degree} {variant} seed {seed}: done before ({summary['status']})")
+                    results.append({"degree": degree, "variant": variant, "seed": seed, "summary": summary})
+                    continue
                 argv = extra + ["--activation", "poly", "--degree", str(degree), "--seed", str(seed),
                                 "--out-dir", out, *VARIANTS[variant]] + ([] if args.guard else ["--no-guard"])
-                if os.path.isfile(os.path.join(out, "last.pt")):  # interrupted before: continue it
+                if os.path.isfile(artifacts.path(out, artifacts.LAST)):  # interrupted before: continue it
                     argv += ["--resume", "last"]
                 print(f"[ablation] degree {degree} {variant} seed {seed}: pnn-train {' '.join(argv)}", flush=True)
                 summary = Trainer(parse_config(argv), command="pnn-train " + " ".join(argv)).run()

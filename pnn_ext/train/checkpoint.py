@@ -11,12 +11,17 @@ import tempfile
 import numpy as np
 import torch
 
+from .artifacts import CHECKPOINTS
+
 
 class CheckpointError(RuntimeError):
     """A checkpoint that cannot be read (missing, truncated, corrupted or of another format)."""
 
 
 FORMAT = 1  # bumped when the layout of the saved dict changes
+
+# Settings a checkpoint must share with the run that loads it (plus hidden for MLPs).
+SAME_MODEL = ("dataset", "model", "activation", "degree", "basis", "norm", "act_position")
 
 
 def save_atomic(obj: dict, path: str) -> None:
@@ -45,13 +50,22 @@ def save_atomic(obj: dict, path: str) -> None:
         pass
 
 
+def check_same_model(saved: dict, cfg, path: str) -> None:
+    """A CheckpointError naming the first setting of ``cfg`` (a TrainConfig) that
+    differs from the checkpoint's config ``saved``."""
+    for key in SAME_MODEL + (("hidden",) if cfg.model == "mlp" else ()):
+        if saved.get(key) != getattr(cfg, key):
+            raise CheckpointError(f"checkpoint {path!r} was made with {key}={saved.get(key)!r}, this run has "
+                                  f"{key}={getattr(cfg, key)!r}")
+
+
 def load(path: str, map_location="cpu") -> dict:
     if not os.path.isfile(path):
         raise CheckpointError(f"checkpoint {path!r} does not exist")
     try:
         obj = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as e:
-        others = [p for p in ("last.pt", "best.pt") if os.path.isfile(os.path.join(os.path.dirname(path), p))
+        others = [p for p in CHECKPOINTS if os.path.isfile(os.path.join(os.path.dirname(path), p))
                   and os.path.basename(path) != p]
         hint = f" Other checkpoints in its directory: {', '.join(others)}." if others else ""
         raise CheckpointError(f"checkpoint {path!r} is truncated or corrupted and cannot be loaded "
@@ -59,6 +73,28 @@ def load(path: str, map_location="cpu") -> dict:
     if not isinstance(obj, dict) or obj.get("format") != FORMAT:
         raise CheckpointError(f"{path!r} is not a pnn-train checkpoint (format {FORMAT})")
     return obj
+
+
+def restore(path: str, cfg, model, optimizer, scheduler) -> dict:
+    """Load a checkpoint made by a run of the same model as ``cfg`` (a TrainConfig) into
+    model, optimizer, scheduler and the RNG states; returns it for the loop's counters."""
+    # On the CPU: the RNG states must stay CPU tensors; load_state_dict moves the rest.
+    ck = load(path, map_location="cpu")
+    check_same_model(ck["config"], cfg, path)
+    model.load_state_dict(ck["model"])
+    optimizer.load_state_dict(ck["optimizer"])
+    if scheduler is not None and ck["scheduler"] is not None:
+        scheduler.load_state_dict(ck["scheduler"])
+        if isinstance(scheduler, torch.optim.lr_scheduler.CosineAnnealingLR):
+            scheduler.T_max = max(cfg.epochs, 1)  # --epochs may extend a resumed run
+    set_rng_state(ck["rng"])
+    return ck
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
 
 
 def rng_state() -> dict:

@@ -1,22 +1,34 @@
 """The run configuration: one dataclass, the command line built from it, and a
-YAML/JSON file. Precedence: built-in defaults < config file < command-line flags."""
+YAML/JSON file. Precedence: built-in defaults < config file < command-line flags.
+
+Defaults the library shares (degree, basis, target, fit method, lambda, activation
+position, normalisation, MLP sizes) are read from the library modules that define
+them, so the command line and the library cannot disagree. Each setting's type is
+its annotation, read with typing.get_type_hints: int, float, str, bool, X | None,
+list[X] or tuple[X, ...]."""
 from __future__ import annotations
 
 import argparse
 import dataclasses
 import json
 import os
+import types
+import typing
 from dataclasses import dataclass, field, fields
 from typing import Any
+
+from .. import fitting, models
+from .. import nn as pnn_nn
+from ..reference import BASES
 
 CHOICES = {
     "model": ("small-cnn", "mlp", "resnet18"),  # or "torchvision:NAME"
     "activation": ("poly", "relu"),
-    "act_position": ("before-bn", "after-bn"),
-    "norm": ("batch", "none"),
-    "basis": ("chebyshev", "monomial"),
+    "act_position": models.ACT_POSITIONS,
+    "norm": models.NORMS,
+    "basis": BASES,
     "target": ("relu", "silu", "gelu"),
-    "fit_method": ("lstsq", "remez"),
+    "fit_method": fitting.METHODS,
     "clip": ("selective", "all", "none"),
     "scheduler": ("plateau", "cosine", "none"),
     "device": ("auto", "cpu", "cuda"),
@@ -33,8 +45,9 @@ def _f(default, help: str, **kw):
 class TrainConfig:
     # data
     dataset: str = _f("digits", "digits | mnist | fashion-mnist | cifar10 | cifar100 | npz:PATH")
-    data_dir: str = _f("data", "where torchvision datasets live (raw idx .gz files of MNIST are read from here, "
-                               "nothing is downloaded when they are present)")
+    data_dir: str = _f("", "where datasets live: MNIST's original idx files (in DATA_DIR, DATA_DIR/raw or "
+                           "DATA_DIR/MNIST/raw; nothing is downloaded when they are present), CIFAR archives. "
+                           "Empty: $PNN_DATA, else ./data", shown="$PNN_DATA, else data")
     layout: str = _f("auto", "how npz inputs are read: auto (4-D and 3-D arrays are images N×C×H×W / N×H×W, "
                              "2-D are features N×F), image, sequence (3-D N×C×T), features")
     val_fraction: float = _f(0.1, "fraction of the training set held out for validation")
@@ -44,26 +57,26 @@ class TrainConfig:
     workers: int = _f(0, "DataLoader worker processes")
     # model
     model: str = _f("small-cnn", "small-cnn | mlp | resnet18 | torchvision:NAME (any torchvision classifier)")
-    hidden: str = _f("256,128,64,32,16", "MLP hidden sizes, comma separated")
-    norm: str = _f("batch", "normalisation layers: batch (BatchNorm) or none")
-    act_position: str = _f("before-bn", "activation before BatchNorm (conv-act-bn, the published setup) or after "
-                                        "it (conv-bn-act)")
+    hidden: str = _f(",".join(map(str, models.MLP_HIDDEN)), "MLP hidden sizes, comma separated")
+    norm: str = _f(models.NORM, "normalisation layers: batch (BatchNorm) or none")
+    act_position: str = _f(models.ACT_POSITION, "activation before BatchNorm (conv-act-bn, the published setup) "
+                                                "or after it (conv-bn-act)")
     dropout: float = _f(0.0, "dropout probability before the classifier (and after MLP activations)")
     # activation
     activation: str = _f("poly", "poly (polynomial, fused op) or relu (baseline)")
-    degree: int = _f(22, "polynomial degree")
+    degree: int = _f(fitting.DEGREE, "polynomial degree")
     bound: float | None = _f(None, "B: the fit interval [-B, B] (default: preset for the degree)")
     alpha: float | None = _f(None, "the boundary penalty starts at alpha*B (default: preset for the degree)")
-    target: str = _f("relu", "activation the polynomial is fitted to")
-    basis: str = _f("chebyshev", "coefficient basis: chebyshev (Clenshaw) or monomial (Horner)")
-    fit_method: str = _f("lstsq", "fit: least squares or remez (minimax)")
+    target: str = _f(fitting.TARGET, "activation the polynomial is fitted to")
+    basis: str = _f(fitting.BASIS, "coefficient basis: chebyshev (Clenshaw) or monomial (Horner)")
+    fit_method: str = _f(fitting.METHOD, "fit: least squares or remez (minimax)")
     learnable: bool = _f(False, "train the polynomial coefficients (learning rate coeff_lr_scale * lr)")
     # objective and optimisation
     epochs: int = _f(10, "training epochs")
     max_steps: int = _f(0, "end the run after this many optimizer steps in total, the epoch it stops in "
                            "counting as complete (0: no limit; for smoke tests)")
     boundary_loss: bool = _f(True, "add lambda * sum of boundary terms to the loss")
-    lam: float = _f(1000.0, "lambda, the boundary-loss weight (the paper's value)")
+    lam: float = _f(pnn_nn.LAMBDA, "lambda, the boundary-loss weight (the paper's value)")
     lr: float = _f(1e-3, "AdamW learning rate")
     coeff_lr_scale: float = _f(0.1, "learning rate of learnable coefficients, as a multiple of lr")
     weight_decay: float = _f(5e-4, "AdamW weight decay (not applied to BatchNorm, biases, coefficients)")
@@ -90,6 +103,8 @@ class TrainConfig:
     plots: bool = _f(True, "write PNG plots at the end of the run")
 
     def __post_init__(self) -> None:
+        if not self.data_dir:
+            self.data_dir = os.environ.get("PNN_DATA") or "data"
         for name, allowed in CHOICES.items():
             value = getattr(self, name)
             if name == "model" and value.startswith("torchvision:"):
@@ -123,9 +138,43 @@ class TrainConfig:
         return dataclasses.asdict(self)
 
 
-def _type_of(f: dataclasses.Field):
-    t = str(f.type)
-    return {"int": int, "float": float, "str": str, "bool": bool}.get(t.split(" ")[0], float)
+def setting_types(cls: type | None = None) -> dict[str, Any]:
+    """Each setting's type, from the annotations as type objects (not their text).
+    A setting of a type that :func:`coerce` cannot read is a TypeError here."""
+    hints = typing.get_type_hints(cls or TrainConfig)
+    for name, hint in hints.items():
+        kind, _ = _unwrap(hint)
+        if (_item_type(kind) or kind) not in (int, float, str, bool):
+            raise TypeError(f"setting {name}: unsupported type {hint!r} (int, float, str, bool, X | None, "
+                            f"list[X] or tuple[X, ...])")
+    return hints
+
+
+def _unwrap(hint) -> tuple[Any, bool]:
+    """(the type without None, whether None is allowed)."""
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(hint) if a is not type(None)]
+        if len(args) != 1:
+            raise TypeError(f"unsupported setting type {hint!r}")
+        return args[0], True
+    return hint, False
+
+
+def _item_type(hint) -> Any | None:
+    """X for list[X] and tuple[X, ...], else None."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin is list and len(args) == 1:
+        return args[0]
+    if origin is tuple and len(args) == 2 and args[1] is Ellipsis:
+        return args[0]
+    return None
+
+
+def _type_name(hint) -> str:
+    kind, optional = _unwrap(hint)
+    item = _item_type(kind)
+    name = f"a comma-separated list of {item.__name__}" if item is not None else kind.__name__
+    return name + (" or null" if optional else "")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -140,19 +189,29 @@ def build_parser() -> argparse.ArgumentParser:
         argument_default=argparse.SUPPRESS)
     p.add_argument("--config", help="YAML or JSON file of settings (keys as below, dashes or underscores); "
                                     "flags given on the command line override it")
+    hints = setting_types()
     for f in fields(TrainConfig):
         flag = "--" + f.name.replace("_", "-")
-        help_ = f.metadata["help"] + f" (default: {f.default})"
-        kind = _type_of(f)
+        help_ = f.metadata["help"] + f" (default: {f.metadata.get('shown', f.default)})"
+        kind, _ = _unwrap(hints[f.name])
         if kind is bool:
             p.add_argument(flag, action=argparse.BooleanOptionalAction, help=help_)
         elif f.name in CHOICES and f.name != "model":
             p.add_argument(flag, choices=CHOICES[f.name], help=help_)
-        elif f.name in ("bound", "alpha"):
-            p.add_argument(flag, type=float, help=help_)
         else:
-            p.add_argument(flag, type=kind, help=help_)
+            p.add_argument(flag, type=_flag_parser(hints[f.name], f.name), help=help_)
     return p
+
+
+def _flag_parser(hint, name: str):
+    """argparse's type= for a setting: the value as the setting's type, or an error naming it."""
+    def parse(text: str):
+        try:
+            return coerce(text, hint)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{name} must be {_type_name(hint)}, got {text!r}") from None
+    parse.__name__ = _type_name(hint)
+    return parse
 
 
 def load_file(path: str) -> dict[str, Any]:
@@ -169,35 +228,41 @@ def load_file(path: str) -> dict[str, Any]:
         data = {}
     if not isinstance(data, dict):
         raise ValueError(f"config file {path!r} must hold a mapping of settings, got {type(data).__name__}")
-    known = {f.name: f for f in fields(TrainConfig)}
+    hints = setting_types()
     out = {}
     for key, value in data.items():
         name = str(key).replace("-", "_")
-        if name not in known:
+        if name not in hints:
             raise ValueError(f"config file {path!r}: unknown setting {key!r}")
         try:
-            out[name] = _coerce(value, known[name])
+            out[name] = coerce(value, hints[name])
         except ValueError:
-            raise ValueError(f"config file {path!r}: {key} must be {_type_name(known[name])}, got {value!r}") from None
+            raise ValueError(f"config file {path!r}: {key} must be {_type_name(hints[name])}, got {value!r}") from None
     return out
-
-
-def _type_name(f: dataclasses.Field) -> str:
-    return _type_of(f).__name__ + (" or null" if "None" in str(f.type) else "")
 
 
 _TRUE, _FALSE = {"true", "yes", "on", "1"}, {"false", "no", "off", "0"}
 
 
-def _coerce(value, f: dataclasses.Field):
-    """A file value as the field's type. YAML 1.1 reads 1e-3 (no dot) as a string and
-    JSON has no ints-vs-floats discipline, so values are converted, and refused when
-    they are not what the setting is (never silently kept as the wrong type)."""
-    kind = _type_of(f)
-    if value is None:
-        if "None" in str(f.type):
+def coerce(value, hint):
+    """A file or flag value as the type ``hint`` (a type object: int, float, str, bool,
+    X | None, list[X], tuple[X, ...]). YAML 1.1 reads 1e-3 (no dot) as a string, JSON
+    has no ints-vs-floats discipline and flags are text, so values are converted,
+    and refused (ValueError) when they are not what the setting is, never kept as
+    the wrong type. An annotation of any other kind is a TypeError."""
+    kind, optional = _unwrap(hint)
+    if value is None or (optional and isinstance(value, str) and value.strip().lower() in ("none", "null")):
+        if optional:
             return None
         raise ValueError(value)
+    item = _item_type(kind)
+    if item is not None:
+        if isinstance(value, str):
+            value = [v for v in value.split(",") if v.strip()]
+        if not isinstance(value, (list, tuple)):
+            raise ValueError(value)
+        items = [coerce(v, item) for v in value]
+        return items if typing.get_origin(kind) is list else tuple(items)
     if kind is bool:
         if isinstance(value, bool):
             return value
@@ -206,16 +271,20 @@ def _coerce(value, f: dataclasses.Field):
         if str(value).strip().lower() in _FALSE:
             return False
         raise ValueError(value)
-    if isinstance(value, bool) or isinstance(value, (list, dict)):
+    if isinstance(value, bool) or isinstance(value, (list, tuple, dict)):
         raise ValueError(value)
     if kind is int:
+        if isinstance(value, int) or (isinstance(value, str) and value.strip().lstrip("+-").isdigit()):
+            return int(value)
         number = float(value)
         if not number.is_integer():
             raise ValueError(value)
         return int(number)
     if kind is float:
         return float(value)
-    return str(value)
+    if kind is str:
+        return str(value)
+    raise TypeError(f"unsupported setting type {hint!r}")
 
 
 def parse_config(argv: list[str] | None = None) -> TrainConfig:

@@ -30,6 +30,15 @@ class DataError(ValueError):
     """A dataset that cannot be loaded as asked (missing file, wrong keys, bad shapes)."""
 
 
+@dataclass(frozen=True)
+class DataSpec:
+    """What a model needs to know of its data (saved in checkpoints, returned by load_run)."""
+    name: str                   # the dataset setting: digits, mnist, ..., npz:PATH
+    layout: str                 # "image" | "sequence" | "features"
+    in_shape: tuple[int, ...]   # shape of one sample
+    num_classes: int
+
+
 @dataclass
 class Data:
     name: str
@@ -40,6 +49,10 @@ class Data:
     val: TensorDataset | None
     test: TensorDataset
     augment: bool               # random crop + flip on training batches (images only)
+
+    @property
+    def spec(self) -> DataSpec:
+        return DataSpec(self.name, self.layout, tuple(self.in_shape), self.num_classes)
 
 
 # ---------------------------------------------------------------- raw arrays

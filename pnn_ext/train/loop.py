@@ -3,30 +3,25 @@
 checkpoints and exact resume."""
 from __future__ import annotations
 
-import json
+import dataclasses
 import math
 import os
-import platform
-import random
 import time
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 from torch.utils.data import DataLoader, DistributedSampler
 
-from .. import ops
 from ..clip import clip_gradients
-from ..nn import PolyActivation, boundary_loss, poly_modules
-from . import checkpoint, distributed
+from ..nn import boundary_loss, poly_modules
+from . import artifacts, checkpoint, distributed, optim
+from .artifacts import BEST, LAST
 from .config import TrainConfig
 from .data import Data, augment_batch, load
+from .evaluation import evaluate
 from .models import build_model
-
-CSV_COLUMNS = ("epoch", "step", "lr", "train_loss", "train_ce", "train_boundary", "train_acc", "val_loss", "val_acc",
-               "test_loss", "test_acc", "nonfinite_steps", "epoch_time_s", "max_abs_x", "max_frac_outside_b")
 
 
 class NonFinite(Exception):
@@ -37,36 +32,6 @@ class Rollback(Exception):
     """guard_patience non-finite steps in a row: go back to the last checkpoint."""
 
 
-def parameter_groups(model: nn.Module, cfg: TrainConfig) -> list[dict]:
-    """AdamW groups: conv/linear weights (weight decay), BatchNorm parameters and
-    biases (no decay), learnable polynomial coefficients (coeff_lr_scale * lr, no decay)."""
-    coeffs, no_decay, decay = [], [], []
-    for m in model.modules():
-        for p in m.parameters(recurse=False):
-            if not p.requires_grad:
-                continue
-            if isinstance(m, PolyActivation):
-                coeffs.append(p)
-            elif isinstance(m, _BatchNorm) or p.dim() <= 1:
-                no_decay.append(p)
-            else:
-                decay.append(p)
-    groups = [{"params": decay, "weight_decay": cfg.weight_decay, "name": "weights"},
-              {"params": no_decay, "weight_decay": 0.0, "name": "bn_and_bias"}]
-    if coeffs:
-        groups.append({"params": coeffs, "weight_decay": 0.0, "lr": cfg.lr * cfg.coeff_lr_scale, "name": "coeffs"})
-    return [g for g in groups if g["params"]]
-
-
-def environment(device: torch.device) -> dict:
-    env = {"torch": torch.__version__, "python": platform.python_version(), "device": str(device),
-           "cpu_capability": ops.cpu_capability(), "cuda_kernels": ops.has_cuda_kernels(),
-           "threads": torch.get_num_threads(), "machine": platform.machine()}
-    if device.type == "cuda":
-        env["gpu"] = torch.cuda.get_device_name(device)
-    return env
-
-
 class Trainer:
     """One run of a TrainConfig. ``run()`` returns the summary it writes to OUT_DIR/summary.json."""
 
@@ -75,27 +40,28 @@ class Trainer:
         self.command = command  # how the run was started, for the summary
         self.dist, self.device = distributed.init(cfg.device)
         # Checked before the DDP constructor (a collective): no rank can have written yet.
-        last = os.path.join(cfg.out_dir, "last.pt")
+        last = artifacts.path(cfg.out_dir, LAST)
         if not cfg.resume and not cfg.overwrite and os.path.exists(last):
             raise FileExistsError(f"{cfg.out_dir} already holds a run ({last}): pass --resume last to continue it "
                                   f"or --overwrite to start over")
         if self.device.type != "cuda" and (cfg.bf16 or cfg.channels_last):
             raise ValueError("bf16 and channels_last are for CUDA runs; this run is on the CPU")
-        _seed_everything(cfg.seed)
+        checkpoint.seed_everything(cfg.seed)
         self.data = data if data is not None else load(cfg)
         self.model = build_model(cfg, self.data.in_shape, self.data.layout, self.data.num_classes).to(self.device)
         if cfg.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
         self.polys = list(poly_modules(self.model))
-        self.bn_buffers = [b for m in self.model.modules() if isinstance(m, _BatchNorm) for b in m.buffers(recurse=False)]
+        self.bn_buffers = [b for m in self.model.modules() if isinstance(m, _BatchNorm)
+                           for b in m.buffers(recurse=False)]
         self.net: nn.Module = self.model  # what forward calls (DDP wrapper when distributed)
         if self.dist.enabled:
             if self.device.type == "cuda":
                 self.model = nn.SyncBatchNorm.convert_sync_batchnorm(self.model)
             self.net = nn.parallel.DistributedDataParallel(
                 self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
-        self.optimizer = torch.optim.AdamW(parameter_groups(self.model, cfg), lr=cfg.lr)
-        self.scheduler = self._make_scheduler()
+        self.optimizer = optim.make_optimizer(self.model, cfg)
+        self.scheduler = optim.make_scheduler(self.optimizer, cfg)
         self.sampler = DistributedSampler(self.data.train, num_replicas=self.dist.world, rank=self.dist.rank,
                                           shuffle=True, seed=cfg.seed)
         # Dropping an incomplete last batch keeps BatchNorm away from a batch of one.
@@ -114,16 +80,6 @@ class Trainer:
         self.stop_test_acc: float | None = None
         if self.dist.main:
             os.makedirs(self.out, exist_ok=True)
-
-    # ------------------------------------------------------------ set-up
-    def _make_scheduler(self):
-        cfg = self.cfg
-        if cfg.scheduler == "plateau":
-            return torch.optim.lr_scheduler.ReduceLROnPlateau(self.optimizer, mode="min", factor=cfg.plateau_factor,
-                                                              patience=cfg.plateau_patience)
-        if cfg.scheduler == "cosine":
-            return torch.optim.lr_scheduler.CosineAnnealingLR(self.optimizer, T_max=max(cfg.epochs, 1))
-        return None
 
     # ------------------------------------------------------------ one step
     def _forward(self, x: torch.Tensor, y: torch.Tensor):
@@ -172,7 +128,7 @@ class Trainer:
         range_max = torch.zeros(len(self.polys), device=self.device)
         frac_sum = torch.zeros(len(self.polys), device=self.device)
         batches = 0
-        bar = _progress(self.train_loader, enabled=cfg.progress and self.dist.main,
+        bar = artifacts.progress_bar(self.train_loader, enabled=cfg.progress and self.dist.main,
                         desc=f"epoch {epoch + 1}/{cfg.epochs}")
         for x, y in bar:
             x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
@@ -215,24 +171,10 @@ class Trainer:
                 "train_acc": s[3] / max(seen, 1), "epoch_time_s": time.time() - start,
                 "layer_max_abs_x": range_max.tolist(), "layer_frac_outside_b": (frac_sum / n).tolist()}
 
-    @torch.no_grad()
     def evaluate(self, dataset) -> tuple[float, float]:
         """(mean cross-entropy, accuracy) in eval mode; every rank evaluates the whole set."""
-        if dataset is None:
-            return float("nan"), float("nan")
-        self.net.eval()
-        loader = DataLoader(dataset, batch_size=max(self.cfg.batch_size, 256), shuffle=False)
-        loss, correct = torch.zeros((), dtype=torch.float64, device=self.device), torch.zeros((), device=self.device)
-        for x, y in loader:
-            x, y = x.to(self.device), y.to(self.device)
-            if self.cfg.channels_last and x.dim() == 4:
-                x = x.contiguous(memory_format=torch.channels_last)
-            with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.cfg.bf16):
-                logits = self.model(x).float()
-            loss += F.cross_entropy(logits, y, reduction="sum").double()
-            correct += (logits.argmax(1) == y).sum()
-        n = len(dataset)
-        return loss.item() / n, correct.item() / n
+        cfg = self.cfg
+        return evaluate(self.model, dataset, self.device, max(cfg.batch_size, 256), cfg.bf16, cfg.channels_last)
 
     # ------------------------------------------------------------ checkpoints
     def state(self) -> dict:
@@ -241,35 +183,20 @@ class Trainer:
                 "scheduler": self.scheduler.state_dict() if self.scheduler else None,
                 "rng": checkpoint.rng_state(), "history": self.history, "best_val": self.best_val,
                 "lr_scale": self.lr_scale, "nonfinite": self.nonfinite, "rollbacks": self.rollbacks,
-                "config": self.cfg.to_dict()}
+                "config": self.cfg.to_dict(), "data": dataclasses.asdict(self.data.spec)}
 
     def save(self, best: bool) -> None:
         if not self.dist.main:
             return
         state = self.state()
-        checkpoint.save_atomic(state, os.path.join(self.out, "last.pt"))
+        checkpoint.save_atomic(state, artifacts.path(self.out, LAST))
         if best:
-            checkpoint.save_atomic(state, os.path.join(self.out, "best.pt"))
+            checkpoint.save_atomic(state, artifacts.path(self.out, BEST))
 
     def restore(self, path: str, counters: bool = True) -> float:
         """Load model, optimizer, scheduler, RNG states, epoch, step and history (and
         the guard's counters when ``counters``); returns the checkpoint's lr_scale."""
-        # On the CPU: the RNG states must stay CPU tensors; load_state_dict moves the rest.
-        ck = checkpoint.load(path, map_location="cpu")
-        keys = ("dataset", "model", "activation", "degree", "basis", "norm", "act_position") + (
-            ("hidden",) if self.cfg.model == "mlp" else ())
-        for key in keys:
-            if ck["config"].get(key) != getattr(self.cfg, key):
-                raise checkpoint.CheckpointError(
-                    f"checkpoint {path!r} was made with {key}={ck['config'].get(key)!r}, this run has "
-                    f"{key}={getattr(self.cfg, key)!r}")
-        self.model.load_state_dict(ck["model"])
-        self.optimizer.load_state_dict(ck["optimizer"])
-        if self.scheduler is not None and ck["scheduler"] is not None:
-            self.scheduler.load_state_dict(ck["scheduler"])
-            if isinstance(self.scheduler, torch.optim.lr_scheduler.CosineAnnealingLR):
-                self.scheduler.T_max = max(self.cfg.epochs, 1)  # --epochs may extend a resumed run
-        checkpoint.set_rng_state(ck["rng"])
+        ck = checkpoint.restore(path, self.cfg, self.model, self.optimizer, self.scheduler)
         self.epoch, self.step, self.history = ck["epoch"], ck["step"], list(ck["history"])
         self.best_val = ck["best_val"]
         if counters:
@@ -281,13 +208,10 @@ class Trainer:
             self.divergence = {**where, "reason": f"non-finite steps persisted after {self.rollbacks} rollbacks"}
             raise NonFinite()
         self.rollbacks += 1
-        saved_scale = self.restore(os.path.join(self.out, "last.pt"), counters=False)
+        saved_scale = self.restore(artifacts.path(self.out, LAST), counters=False)
         self.lr_scale *= self.cfg.rollback_lr_factor
-        ratio = self.lr_scale / saved_scale  # the checkpoint's lr already carries its own scale
-        for g in self.optimizer.param_groups:
-            g["lr"] *= ratio
-        if isinstance(self.scheduler, torch.optim.lr_scheduler.CosineAnnealingLR):
-            self.scheduler.base_lrs = [b * ratio for b in self.scheduler.base_lrs]
+        # the checkpoint's learning rate already carries its own scale
+        optim.scale_lr(self.optimizer, self.scheduler, self.lr_scale / saved_scale)
         self.log(f"[guard] {where['nonfinite_in_a_row']} non-finite steps in a row at epoch {where['epoch']}: "
                  f"rolled back to epoch {self.epoch}, learning rate x{self.lr_scale:g}")
 
@@ -298,7 +222,7 @@ class Trainer:
 
     def run(self) -> dict:
         cfg = self.cfg
-        last = os.path.join(self.out, "last.pt")
+        last = artifacts.path(self.out, LAST)
         if cfg.resume:
             path = last if cfg.resume == "last" else cfg.resume
             self.restore(path)
@@ -306,11 +230,8 @@ class Trainer:
             if os.path.abspath(path) != os.path.abspath(last):
                 self.save(best=False)  # rollbacks go to OUT_DIR/last.pt: it must be this state
         else:
-            if cfg.overwrite and self.dist.main:  # nothing of the replaced run may be mistaken for this one
-                for name in ("best.pt", "summary.json", "metrics.csv", "metrics.jsonl", "curves.png",
-                             "activation.png", "ranges.png"):
-                    if os.path.exists(os.path.join(self.out, name)):
-                        os.remove(os.path.join(self.out, name))
+            if cfg.overwrite and self.dist.main:
+                artifacts.clear(self.out)
             self.save(best=False)  # epoch 0: the base for a rollback before the first epoch ends
         start, status = time.time(), "running"
         try:
@@ -327,8 +248,9 @@ class Trainer:
                 if improved:
                     self.best_val = row["val_acc"] if math.isfinite(row["val_acc"]) else self.best_val
                 self.save(best=improved)
-                self._write_metrics()
-                self.log(_epoch_line(row, cfg))
+                if self.dist.main:
+                    artifacts.write_metrics(self.out, self.history)
+                self.log(artifacts.epoch_line(row, cfg.epochs))
             status = "completed"
         except NonFinite:
             status = "diverged"
@@ -344,10 +266,9 @@ class Trainer:
         finally:
             summary = self._summary(status, time.time() - start)
             if self.dist.main:
-                _write_json(os.path.join(self.out, "summary.json"), summary)
+                artifacts.write_summary(self.out, summary)
         if self.dist.main and cfg.plots:
-            from . import plots
-            plots.write_all(self.out, self.history, self.polys)
+            artifacts.write_plots(self.out, self.history, self.polys)
         return summary
 
     def _evaluate_epoch(self, row: dict) -> dict:
@@ -361,81 +282,12 @@ class Trainer:
                 "val_loss": val_loss, "val_acc": val_acc, "test_loss": test_loss, "test_acc": test_acc,
                 "nonfinite_steps": self.nonfinite}
 
-    def _write_metrics(self) -> None:
-        """metrics.jsonl and metrics.csv, rewritten from the history (so a resumed run
-        never holds rows of the epochs it redid)."""
-        if not self.dist.main:
-            return
-        lines = [json.dumps(r) for r in self.history]
-        _write_text(os.path.join(self.out, "metrics.jsonl"), "\n".join(lines) + "\n")
-        rows = [",".join(CSV_COLUMNS)]
-        for r in self.history:
-            r = {**r, "max_abs_x": max(r["layer_max_abs_x"], default=float("nan")),
-                 "max_frac_outside_b": max(r["layer_frac_outside_b"], default=float("nan"))}
-            rows.append(",".join(f"{r[c]:.6g}" if isinstance(r[c], float) else str(r[c]) for c in CSV_COLUMNS))
-        _write_text(os.path.join(self.out, "metrics.csv"), "\n".join(rows) + "\n")
-
     def _summary(self, status: str, seconds: float) -> dict:
-        h = self.history
-        tests = [r["test_acc"] for r in h]
-        vals = [r["val_acc"] for r in h]
-        best_i = max(range(len(h)), key=lambda i: vals[i]) if h and all(map(math.isfinite, vals)) else None
-        return {
-            "status": status,
-            "final_test_acc": tests[-1] if tests else None,
-            "best_test_acc": max(tests) if tests else None,
-            "best_val_acc": vals[best_i] if best_i is not None else None,
-            "test_acc_at_best_val": tests[best_i] if best_i is not None else None,
-            "best_epoch": h[best_i]["epoch"] if best_i is not None else None,
-            "diverged": status == "diverged",
-            "diverged_at": self.divergence,
-            # accuracy of the last finite weights, where the run stopped (diverged runs)
-            "test_acc_at_stop": self.stop_test_acc,
-            "nonfinite_steps": self.nonfinite,
-            "rollbacks": self.rollbacks,
-            "lr_scale": self.lr_scale,
-            "epochs_completed": self.epoch,
-            "steps": self.step,
-            "epoch_time_s": float(np.mean([r["epoch_time_s"] for r in h])) if h else None,
-            "total_time_s": seconds,
-            "parameters": sum(p.numel() for p in self.model.parameters()),
-            "poly_layers": len(self.polys),
-            "world_size": self.dist.world,
-            "command": self.command,
-            "environment": environment(self.device),
-            "config": self.cfg.to_dict(),
-        }
-
-
-def _seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
-
-
-def _progress(iterable, enabled: bool, desc: str):
-    if not enabled:
-        return iterable
-    from tqdm.auto import tqdm
-    # disable=None: no bar when stderr is not a terminal (logs, CI), the epoch lines remain
-    return tqdm(iterable, desc=desc, leave=False, dynamic_ncols=True, mininterval=0.5, disable=None)
-
-
-def _epoch_line(r: dict, cfg: TrainConfig) -> str:
-    outside = max(r["layer_frac_outside_b"], default=0.0)
-    maxx = max(r["layer_max_abs_x"], default=0.0)
-    ranges = f"  max|x| {maxx:.1f}  outside B {100 * outside:.2g}%" if r["layer_max_abs_x"] else ""
-    return (f"epoch {r['epoch']:3d}/{cfg.epochs}  loss {r['train_loss']:.4f}  ce {r['train_ce']:.4f}  "
-            f"boundary {r['train_boundary']:.2e}  train {100 * r['train_acc']:.2f}%  val {100 * r['val_acc']:.2f}%  "
-            f"test {100 * r['test_acc']:.2f}%  lr {r['lr']:.2e}  {r['epoch_time_s']:.1f}s{ranges}")
-
-
-def _write_text(path: str, text: str) -> None:
-    tmp = path + ".tmp"
-    with open(tmp, "w") as fh:
-        fh.write(text)
-    os.replace(tmp, path)
-
-
-def _write_json(path: str, obj) -> None:
-    _write_text(path, json.dumps(obj, indent=2, default=str) + "\n")
+        return artifacts.summary(
+            status, self.history, diverged_at=self.divergence,
+            test_acc_at_stop=self.stop_test_acc,  # accuracy of the last finite weights, where a diverged run stopped
+            nonfinite_steps=self.nonfinite, rollbacks=self.rollbacks, lr_scale=self.lr_scale,
+            epochs_completed=self.epoch, steps=self.step, total_time_s=seconds,
+            parameters=sum(p.numel() for p in self.model.parameters()), poly_layers=len(self.polys),
+            world_size=self.dist.world, command=self.command, environment=artifacts.environment(self.device),
+            config=self.cfg.to_dict())

@@ -1,8 +1,7 @@
 """PNG plots beside the metrics: training curves, the fitted polynomial against
-its target, and per-layer input ranges over epochs."""
+its target, and per-layer input ranges over epochs (file names and the writer of
+a run's plots: pnn_ext.train.artifacts)."""
 from __future__ import annotations
-
-import os
 
 import matplotlib
 
@@ -102,17 +101,3 @@ def ranges(path: str, history: list[dict], polys: list) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
-
-
-def write_all(out_dir: str, history: list[dict], polys: list) -> list[str]:
-    written = []
-    if history:
-        curves(os.path.join(out_dir, "curves.png"), history)
-        written.append("curves.png")
-    if polys:
-        activation(os.path.join(out_dir, "activation.png"), polys)
-        written.append("activation.png")
-        if history:
-            ranges(os.path.join(out_dir, "ranges.png"), history, polys)
-            written.append("ranges.png")
-    return written
