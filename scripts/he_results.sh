@@ -17,4 +17,4 @@ pnn-train --dataset digits --model small-cnn --degree 2 --epochs 40 --batch-size
   --no-progress --no-plots --out-dir "$OUT/cnn-2" --overwrite | tail -n 1
 pnn-he "$OUT/cnn-2/best.pt" --samples "${CNN_SAMPLES:-2}" --json "$OUT/cnn-2/he.json"
 reports+=("$OUT/cnn-2/he.json")
-python -m pnn_ext.he.table "${reports[@]}" | tee "$OUT/he.md"
+python "$(dirname "$0")/he_table.py" "${reports[@]}" | tee "$OUT/he.md"

@@ -1,10 +1,11 @@
-"""``python -m pnn_ext.train.results RUN_DIR...``: a markdown table of finished runs
-(from their summary.json), each row with the command that reproduces it."""
+"""``python scripts/results_table.py RUN_DIR...``: a markdown table of finished
+pnn-train runs (from their summary.json), each row with the command that reproduces
+it. scripts/results.sh writes the README's training table with it."""
 from __future__ import annotations
 
-import json
-import os
 import sys
+
+from pnn_ext.train.artifacts import read_summary
 
 
 def row(summary: dict) -> str:
@@ -24,16 +25,15 @@ def table(run_dirs: list[str]) -> str:
              "s/epoch | non-finite steps | diverged | command |",
              "|---|---|---|---:|---:|---:|---:|---:|---|---|"]
     for d in run_dirs:
-        path = os.path.join(d, "summary.json")
-        if not os.path.isfile(path):
-            print(f"results: {path} missing, skipped", file=sys.stderr)
+        summary = read_summary(d)
+        if summary is None:
+            print(f"results: {d} has no summary, skipped", file=sys.stderr)
             continue
-        with open(path) as fh:
-            lines.append(row(json.load(fh)))
+        lines.append(row(summary))
     return "\n".join(lines) + "\n"
 
 
 if __name__ == "__main__":
     if len(sys.argv) < 2:
-        sys.exit("usage: python -m pnn_ext.train.results RUN_DIR...")
+        sys.exit("usage: python scripts/results_table.py RUN_DIR...")
     print(table(sys.argv[1:]), end="")

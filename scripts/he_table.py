@@ -1,4 +1,6 @@
-"""``python -m pnn_ext.he.table REPORT.json...``: a markdown table of pnn-he reports."""
+"""``python scripts/he_table.py REPORT.json...``: a markdown table of pnn-he reports
+(``pnn-he ... --json``). scripts/he_results.sh writes the README's encrypted-inference
+table with it."""
 from __future__ import annotations
 
 import json
@@ -20,7 +22,7 @@ def table(reports: list[dict]) -> str:
 
 if __name__ == "__main__":
     if len(sys.argv) < 2:
-        sys.exit("usage: python -m pnn_ext.he.table REPORT.json...")
+        sys.exit("usage: python scripts/he_table.py REPORT.json...")
     reports = []
     for path in sys.argv[1:]:
         with open(path) as fh:
