@@ -20,7 +20,6 @@ class Run(NamedTuple):
     model: nn.Module        # in eval mode, on the CPU, weights of the checkpoint
     config: TrainConfig     # the run's settings (resume and overwrite cleared)
     data: DataSpec          # dataset name, sample layout and shape, classes
-    path: str               # the checkpoint read
 
     def load_data(self) -> Data:
         """The run's dataset, split and normalised exactly as in training (from config.data_dir)."""
@@ -58,4 +57,4 @@ def load_run(path: str, data_dir: str | None = None) -> Run:
         spec = load(cfg).spec
     model = build_model(cfg, spec.in_shape, spec.layout, spec.num_classes)
     model.load_state_dict(ck["model"])
-    return Run(model.eval(), cfg, spec, path)
+    return Run(model.eval(), cfg, spec)
