@@ -10,10 +10,7 @@ import pnn_ext
 from pnn_ext import reference
 from testing import DEVICES, random_coeffs, random_input
 
-needs_ext = pytest.mark.skipif(not pnn_ext.ops.HAVE_EXTENSION, reason="compiled extension missing")
 
-
-@needs_ext
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16])
 @pytest.mark.parametrize("coeffs_grad", [False, True])
@@ -27,7 +24,6 @@ def test_opcheck(device, dtype, coeffs_grad):
                           (torch.randn_like(x), gs, x, c.detach(), 20.0, 0.75, "monomial", coeffs_grad))
 
 
-@needs_ext
 @pytest.mark.parametrize("device", DEVICES)
 def test_torch_compile_fullgraph_matches_eager(device):
     torch._dynamo.reset()
@@ -49,7 +45,6 @@ def test_torch_compile_fullgraph_matches_eager(device):
         torch.testing.assert_close(a, b)
 
 
-@needs_ext
 def test_module_under_torch_compile_inductor_cpu():
     torch._dynamo.reset()
     model = nn.Sequential(nn.Linear(8, 16), pnn_ext.PolyActivation(8), nn.Linear(16, 2))
@@ -79,8 +74,6 @@ BAD_ARGS = [
 @pytest.mark.parametrize("name,make", BAD_ARGS, ids=[f"{n}-{i}" for i, (n, _) in enumerate(BAD_ARGS)])
 @pytest.mark.parametrize("impl", ["fused", "reference"])
 def test_bad_arguments_name_the_argument(name, make, impl):
-    if impl == "fused" and not pnn_ext.ops.HAVE_EXTENSION:
-        pytest.skip("compiled extension missing")
     f = torch.ops.pnn_ext.poly_act if impl == "fused" else reference.poly_act
     x, c = torch.randn(10), torch.randn(9)
     args = make(x, c)
@@ -90,7 +83,6 @@ def test_bad_arguments_name_the_argument(name, make, impl):
         f(*args)
 
 
-@needs_ext
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_coeffs_on_wrong_device():
     with pytest.raises(RuntimeError, match="coeffs must be on x's device"):
@@ -211,3 +203,22 @@ def test_selective_clipping_spares_batchnorm():
     for p in model.parameters():
         if id(p) in bn:
             assert torch.equal(p.grad, torch.full_like(p, 10.0))
+
+
+def test_impl_switch_on_modules():
+    x = torch.linspace(-60, 60, 301)
+    fused = pnn_ext.PolyActivation(8)
+    ref = pnn_ext.PolyActivation(8, impl="reference")
+    assert "impl=reference" in repr(ref) and "impl" not in repr(fused)
+    y_ref, s_ref = reference.poly_act(x, ref.coeffs, ref.bound, ref.alpha, "chebyshev")
+    torch.testing.assert_close(ref(x), y_ref, rtol=0, atol=0)
+    torch.testing.assert_close(ref.boundary_terms[0], s_ref[0], rtol=0, atol=0)
+    torch.testing.assert_close(fused(x), y_ref, rtol=1e-5, atol=1e-5)
+    model = pnn_ext.convert(nn.Sequential(nn.Linear(4, 4), nn.ReLU(), nn.ReLU()), degree=4, impl="reference")
+    assert [m.impl for m in model if isinstance(m, pnn_ext.PolyActivation)] == ["reference", "reference"]
+    pnn_ext.set_impl(model, "fused")
+    assert [m.impl for m in model if isinstance(m, pnn_ext.PolyActivation)] == ["fused", "fused"]
+    with pytest.raises(ValueError, match="impl"):
+        pnn_ext.PolyActivation(4, impl="triton")
+    with pytest.raises(ValueError, match="impl"):
+        pnn_ext.set_impl(model, "triton")

@@ -8,11 +8,20 @@ import torch
 from torch import nn
 
 import pnn_ext
-from pnn_ext.he import CKKSParams, HEParameterError, UnsupportedLayerError, check, depth, fold, layer_depths, \
-    poly_depth, recommend
+from pnn_ext import models
+from pnn_ext.he import (
+    CKKSParams,
+    HEParameterError,
+    UnsupportedLayerError,
+    check,
+    depth,
+    fold,
+    layer_depths,
+    poly_depth,
+    recommend,
+)
 from pnn_ext.he.fold import Affine, Poly
-from pnn_ext.train import models
-from pnn_ext.train.config import TrainConfig
+from pnn_ext.train import TrainConfig, train
 
 
 def randomize_batchnorm(model, seed=0):
@@ -28,10 +37,15 @@ def randomize_batchnorm(model, seed=0):
 
 
 def build(kind, position, degree=8, basis="chebyshev", dropout=0.2):
-    cfg = TrainConfig(model=kind, act_position=position, degree=degree, basis=basis, dropout=dropout,
-                      hidden="32,16")
+    """A polynomial MLP (hidden 32, 16) or small CNN for 1x8x8 inputs, initialised as pnn-train does."""
     torch.manual_seed(0)
-    return randomize_batchnorm(models.build_model(cfg, (1, 8, 8), "image", 10)).eval()
+    if kind == "mlp":
+        model = models.MLP(64, 10, (32, 16), act_position=position, dropout=dropout)
+    else:
+        model = models.SmallCNN(1, 10, (8, 8), act_position=position, dropout=dropout)
+    models.kaiming_uniform_init(model)
+    pnn_ext.convert(model, degree=degree, basis=basis)
+    return randomize_batchnorm(model).eval()
 
 
 @pytest.mark.parametrize("kind", ["mlp", "small-cnn"])
@@ -90,7 +104,7 @@ def test_unsupported_layer_is_named(layer, name):
 
 
 def test_residual_network_is_refused_by_name():
-    model = models.build_model(TrainConfig(model="resnet18", degree=2), (1, 8, 8), "image", 10)
+    model = pnn_ext.convert(models.ResNet18(1, 10), degree=2)
     with pytest.raises(UnsupportedLayerError, match=r"ResNet18.*residual"):
         fold(model, (1, 8, 8))
 
@@ -122,10 +136,8 @@ def test_parameter_choice_and_errors():
 # ---------------------------------------------------------------- encrypted
 
 def _trained_mlp(tmp_path, degree):
-    from pnn_ext.train.loop import Trainer
-    cfg = TrainConfig(dataset="digits", model="mlp", hidden="16", degree=degree, epochs=6, batch_size=64,
-                      progress=False, plots=False, out_dir=str(tmp_path / f"d{degree}"))
-    Trainer(cfg).run()
+    train(TrainConfig(dataset="digits", model="mlp", hidden="16", degree=degree, epochs=6, batch_size=64,
+                      progress=False, plots=False, out_dir=str(tmp_path / f"d{degree}")))
     return str(tmp_path / f"d{degree}" / "best.pt")
 
 
@@ -170,7 +182,8 @@ def test_polyval_depth_matches_tenseal():
     ts = pytest.importorskip("tenseal")
 
     def runs(degree, levels):
-        ctx = ts.context(ts.SCHEME_TYPE.CKKS, poly_modulus_degree=16384, coeff_mod_bit_sizes=[60] + [40] * levels + [60])
+        ctx = ts.context(ts.SCHEME_TYPE.CKKS, poly_modulus_degree=16384,
+                         coeff_mod_bit_sizes=[60] + [40] * levels + [60])
         ctx.global_scale = 2.0 ** 40
         try:
             ts.ckks_vector(ctx, [0.5, -0.25]).polyval([0.1] * (degree + 1))

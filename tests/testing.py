@@ -1,4 +1,7 @@
-"""The test matrix, listed once: devices, dtypes, degrees and tolerances."""
+"""Shared by the tests: the op test matrix, listed once (devices, dtypes, degrees and
+tolerances), and quick training runs."""
+import os
+
 import pytest
 import torch
 
@@ -32,3 +35,29 @@ def random_input(shape, bound, dtype=torch.float32, device="cpu", seed=0, spread
 
 def reference64(x, coeffs, bound, alpha, basis):
     return reference.poly_act(x.double().cpu(), coeffs.double().cpu(), bound, alpha, basis)
+
+
+# ---------------------------------------------------------------- training runs
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # the repository, cwd of subprocess runs
+# A quick pnn-train run: digits (no download), 2 epochs, no bar, no plots.
+QUICK = dict(dataset="digits", epochs=2, batch_size=64, progress=False, plots=False)
+
+
+def run(tmp_path, name="run", **kw):
+    """(summary, trainer) of a quick run in tmp_path/name; ``kw`` overrides settings."""
+    from pnn_ext.train.config import TrainConfig
+    from pnn_ext.train.loop import Trainer
+    cfg = TrainConfig(**{**QUICK, "out_dir": str(tmp_path / name), **kw})
+    trainer = Trainer(cfg)
+    return trainer.run(), trainer
+
+
+def weights(trainer) -> dict:
+    return {k: v.clone() for k, v in trainer.model.state_dict().items() if torch.is_tensor(v)}
+
+
+def assert_same_weights(a: dict, b: dict) -> None:
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k

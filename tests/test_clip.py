@@ -1,0 +1,41 @@
+"""Gradient clipping in the training loop's three modes (clip_gradients)."""
+import pytest
+import torch
+from torch import nn
+
+from pnn_ext.clip import clip_gradients
+from pnn_ext.models import SmallCNN
+
+
+def _with_grads(model):
+    g = torch.Generator().manual_seed(0)
+    for p in model.parameters():
+        p.grad = torch.randn(p.shape, generator=g) * 10
+    return {n: p.grad.clone() for n, p in model.named_parameters()}
+
+
+@pytest.mark.parametrize("mode", ["selective", "all", "none"])
+def test_clipping_modes_touch_exactly_the_right_parameters(mode):
+    model = SmallCNN(1, 10, (8, 8))
+    before = _with_grads(model)
+    is_bn = {n: isinstance(model.get_submodule(n.rsplit(".", 1)[0]), nn.BatchNorm1d | nn.BatchNorm2d)
+             for n, _ in model.named_parameters()}
+    assert any(is_bn.values()) and not all(is_bn.values())
+    n_other, n_bn = clip_gradients(model, mode, 0.1, "cpu")
+    after = {n: p.grad for n, p in model.named_parameters()}
+    other_norm = torch.linalg.vector_norm(torch.stack([after[n].norm() for n in after if not is_bn[n]]))
+    total_norm = torch.linalg.vector_norm(torch.stack([g.norm() for g in after.values()]))
+    assert n_other == pytest.approx(torch.linalg.vector_norm(
+        torch.stack([before[n].norm() for n in before if not is_bn[n]])).item(), rel=1e-5)
+    for n in after:
+        changed = not torch.equal(after[n], before[n])
+        if mode == "none":
+            assert not changed, n
+        elif mode == "selective":
+            assert changed != is_bn[n], n          # exactly the non-BatchNorm gradients move
+        else:
+            assert changed, n
+    if mode == "selective":
+        assert other_norm.item() == pytest.approx(0.1, rel=1e-4)
+    if mode == "all":
+        assert total_norm.item() == pytest.approx(0.1, rel=1e-4)

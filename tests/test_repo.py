@@ -1,0 +1,77 @@
+"""The repository's own rules, checked: the HE tools and the benchmarks use only the
+public names of pnn_ext.train, the README links only inside the repository, no data
+default points outside it, and no source file grows past 400 lines without saying why."""
+import ast
+import os
+import re
+
+import pytest
+
+from testing import ROOT
+
+SOURCE_DIRS = ("pnn_ext", "tests", "bench", "scripts", "csrc")
+SOURCE_EXT = (".py", ".sh", ".h", ".cuh", ".cpp", ".cu")
+MAX_LINES = 400
+
+
+def _files(*dirs, ext=SOURCE_EXT):
+    for d in dirs:
+        for base, _, names in os.walk(os.path.join(ROOT, d)):
+            if "__pycache__" in base:
+                continue
+            yield from (os.path.join(base, n) for n in sorted(names) if n.endswith(ext))
+
+
+def _train_imports(path):
+    """(module, name) of every import from pnn_ext.train (absolute or relative) in a file."""
+    tree = ast.parse(open(path).read(), path)
+    pkg = os.path.relpath(os.path.dirname(path), ROOT).replace(os.sep, ".")
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom):
+            module = node.module or ""
+            if node.level:  # relative: resolve against the file's package
+                parts = pkg.split(".")[: len(pkg.split(".")) - node.level + 1]
+                module = ".".join(parts + ([module] if module else []))
+            if module == "pnn_ext.train" or module.startswith("pnn_ext.train."):
+                for alias in node.names:
+                    yield module, alias.name
+        elif isinstance(node, ast.Import):
+            for alias in node.names:
+                if alias.name.startswith("pnn_ext.train"):
+                    yield alias.name, ""
+
+
+@pytest.mark.parametrize("path", [p for p in _files("pnn_ext/he", "bench", ext=(".py",))],
+                         ids=lambda p: os.path.relpath(p, ROOT))
+def test_he_and_bench_use_only_public_train_names(path):
+    import pnn_ext.train
+    for module, name in _train_imports(path):
+        assert module == "pnn_ext.train" and name in pnn_ext.train.__all__, \
+            f"{os.path.relpath(path, ROOT)} imports {name or module} from {module}: use pnn_ext.train's public names"
+
+
+def test_readme_links_stay_inside_the_repository():
+    """README.md and docs/: no link to a web address or a path outside the clone, none to a missing file."""
+    for doc in ["README.md", *(os.path.join("docs", n) for n in os.listdir(os.path.join(ROOT, "docs")))]:
+        text = open(os.path.join(ROOT, doc)).read()
+        for target in re.findall(r"\]\(([^)\s]+)\)", text):
+            assert not re.match(r"[a-z]+://", target), f"{doc} links outside the repository: {target}"
+            resolved = os.path.normpath(os.path.join(ROOT, os.path.dirname(doc), target.split("#")[0]))
+            assert resolved.startswith(ROOT + os.sep), f"{doc} links outside the repository: {target}"
+            assert os.path.exists(resolved), f"{doc} links to a missing file: {target}"
+
+
+def test_no_default_points_outside_the_repository():
+    outside = os.path.join("..", "shared")  # the workspace beside the clone (spelt so, this file does not match)
+    for path in _files("pnn_ext", "scripts", "bench", "tests"):
+        assert outside not in open(path).read(), os.path.relpath(path, ROOT)
+
+
+def test_long_source_files_say_why():
+    """A source file over 400 lines says why in its first 15 lines (a comment naming "400 lines")."""
+    unexplained = []
+    for path in _files(*SOURCE_DIRS):
+        lines = open(path, errors="replace").read().splitlines()
+        if len(lines) > MAX_LINES and not any("400 lines" in line for line in lines[:15]):
+            unexplained.append(f"{os.path.relpath(path, ROOT)} ({len(lines)} lines)")
+    assert not unexplained, f"over {MAX_LINES} lines, no comment at the top saying why: {unexplained}"
