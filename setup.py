@@ -107,7 +107,7 @@ def extension():
     depends = sorted(glob.glob("csrc/**/*.h", recursive=True))
     extra = {"cxx": opt + ["-std=c++20", "-Wno-unknown-pragmas"]}
     if use_cuda:
-        sources += sorted(glob.glob("csrc/cuda/*.cu"))
+        sources += sorted(glob.glob("csrc/cuda/*.cu")) + sorted(glob.glob("csrc/cuda/*.cpp"))
         extra["nvcc"] = opt + ["-std=c++20", "--expt-relaxed-constexpr", "-lineinfo"]
         return CUDAExtension("pnn_ext._C", sources, extra_compile_args=extra, depends=depends,
                              include_dirs=cuda_library_includes())

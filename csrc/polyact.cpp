@@ -56,7 +56,7 @@ CpuCapability cpu_capability() {
 
 std::tuple<at::Tensor, at::Tensor> poly_act_cpu(const at::Tensor& x, const at::Tensor& coeffs,
                                                 double bound, double alpha,
-                                                c10::string_view basis) {
+                                                std::string_view basis) {
   check_forward_args(x, coeffs, bound, alpha);
   const Basis b = parse_basis(basis);
   at::Tensor y = at::empty_like(x);  // keeps x's strides when x is dense (channels_last too)
@@ -72,7 +72,7 @@ std::tuple<at::Tensor, at::Tensor> poly_act_cpu(const at::Tensor& x, const at::T
 
 std::tuple<at::Tensor, at::Tensor> poly_act_backward_cpu(
     const at::Tensor& grad_y, const at::Tensor& grad_stats, const at::Tensor& x,
-    const at::Tensor& coeffs, double bound, double alpha, c10::string_view basis, bool coeffs_grad) {
+    const at::Tensor& coeffs, double bound, double alpha, std::string_view basis, bool coeffs_grad) {
   check_forward_args(x, coeffs, bound, alpha);
   check_backward_args(grad_y, grad_stats, x);
   const Basis b = parse_basis(basis);

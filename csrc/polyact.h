@@ -79,8 +79,10 @@ PNN_HD void poly_value_n(const V* c, int d, const V* t, Basis basis, V* p) {
 // p(t) and dp/dt together, in one loop, for N arguments.
 //   Horner:   p <- p t + c_k,  p' <- p' t + p  (p' updated with the old p)
 //   Clenshaw: b'_k = 2 b_{k+1} + 2t b'_{k+1} - b'_{k+2},  p' = b_1 + t b'_1 - b'_2
-template <int N, typename V>
-PNN_HD void poly_value_deriv_n(const V* c, int d, const V* t, Basis basis, V* p_out, V* dp_out) {
+// With WANT_P = false only dp/dt is formed (the backward needs no p): Horner
+// still carries p (p' needs it), Clenshaw skips p's final step.
+template <int N, bool WANT_P, typename V>
+PNN_HD void poly_value_deriv_impl(const V* c, int d, const V* t, Basis basis, V* p_out, V* dp_out) {
   if (basis == Basis::kMonomial) {
     V p[N], dp[N];
     for (int u = 0; u < N; ++u) {
@@ -94,7 +96,7 @@ PNN_HD void poly_value_deriv_n(const V* c, int d, const V* t, Basis basis, V* p_
       }
     }
     for (int u = 0; u < N; ++u) {
-      p_out[u] = p[u];
+      if constexpr (WANT_P) p_out[u] = p[u];
       dp_out[u] = dp[u];
     }
     return;
@@ -118,9 +120,20 @@ PNN_HD void poly_value_deriv_n(const V* c, int d, const V* t, Basis basis, V* p_
     }
   }
   for (int u = 0; u < N; ++u) {
-    p_out[u] = madd(t[u], b1[u], c[0] - b2[u]);
+    if constexpr (WANT_P) p_out[u] = madd(t[u], b1[u], c[0] - b2[u]);
     dp_out[u] = madd(t[u], d1[u], b1[u] - d2[u]);
   }
+}
+
+template <int N, typename V>
+PNN_HD void poly_value_deriv_n(const V* c, int d, const V* t, Basis basis, V* p, V* dp) {
+  poly_value_deriv_impl<N, true>(c, d, t, basis, p, dp);
+}
+
+// dp/dt alone, for N arguments.
+template <int N, typename V>
+PNN_HD void poly_deriv_n(const V* c, int d, const V* t, Basis basis, V* dp) {
+  poly_value_deriv_impl<N, false>(c, d, t, basis, static_cast<V*>(nullptr), dp);
 }
 
 template <typename V>
@@ -137,25 +150,10 @@ PNN_HD void poly_value_deriv(const V* c, int d, V t, Basis basis, V& p, V& dp) {
 
 // Basis functions: phi_0 = 1, phi_1 = t, then phi_{k+1} = t phi_k (monomial)
 // or 2t phi_k - phi_{k-1} (Chebyshev). Used for coefficient gradients
-// dL/dc_k = sum_j g_j phi_k(t_j).
+// dL/dc_k = sum_j g_j phi_k(t_j) (accumulate_basis in polyact_common.h).
 template <typename V>
 PNN_HD V next_basis(V t, V two_t, V phi_k, V phi_km1, Basis basis) {
   return basis == Basis::kMonomial ? phi_k * t : madd(two_t, phi_k, V(0) - phi_km1);
-}
-
-// Coefficient gradients: acc[k] += g * phi_k(t) for k = 0..d (d >= 1).
-template <typename V>
-PNN_HD void accumulate_basis(V g, V t, int d, Basis basis, V* acc) {
-  const V two_t = t + t;
-  V phi_prev = V(1), phi = t;
-  acc[0] = acc[0] + g;
-  acc[1] = madd(g, t, acc[1]);
-  for (int k = 2; k <= d; ++k) {
-    V next = next_basis(t, two_t, phi, phi_prev, basis);
-    phi_prev = phi;
-    phi = next;
-    acc[k] = madd(g, phi, acc[k]);
-  }
 }
 
 // Overflow of a finite input. Horner never produces NaN for finite t, but

@@ -55,19 +55,28 @@ def test_zero_dim_and_empty(device):
 
 
 @pytest.mark.parametrize("device", DEVICES)
-@pytest.mark.parametrize("layout", ["transposed", "sliced", "channels_last", "expanded_grad"])
+@pytest.mark.parametrize("layout", ["transposed", "sliced", "channels_last", "sliced_channels_last", "expanded_grad",
+                                    "grad_transposed", "grad_sliced", "unaligned"])
 def test_non_contiguous(device, layout):
     c = random_coeffs(22, device=device)
     base = random_input((4, 6, 10, 12), B, device=device, seed=1)
     x = {"transposed": base.transpose(1, 3), "sliced": base[:, ::2, 1::3, ::5],
          "channels_last": base.contiguous(memory_format=torch.channels_last),
-         "expanded_grad": base}[layout]
+         "sliced_channels_last": base.contiguous(memory_format=torch.channels_last)[:, :, ::2],
+         "unaligned": base.flatten()[1:]}.get(layout, base)
     x = x.requires_grad_()
     y, stats = pnn_ext.poly_act(x, c, B, ALPHA, "chebyshev")
-    if layout == "channels_last":
+    # y keeps x's memory format, dense or not, as empty_like(x) (and the fake kernel) does.
+    assert y.stride() == torch.empty_like(x).stride()
+    if "channels_last" in layout:
         assert y.is_contiguous(memory_format=torch.channels_last)
-    grad = torch.ones((), device=device).expand_as(x) if layout == "expanded_grad" else torch.randn_like(x)
+    grad = {"expanded_grad": lambda: torch.ones((), device=device).expand_as(x),
+            "grad_transposed": lambda: torch.randn(12, 10, 6, 4, device=device).permute(3, 2, 1, 0),
+            "grad_sliced": lambda: torch.randn(4, 6, 10, 24, device=device)[..., ::2]}.get(
+                layout, lambda: torch.randn_like(x))()
+    assert grad.shape == x.shape
     gx, = torch.autograd.grad((y, stats[0]), x, (grad, torch.tensor(3.0, device=device)))
+    assert gx.stride() == torch.empty_like(x).stride()
     xr = x.detach().double().cpu().requires_grad_()
     yr, sr = reference.poly_act(xr, c.double().cpu(), B, ALPHA, "chebyshev")
     gr, = torch.autograd.grad((yr, sr[0]), xr, (grad.double().cpu(), torch.tensor(3.0, dtype=torch.float64)))

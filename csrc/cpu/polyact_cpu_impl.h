@@ -12,8 +12,11 @@
 //     by at::parallel_for; each chunk writes its own partial sums (boundary term,
 //     range statistics, coefficient gradients) and the partials are added in
 //     chunk order afterwards, so results do not depend on the thread count;
-//   * the inner loop runs on at::vec::Vectorized<acc_t> when the innermost
-//     strides are unit, on scalars otherwise.
+//   * the inner loop always runs on at::vec::Vectorized<acc_t>: unit-stride
+//     runs load and store vectors directly; other strides (sliced, transposed
+//     against the output, a broadcast grad_y of stride 0) gather into and
+//     scatter from a vector's worth of lanes, so that no layout falls back to
+//     a scalar evaluation of the polynomial.
 #pragma once
 
 #include <ATen/ATen.h>
@@ -28,18 +31,22 @@
 #include <type_traits>
 #include <vector>
 
-#include "../polyact.h"
-#include "polyact_cpu.h"
-
 namespace pnn {
-
-// Fused multiply-add for vectors (the scalar overload is in polyact.h).
+// Fused multiply-add for vectors. Declared before the shared headers so that their
+// templates (poly_value_n, accumulate_basis) find it: a dependent call finds by
+// ordinary lookup only what is declared before the template's definition, and
+// argument-dependent lookup looks in at::vec, not here.
 template <typename T>
 inline at::vec::Vectorized<T> madd(at::vec::Vectorized<T> a, at::vec::Vectorized<T> b,
                                    at::vec::Vectorized<T> c) {
   return at::vec::fmadd(a, b, c);
 }
+}  // namespace pnn
 
+#include "../polyact_common.h"
+#include "polyact_cpu.h"
+
+namespace pnn {
 namespace cpu {
 namespace CPU_CAPABILITY {
 
@@ -48,51 +55,46 @@ using at::vec::Vectorized;
 // Elements per chunk: the unit of parallel work and of the fixed reduction order.
 constexpr int64_t kChunk = 1 << 15;
 
-template <typename scalar_t>
-using acc_type_t = std::conditional_t<std::is_same_v<scalar_t, double>, double, float>;
-
-// Parameters of one call, in the accumulation type.
+// The shared parameters plus the leading coefficient, for the overflow fix-up
+// (the CUDA kernels find it on the device instead).
 template <typename acc_t>
-struct Params {
-  const acc_t* coeffs;  // c_0..c_d, in t = x / B
-  int degree;
-  Basis basis;
-  acc_t bound;          // B
-  acc_t inv_bound;      // 1 / B
-  acc_t threshold;      // alpha * B
-  int lead_index;       // highest non-zero coefficient (for the overflow fix-up)
+struct CpuParams : PolyParams<acc_t> {
+  int lead_index;  // highest non-zero coefficient
   acc_t lead;
 };
 
-// Per-chunk partial sums of the forward pass.
-struct ForwardPartial {
-  double expm1_sum = 0;   // sum of expm1(min(e, E))
-  double linear_sum = 0;  // sum of max(e - E, 0)
-  double max_abs = 0;     // NaN if any input is NaN
-  double count_outside = 0;
-};
+template <typename acc_t>
+CpuParams<acc_t> make_params(const at::Tensor& coeffs, double bound, double alpha, Basis basis) {
+  CpuParams<acc_t> P;
+  static_cast<PolyParams<acc_t>&>(P) = make_poly_params<acc_t>(
+      coeffs.const_data_ptr<acc_t>(), static_cast<int>(coeffs.numel()) - 1, basis, bound, alpha);
+  P.lead_index = leading_index(P.coeffs, P.degree);
+  P.lead = P.coeffs[P.lead_index];
+  return P;
+}
 
+// `count` (<= lanes) elements from p with element stride `stride` (0: one value
+// broadcast to those lanes); lanes past count are 0.
 template <typename S, typename acc_t>
-inline Vectorized<acc_t> load_vec(const S* p, int64_t count) {
+inline Vectorized<acc_t> load_vec(const S* p, int64_t stride, int64_t count) {
   using Vec = Vectorized<acc_t>;
   if constexpr (std::is_same_v<S, acc_t>) {
-    return Vec::loadu(p, count);
-  } else {
-    acc_t buf[Vec::size()] = {};
-    for (int64_t i = 0; i < count; ++i) buf[i] = static_cast<acc_t>(p[i]);
-    return Vec::loadu(buf);
+    if (stride == 1) return Vec::loadu(p, count);
   }
+  if (stride == 0 && count == Vec::size()) return Vec(static_cast<acc_t>(*p));
+  acc_t buf[Vec::size()] = {};
+  for (int64_t i = 0; i < count; ++i) buf[i] = static_cast<acc_t>(p[i * stride]);
+  return Vec::loadu(buf);
 }
 
 template <typename S, typename acc_t>
-inline void store_vec(S* p, Vectorized<acc_t> v, int64_t count) {
+inline void store_vec(S* p, int64_t stride, Vectorized<acc_t> v, int64_t count) {
   if constexpr (std::is_same_v<S, acc_t>) {
-    v.store(p, count);
-  } else {
-    acc_t buf[Vectorized<acc_t>::size()];
-    v.store(buf);
-    for (int64_t i = 0; i < count; ++i) p[i] = static_cast<S>(buf[i]);
+    if (stride == 1) return v.store(p, count);
   }
+  acc_t buf[Vectorized<acc_t>::size()];
+  v.store(buf);
+  for (int64_t i = 0; i < count; ++i) p[i * stride] = static_cast<S>(buf[i]);
 }
 
 template <typename acc_t>
@@ -111,6 +113,9 @@ inline acc_t fix_overflow(acc_t v, acc_t x_lane, acc_t t_lane, acc_t lead, int l
 // Independent vectors evaluated together (see poly_value_n).
 constexpr int kUnroll = 4;
 
+// Elements per row segment when a 2-D block is walked in tiles (see backward()).
+constexpr int64_t kTile = 128;
+
 // Boundary contributions of one vector of |x| (lanes past `count` hold 0 and add
 // nothing). float: vectorized with ATen's exp_u20 (max error 20 ulp); the
 // linear excess past the exponent cap (any input beyond alpha*B + 30) is rare
@@ -122,7 +127,7 @@ struct BoundaryAccumulator {
   double expm1_sum = 0, linear_sum = 0;
   int pending = 0;
 
-  inline void add(Vec ax, const Params<acc_t>& P) {
+  inline void add(Vec ax, const CpuParams<acc_t>& P) {
     const Vec e = ax - Vec(P.threshold);
     if (!any_lane(e > Vec(0))) return;  // the common case in training
     if constexpr (std::is_same_v<acc_t, float>) {
@@ -177,90 +182,53 @@ inline Vectorized<acc_t> fix_overflow_vec(Vectorized<acc_t> v, Vectorized<acc_t>
 
 // ---------------------------------------------------------------- forward
 
-// One run of n elements with element strides xs, ys (in elements).
+// One run of n elements with element strides xs, ys (in elements); any strides,
+// always vectorized (see load_vec / store_vec).
 template <typename scalar_t, typename acc_t>
 void forward_run(const scalar_t* x, int64_t xs, scalar_t* y, int64_t ys, int64_t n,
-                 const Params<acc_t>& P, const Vectorized<acc_t>* cv, ForwardPartial& out) {
+                 const CpuParams<acc_t>& P, const Vectorized<acc_t>* cv, ForwardPartial& out) {
   using Vec = Vectorized<acc_t>;
   constexpr int64_t W = Vec::size();
   const int d = P.degree;
   BoundaryAccumulator<acc_t> boundary;
-  acc_t max_abs = 0;
-  bool saw_nan = false;
+  const Vec vbound(P.bound), vinv(P.inv_bound), one(1);
+  Vec vmax(0), vcount(0);
+  // Finish one vector of `count` elements at index i0: fix-up, store, statistics, boundary.
+  // Lanes past count hold x = 0 and add nothing.
+  auto finish = [&](int64_t i0, int64_t count, Vec xv, Vec t, Vec p) {
+    p = fix_overflow_vec(p, xv, t, P.lead, P.lead_index);
+    store_vec<scalar_t, acc_t>(y + i0 * ys, ys, p, count);
+    const Vec ax = xv.abs();
+    vmax = at::vec::maximum(vmax, ax);  // propagates NaN
+    vcount = vcount + ((ax > vbound) & one);
+    boundary.add(ax, P);
+  };
   int64_t i = 0;
-
-  if (xs == 1 && ys == 1) {
-    const Vec vbound(P.bound), vinv(P.inv_bound), one(1);
-    Vec vmax(0), vcount(0);
-    // Finish U vectors starting at x + i0: fix-up, store, statistics, boundary.
-    auto finish = [&](int64_t i0, int64_t count, Vec xv, Vec t, Vec p) {
-      p = fix_overflow_vec(p, xv, t, P.lead, P.lead_index);
-      store_vec<scalar_t, acc_t>(y + i0, p, count);
-      const Vec ax = xv.abs();
-      vmax = at::vec::maximum(vmax, ax);  // propagates NaN
-      vcount = vcount + ((ax > vbound) & one);
-      boundary.add(ax, P);
-    };
-    for (; i + kUnroll * W <= n; i += kUnroll * W) {
-      Vec xv[kUnroll], t[kUnroll], p[kUnroll];
-      for (int u = 0; u < kUnroll; ++u) {
-        xv[u] = load_vec<scalar_t, acc_t>(x + i + u * W, W);
-        t[u] = xv[u] * vinv;
-      }
-      poly_value_n<kUnroll>(cv, d, t, P.basis, p);
-      for (int u = 0; u < kUnroll; ++u) finish(i + u * W, W, xv[u], t[u], p[u]);
+  for (; i + kUnroll * W <= n; i += kUnroll * W) {
+    Vec xv[kUnroll], t[kUnroll], p[kUnroll];
+    for (int u = 0; u < kUnroll; ++u) {
+      xv[u] = load_vec<scalar_t, acc_t>(x + (i + u * W) * xs, xs, W);
+      t[u] = xv[u] * vinv;
     }
-    for (; i < n; i += W) {
-      const int64_t cnt = std::min<int64_t>(W, n - i);
-      Vec xv = load_vec<scalar_t, acc_t>(x + i, cnt);  // lanes past cnt are 0
-      Vec t = xv * vinv;
-      finish(i, cnt, xv, t, poly_value(cv, d, t, P.basis));
-    }
-    acc_t mb[W], cb[W];
-    vmax.store(mb);
-    vcount.store(cb);
-    for (int64_t l = 0; l < W; ++l) {
-      saw_nan |= std::isnan(mb[l]);
-      max_abs = std::max(max_abs, mb[l]);
-      out.count_outside += cb[l];
-    }
-  } else {
-    int64_t count = 0;
-    for (; i < n; ++i) {
-      acc_t xv = static_cast<acc_t>(x[i * xs]);
-      acc_t t = xv * P.inv_bound;
-      acc_t p = fix_overflow(poly_value(P.coeffs, d, t, P.basis), xv, t, P.lead, P.lead_index);
-      y[i * ys] = static_cast<scalar_t>(p);
-      acc_t ax = std::abs(xv);
-      saw_nan |= std::isnan(ax);
-      max_abs = std::max(max_abs, ax);
-      count += ax > P.bound;
-      boundary.add_scalar(ax - P.threshold);
-    }
-    out.count_outside += count;
+    poly_value_n<kUnroll>(cv, d, t, P.basis, p);
+    for (int u = 0; u < kUnroll; ++u) finish(i + u * W, W, xv[u], t[u], p[u]);
+  }
+  for (; i < n; i += W) {
+    const int64_t cnt = std::min<int64_t>(W, n - i);
+    const Vec xv = load_vec<scalar_t, acc_t>(x + i * xs, xs, cnt);
+    const Vec t = xv * vinv;
+    finish(i, cnt, xv, t, poly_value(cv, d, t, P.basis));
   }
   boundary.flush();
-  out.expm1_sum += boundary.expm1_sum;
-  out.linear_sum += boundary.linear_sum;
-  if (saw_nan || std::isnan(out.max_abs)) {
-    out.max_abs = NAN;
-  } else {
-    out.max_abs = std::max(out.max_abs, static_cast<double>(max_abs));
+  ForwardPartial run{boundary.expm1_sum, boundary.linear_sum, 0, 0};
+  acc_t mb[W], cb[W];
+  vmax.store(mb);
+  vcount.store(cb);
+  for (int64_t l = 0; l < W; ++l) {
+    run.max_abs = nan_max(run.max_abs, static_cast<double>(mb[l]));
+    run.count_outside += cb[l];
   }
-}
-
-template <typename acc_t>
-Params<acc_t> make_params(const at::Tensor& coeffs, double bound, double alpha, Basis basis) {
-  Params<acc_t> P;
-  P.coeffs = coeffs.data_ptr<acc_t>();
-  P.degree = static_cast<int>(coeffs.numel()) - 1;
-  P.basis = basis;
-  P.bound = static_cast<acc_t>(bound);
-  P.inv_bound = static_cast<acc_t>(1.0 / bound);
-  P.threshold = static_cast<acc_t>(alpha * bound);
-  P.lead_index = leading_index(P.coeffs, P.degree);
-  P.lead = P.coeffs[P.lead_index];
-  return P;
+  out.merge(run);
 }
 
 inline int64_t num_chunks(int64_t numel) { return (numel + kChunk - 1) / kChunk; }
@@ -268,7 +236,7 @@ inline int64_t num_chunks(int64_t numel) { return (numel + kChunk - 1) / kChunk;
 void forward(const at::Tensor& x, const at::Tensor& coeffs, double bound, double alpha,
              Basis basis, at::Tensor& y, at::Tensor& stats) {
   const int64_t numel = x.numel();
-  std::vector<ForwardPartial> partials(num_chunks(numel));
+  std::vector<ForwardPartial> partials(num_chunks(numel), ForwardPartial::zero());
   if (numel > 0) {
     auto iter = at::TensorIteratorConfig()
                     .add_output(y)
@@ -298,20 +266,10 @@ void forward(const at::Tensor& x, const at::Tensor& coeffs, double bound, double
     });
   }
   // Fixed-order reduction of the chunk partials.
-  double expm1_sum = 0, linear_sum = 0, max_abs = 0, count = 0;
-  for (const auto& p : partials) {
-    expm1_sum += p.expm1_sum;
-    linear_sum += p.linear_sum;
-    max_abs = (std::isnan(p.max_abs) || std::isnan(max_abs)) ? NAN : std::max(max_abs, p.max_abs);
-    count += p.count_outside;
-  }
-  const double n = static_cast<double>(std::max<int64_t>(numel, 1));
-  double boundary = (expm1_sum + std::exp(kBoundaryExpCap) * linear_sum) / n;
-  if (std::isnan(max_abs)) boundary = NAN;
-  const double values[3] = {boundary, max_abs, count / n};
+  ForwardPartial total = ForwardPartial::zero();
+  for (const auto& p : partials) total.merge(p);
   AT_DISPATCH_FLOATING_TYPES(stats.scalar_type(), "pnn_poly_stats", [&] {
-    auto* s = stats.data_ptr<scalar_t>();
-    for (int k = 0; k < 3; ++k) s[k] = static_cast<scalar_t>(values[k]);
+    total.finalize(numel, stats.data_ptr<scalar_t>());
   });
 }
 
@@ -321,77 +279,65 @@ void forward(const at::Tensor& x, const at::Tensor& coeffs, double bound, double
 // where p'(x) = dp/dt / B. Elements with grad_y == 0 contribute 0 from the
 // polynomial part even where p' overflowed (no 0 * inf = NaN).
 // Coefficient gradients: dL/dc_k = sum_j grad_y_j phi_k(t_j).
+// One run of n elements with element strides gys, xs, gxs (gys = 0: grad_y is one
+// value broadcast, as from y.sum()); any strides, always vectorized.
 template <typename scalar_t, typename acc_t>
 void backward_run(const scalar_t* gy, int64_t gys, const scalar_t* x, int64_t xs, scalar_t* gx,
-                  int64_t gxs, int64_t n, const Params<acc_t>& P, const Vectorized<acc_t>* cv,
-                  acc_t boundary_scale, Vectorized<acc_t>* coeff_acc, acc_t* coeff_acc_scalar) {
+                  int64_t gxs, int64_t n, const CpuParams<acc_t>& P, const Vectorized<acc_t>* cv,
+                  acc_t boundary_scale, Vectorized<acc_t>* coeff_acc) {
   using Vec = Vectorized<acc_t>;
   constexpr int64_t W = Vec::size();
   const int d = P.degree;
-  int64_t i = 0;
+  const Vec vinv(P.inv_bound), vthr(P.threshold), zero(0), cap(static_cast<acc_t>(kBoundaryExpCap));
+  const int dlead = std::max(P.lead_index - 1, 0);
 
   auto boundary_grad = [&](acc_t xv) -> acc_t {
     acc_t e = std::abs(xv) - P.threshold;
-    if (!(e > acc_t(0)) || boundary_scale == acc_t(0)) return acc_t(0);
+    if (!(e > acc_t(0))) return acc_t(0);
     acc_t s = boundary_scale * boundary_slope(e);
     return xv < acc_t(0) ? -s : s;
   };
-
-  if (gys == 1 && xs == 1 && gxs == 1) {
-    const Vec vinv(P.inv_bound), vthr(P.threshold), zero(0), cap(static_cast<acc_t>(kBoundaryExpCap));
-    const int dlead = std::max(P.lead_index - 1, 0);
-    auto finish = [&](int64_t i0, int64_t count, Vec xv, Vec g, Vec t, Vec dp) {
-      dp = fix_overflow_vec(dp, xv, t, P.lead, dlead);
-      Vec gxv = Vec::blendv(g * dp * vinv, zero, g == zero);
-      const Vec e = xv.abs() - vthr;
-      if (boundary_scale != acc_t(0) && any_lane(e > zero)) {
-        if constexpr (std::is_same_v<acc_t, float>) {
-          const Vec ec = at::vec::minimum(at::vec::maximum(e, zero), cap);
-          Vec s = Vec::blendv(zero, Vec(boundary_scale) * ec.exp_u20(), e > zero);
-          gxv = gxv + Vec::blendv(s, zero - s, xv < zero);
-        } else {
-          acc_t xb[W], gb[W];
-          xv.store(xb);
-          gxv.store(gb);
-          for (int64_t l = 0; l < count; ++l) gb[l] += boundary_grad(xb[l]);
-          gxv = Vec::loadu(gb);
-        }
+  // grad_x of one vector of `count` elements at index i0 whose dp/dt is known.
+  // Lanes past count have x = 0 and g = 0, and add nothing to the coefficient gradients.
+  auto finish = [&](int64_t i0, int64_t count, Vec xv, Vec g, Vec t, Vec dp) {
+    dp = fix_overflow_vec(dp, xv, t, P.lead, dlead);
+    Vec gxv = Vec::blendv(g * dp * vinv, zero, g == zero);
+    const Vec e = xv.abs() - vthr;
+    if (boundary_scale != acc_t(0) && any_lane(e > zero)) {
+      if constexpr (std::is_same_v<acc_t, float>) {
+        const Vec ec = at::vec::minimum(at::vec::maximum(e, zero), cap);
+        Vec s = Vec::blendv(zero, Vec(boundary_scale) * ec.exp_u20(), e > zero);
+        gxv = gxv + Vec::blendv(s, zero - s, xv < zero);
+      } else {
+        acc_t xb[W], gb[W];
+        xv.store(xb);
+        gxv.store(gb);
+        for (int64_t l = 0; l < count; ++l) gb[l] += boundary_grad(xb[l]);
+        gxv = Vec::loadu(gb);
       }
-      store_vec<scalar_t, acc_t>(gx + i0, gxv, count);
-      // Lanes past count have g == 0 and add nothing.
-      if (coeff_acc != nullptr) accumulate_basis(g, t, d, P.basis, coeff_acc);
-    };
-    for (; i + kUnroll * W <= n; i += kUnroll * W) {
-      Vec xv[kUnroll], g[kUnroll], t[kUnroll], p[kUnroll], dp[kUnroll];
-      for (int u = 0; u < kUnroll; ++u) {
-        xv[u] = load_vec<scalar_t, acc_t>(x + i + u * W, W);
-        g[u] = load_vec<scalar_t, acc_t>(gy + i + u * W, W);
-        t[u] = xv[u] * vinv;
-      }
-      poly_value_deriv_n<kUnroll>(cv, d, t, P.basis, p, dp);
-      for (int u = 0; u < kUnroll; ++u) finish(i + u * W, W, xv[u], g[u], t[u], dp[u]);
     }
-    for (; i < n; i += W) {
-      const int64_t cnt = std::min<int64_t>(W, n - i);
-      Vec xv = load_vec<scalar_t, acc_t>(x + i, cnt);
-      Vec g = load_vec<scalar_t, acc_t>(gy + i, cnt);
-      Vec t = xv * vinv;
-      Vec p, dp;
-      poly_value_deriv(cv, d, t, P.basis, p, dp);
-      finish(i, cnt, xv, g, t, dp);
+    store_vec<scalar_t, acc_t>(gx + i0 * gxs, gxs, gxv, count);
+    if (coeff_acc != nullptr) accumulate_basis<kMaxDegree + 1>(g, t, d, 0, P.basis, coeff_acc);
+  };
+  int64_t i = 0;
+  for (; i + kUnroll * W <= n; i += kUnroll * W) {
+    Vec xv[kUnroll], g[kUnroll], t[kUnroll], dp[kUnroll];
+    for (int u = 0; u < kUnroll; ++u) {
+      xv[u] = load_vec<scalar_t, acc_t>(x + (i + u * W) * xs, xs, W);
+      g[u] = load_vec<scalar_t, acc_t>(gy + (i + u * W) * gys, gys, W);
+      t[u] = xv[u] * vinv;
     }
-  } else {
-    for (; i < n; ++i) {
-      acc_t xv = static_cast<acc_t>(x[i * xs]);
-      acc_t g = static_cast<acc_t>(gy[i * gys]);
-      acc_t t = xv * P.inv_bound;
-      acc_t p, dp;
-      poly_value_deriv(P.coeffs, d, t, P.basis, p, dp);
-      dp = fix_overflow(dp, xv, t, P.lead, std::max(P.lead_index - 1, 0));
-      acc_t gxv = g == acc_t(0) ? acc_t(0) : g * dp * P.inv_bound;
-      gx[i * gxs] = static_cast<scalar_t>(gxv + boundary_grad(xv));
-      if (coeff_acc_scalar != nullptr) accumulate_basis(g, t, d, P.basis, coeff_acc_scalar);
-    }
+    poly_deriv_n<kUnroll>(cv, d, t, P.basis, dp);
+    for (int u = 0; u < kUnroll; ++u) finish(i + u * W, W, xv[u], g[u], t[u], dp[u]);
+  }
+  for (; i < n; i += W) {
+    const int64_t cnt = std::min<int64_t>(W, n - i);
+    const Vec xv = load_vec<scalar_t, acc_t>(x + i * xs, xs, cnt);
+    const Vec g = load_vec<scalar_t, acc_t>(gy + i * gys, gys, cnt);
+    const Vec t = xv * vinv;
+    Vec dp;
+    poly_deriv_n<1>(cv, d, &t, P.basis, &dp);
+    finish(i, cnt, xv, g, t, dp);
   }
 }
 
@@ -420,21 +366,27 @@ void backward(const at::Tensor& grad_y, double grad_boundary, const at::Tensor& 
         std::array<Vec, kMaxDegree + 1> cv;
         for (int k = 0; k <= degree; ++k) cv[k] = Vec(P.coeffs[k]);
         std::array<Vec, kMaxDegree + 1> acc_v;
-        std::array<acc_t, kMaxDegree + 1> acc_s;
         for (int64_t c = c0; c < c1; ++c) {
-          if (grad_coeffs) {
-            std::fill(acc_v.begin(), acc_v.begin() + degree + 1, Vec(0));
-            std::fill(acc_s.begin(), acc_s.begin() + degree + 1, acc_t(0));
-          }
+          if (grad_coeffs) std::fill(acc_v.begin(), acc_v.begin() + degree + 1, Vec(0));
+          // A 2-D block: n1 rows of n0 elements in grad_x's memory order. When an
+          // operand runs across the rows (grad_y transposed against x: inner stride
+          // large, outer stride small), walking whole rows touches a new cache line
+          // and page per element; columns of kTile across all rows reuse them.
           auto loop = [&](char** data, const int64_t* strides, int64_t n0, int64_t n1) {
-            for (int64_t j = 0; j < n1; ++j) {
-              auto* gxp = reinterpret_cast<scalar_t*>(data[0] + j * strides[3]);
-              auto* gyp = reinterpret_cast<const scalar_t*>(data[1] + j * strides[4]);
-              auto* xp = reinterpret_cast<const scalar_t*>(data[2] + j * strides[5]);
-              backward_run<scalar_t, acc_t>(
-                  gyp, strides[1] / sizeof(scalar_t), xp, strides[2] / sizeof(scalar_t), gxp,
-                  strides[0] / sizeof(scalar_t), n0, P, cv.data(), boundary_scale,
-                  grad_coeffs ? acc_v.data() : nullptr, grad_coeffs ? acc_s.data() : nullptr);
+            const bool tiled = n1 > 1 && (std::abs(strides[1]) > std::abs(strides[4]) ||
+                                          std::abs(strides[2]) > std::abs(strides[5]));
+            const int64_t tile = tiled ? kTile : n0;
+            for (int64_t i0 = 0; i0 < n0; i0 += tile) {
+              const int64_t len = std::min(tile, n0 - i0);
+              for (int64_t j = 0; j < n1; ++j) {
+                auto* gxp = reinterpret_cast<scalar_t*>(data[0] + j * strides[3] + i0 * strides[0]);
+                auto* gyp = reinterpret_cast<const scalar_t*>(data[1] + j * strides[4] + i0 * strides[1]);
+                auto* xp = reinterpret_cast<const scalar_t*>(data[2] + j * strides[5] + i0 * strides[2]);
+                backward_run<scalar_t, acc_t>(
+                    gyp, strides[1] / sizeof(scalar_t), xp, strides[2] / sizeof(scalar_t), gxp,
+                    strides[0] / sizeof(scalar_t), len, P, cv.data(), boundary_scale,
+                    grad_coeffs ? acc_v.data() : nullptr);
+              }
             }
           };
           iter.serial_for_each(loop, {c * kChunk, std::min(numel, (c + 1) * kChunk)});
@@ -443,7 +395,7 @@ void backward(const at::Tensor& grad_y, double grad_boundary, const at::Tensor& 
             for (int k = 0; k <= degree; ++k) {
               acc_t lanes[Vec::size()];
               acc_v[k].store(lanes);
-              double s = acc_s[k];
+              double s = 0;
               for (int64_t l = 0; l < Vec::size(); ++l) s += lanes[l];
               out[k] = s;
             }
