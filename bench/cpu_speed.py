@@ -6,16 +6,10 @@ the eager reference, in one process, after checking each against float64.
     python bench/cpu_speed.py --numel 1048576 --degree 8 --device cuda
 """
 import argparse
-import os
-import sys
 
-import torch
-
-sys.path[:0] = [os.path.dirname(os.path.abspath(__file__)), os.path.dirname(os.path.dirname(os.path.abspath(__file__)))]
-
-import pnn_ext  # noqa: E402
-from cases import Case  # noqa: E402
-from report import machine_line, timed  # noqa: E402
+# bench/ is on sys.path as the script's directory; pnn_ext is the installed package.
+from cases import Case
+from report import machine_line, timed
 
 
 def main():

@@ -3,7 +3,7 @@
 # (no network), build the extension for this GPU only, run the CUDA tests, then the
 # GPU section of the benchmark report (degree 22, 16M elements, plus CUDA-event timing
 # at 64M), a short ResNet-18 training run when MNIST is there (see below), and print a
-# short table. Target: about 10 minutes on an H200 with 16 cores.
+# short table. About 10 minutes on an H200 with 16 cores.
 #   bash bench/gpu_check.sh            # uses python3 on PATH; copies results to $OUT if set
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -16,6 +16,7 @@ export TORCH_CUDA_ARCH_LIST="$cap" PNN_EXT_CUDA=1
 t0=$(date +%s)
 $PY setup.py build_ext --inplace > gpu_build.log 2>&1 || { tail -n 40 gpu_build.log; echo "== BUILD FAILED"; exit 1; }
 echo "== build: $(( $(date +%s) - t0 ))s"
+export PNN_EXT_REQUIRE_EXTENSION=1  # a build that does not load fails here, no silent fallback
 t0=$(date +%s)
 $PY -m pytest -q -m "cuda and not slow" tests -p no:cacheprovider 2>&1 | tail -n 15
 test_rc=${PIPESTATUS[0]}
@@ -24,12 +25,13 @@ t0=$(date +%s)
 $PY bench/report.py --device cuda --sizes 16M --degrees 22 2>&1 | grep -v "^W1\|^  " | tail -n 5
 sed -n '/<!-- BEGIN GPU -->/,/<!-- END GPU -->/p' bench/RESULTS.md | grep -E "^\||^GPU|^Measured|^##"
 echo "== report: $(( $(date +%s) - t0 ))s"
-# A short GPU training run (issue: ResNet-18, MNIST, degree 22) when MNIST's idx files were
-# carried along: mkdir -p data/MNIST/raw && cp ../shared/data/MNIST/raw/*.gz data/MNIST/raw/
-# and pass carry=["data"] (11 MB). Needs only torch and numpy (no plots, no progress bar).
-if [ -d data/MNIST/raw ]; then
+# A short GPU training run (ResNet-18, MNIST, degree 22) when MNIST's idx files are in
+# $PNN_DATA (default: data/ in the repository, i.e. data/MNIST/raw/*.gz; see the README's
+# Data section). Needs only torch and numpy (no plots, no progress bar).
+DATA=${PNN_DATA:-data}
+if [ -d "$DATA/MNIST/raw" ]; then
   t0=$(date +%s)
-  $PY -m pnn_ext.train --dataset mnist --data-dir data --model resnet18 --degree 22 --epochs 3 --batch-size 256 \
+  $PY -m pnn_ext.train --dataset mnist --data-dir "$DATA" --model resnet18 --degree 22 --epochs 3 --batch-size 256 \
     --bf16 --channels-last --device cuda --no-progress --no-plots --out-dir runs/gpu --overwrite 2>&1 | tail -n 4
   echo "== GPU training run: $(( $(date +%s) - t0 ))s"
   [ -n "${OUT:-}" ] && cp runs/gpu/summary.json "$OUT"/gpu_train_summary.json 2>/dev/null

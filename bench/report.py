@@ -18,7 +18,6 @@ import datetime
 import json
 import os
 import platform
-import resource
 import statistics
 import subprocess
 import sys
@@ -26,15 +25,13 @@ import time
 
 import torch
 
+# bench/ is on sys.path as the script's directory (pytest: pyproject's pythonpath); pnn_ext is installed.
+import pnn_ext
+from cases import VARIANTS, Case, saved_bytes
+from pnn_ext.models import SmallCNN
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
-sys.path[:0] = [HERE, ROOT]
-
-import pnn_ext  # noqa: E402
-from cases import VARIANTS, Case, saved_bytes  # noqa: E402
-
-from pnn_ext.train.models import SmallCNN  # noqa: E402
-
 RESULTS = os.path.join(HERE, "RESULTS.md")
 
 
@@ -70,8 +67,7 @@ def copy_bandwidth(device, numel=16 * 2 ** 20):
 
 
 def run_suite(device, sizes, degrees, json_path):
-    env = dict(os.environ, PNN_BENCH_DEVICE=device, PNN_BENCH_SIZES=sizes, PNN_BENCH_DEGREES=degrees,
-               PYTHONPATH=os.pathsep.join([ROOT, os.environ.get("PYTHONPATH", "")]))
+    env = dict(os.environ, PNN_BENCH_DEVICE=device, PNN_BENCH_SIZES=sizes, PNN_BENCH_DEGREES=degrees)
     cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", os.path.join(HERE, "test_bench_polyact.py"),
            f"--benchmark-json={json_path}", "--benchmark-columns=median,iqr,rounds"]
     print("+", " ".join(cmd), flush=True)
@@ -82,10 +78,11 @@ def run_suite(device, sizes, degrees, json_path):
         return json.load(f)["benchmarks"]
 
 
+# Run in a fresh process with bench/ on PYTHONPATH: python -c STACK_SCRIPT VARIANT LAYERS NUMEL
 STACK_SCRIPT = r"""
-import resource, sys, torch
-sys.path[:0] = [{here!r}, {root!r}]
-from cases import Case
+import resource, sys
+from cases import Case, power_poly_act
+import pnn_ext
 variant, layers, numel = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
 case = Case(22, numel)
 def rss():
@@ -93,15 +90,11 @@ def rss():
 def step():
     y, terms = case.x, []
     for _ in range(layers):
-        if variant == "fused":
-            import pnn_ext
-            y, s = pnn_ext.poly_act(y, case.coeffs, case.bound, case.alpha, "chebyshev"); terms.append(s[0])
-        elif variant == "reference":
-            from pnn_ext import reference
-            y, s = reference.poly_act(y, case.coeffs, case.bound, case.alpha, "chebyshev"); terms.append(s[0])
-        else:
-            from cases import power_poly_act
+        if variant == "power":
             y, b = power_poly_act(y, case.coeffs_x, case.bound, case.alpha); terms.append(b)
+        else:  # fused or reference
+            y, s = pnn_ext.poly_act(y, case.coeffs, case.bound, case.alpha, "chebyshev", impl=variant)
+            terms.append(s[0])
         y = y * 0.5  # keep the next layer's input in range
     (y.sum() + 1000 * sum(terms)).backward()
 base = rss()
@@ -124,8 +117,7 @@ def stack_peak_memory(variant, device, layers=4, numel=4 * 2 ** 20):
                 from cases import power_poly_act
                 y, b = power_poly_act(y, case.coeffs_x, case.bound, case.alpha)
             else:
-                fn = pnn_ext.poly_act if variant == "fused" else pnn_ext.reference.poly_act
-                y, s = fn(y, case.coeffs, case.bound, case.alpha, "chebyshev")
+                y, s = pnn_ext.poly_act(y, case.coeffs, case.bound, case.alpha, "chebyshev", impl=variant)
                 b = s[0]
             terms.append(b)
             y = y * 0.5
@@ -133,43 +125,43 @@ def stack_peak_memory(variant, device, layers=4, numel=4 * 2 ** 20):
         torch.cuda.synchronize()
         return torch.cuda.max_memory_allocated() - base
     # CPU: peak RSS of a fresh process (glibc returns large blocks to the OS on free).
-    script = STACK_SCRIPT.format(here=HERE, root=ROOT)
-    out = subprocess.run([sys.executable, "-c", script, variant, str(layers), str(numel)], capture_output=True,
-                         text=True, check=True)
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [HERE, os.environ.get("PYTHONPATH")])))
+    out = subprocess.run([sys.executable, "-c", STACK_SCRIPT, variant, str(layers), str(numel)], capture_output=True,
+                         text=True, check=True, env=env)
     return int(out.stdout.strip().splitlines()[-1])
 
 
-def end_to_end(device, batch=128):
-    """One training step (forward, CE + 1000 * boundary loss, backward, selective clip, AdamW)."""
+def training_step(model, x, target):
+    """One step of pnn-train's objective: CE + 1000 * boundary loss, backward, selective clip, AdamW."""
     import torch.nn.functional as F
 
-    from pnn_ext import ops, reference
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
 
+    def step():
+        loss = F.cross_entropy(model(x), target) + 1000 * pnn_ext.boundary_loss(model).to(x.device)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        pnn_ext.clip_grad_norm_selective_(model, 1.0)
+        opt.step()
+    return step
+
+
+def end_to_end(device, batch=128):
+    """Median, 20th and 80th percentile seconds of one training step of pnn-train's
+    small CNN (MNIST-sized batch) with ReLU, and with degree-22 activations run by
+    each implementation (impl="fused" | "reference", as Liger's kernel_provider)."""
     rows = {}
     x = torch.randn(batch, 1, 28, 28, device=device)
     target = torch.randint(0, 10, (batch,), device=device)
-    for name, poly, impl, reps in (("relu", False, None, 10), ("degree 22, fused", True, None, 10),
-                                   ("degree 22, reference", True, reference.poly_act, 3)):
+    for name, impl, reps in (("relu", None, 10), ("degree 22, fused", "fused", 10),
+                             ("degree 22, reference", "reference", 3)):
         torch.manual_seed(0)
         model = SmallCNN(1, 10, (28, 28))  # pnn-train's small CNN, as it trains MNIST
-        if poly:
-            pnn_ext.convert(model, degree=22)
-        model = model.to(device)
-        opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
-        original = ops.poly_act
         if impl is not None:
-            ops.poly_act = impl
-        try:
-            def step():
-                loss = F.cross_entropy(model(x), target) + 1000 * pnn_ext.boundary_loss(model).to(device)
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                pnn_ext.clip_grad_norm_selective_(model, 1.0)
-                opt.step()
-            step()  # warm-up
-            rows[name] = timed(step, device, reps)
-        finally:
-            ops.poly_act = original
+            pnn_ext.convert(model, degree=22, impl=impl)
+        step = training_step(model.to(device), x, target)
+        step()  # warm-up
+        rows[name] = timed(step, device, reps)
     return rows
 
 
@@ -182,59 +174,88 @@ def fmt_ms(s):
 def machine_line(device):
     if device == "cuda":
         return f"GPU: {torch.cuda.get_device_name()}, torch {torch.__version__}, CUDA {torch.version.cuda}"
-    cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?")
+    with open("/proc/cpuinfo") as fh:
+        cpu = next((line.split(":", 1)[1].strip() for line in fh if line.startswith("model name")), "?")
     return (f"CPU: {cpu}, {os.cpu_count()} cores ({torch.get_num_threads()} torch threads), "
-            f"pnn_ext kernels: {pnn_ext.cpu_capability()}, torch {torch.__version__}, Python {platform.python_version()}")
+            f"pnn_ext kernels: {pnn_ext.cpu_capability()}, torch {torch.__version__}, "
+            f"Python {platform.python_version()}")
 
 
-def build_section(device, args, benches, copy_gbs, memory, e2e, event_rows):
+def index_suite(benches):
+    """pytest-benchmark entries by (variant, mode, degree, numel, dtype) -> (stats, extra_info)."""
     by = {}
     for b in benches:
         e = b["extra_info"]
         by[(e["variant"], e["mode"], e["degree"], e["numel"], e["dtype"])] = (b["stats"], e)
-    cmd = f"python bench/report.py --device {device}" + (f" --sizes {args.sizes}" if args.sizes != "64K,1M,16M" else "") \
-        + (f" --degrees {args.degrees}" if args.degrees != "2,4,8,16,22" else "") \
-        + (f" --suite-json {os.path.relpath(args.suite_json, ROOT)}" if args.suite_json else "")
+    return by
+
+
+def report_command(device, args):
+    return (f"python bench/report.py --device {device}"
+            + (f" --sizes {args.sizes}" if args.sizes != "64K,1M,16M" else "")
+            + (f" --degrees {args.degrees}" if args.degrees != "2,4,8,16,22" else "")
+            + (f" --suite-json {os.path.relpath(args.suite_json, ROOT)}" if args.suite_json else ""))
+
+
+def section_header(device, args, copy_gbs):
+    cmd = report_command(device, args)
     title = "GPU" if device == "cuda" else "CPU"
-    out = [f"<!-- {title} section: written by `{cmd}` -->", f"## {title}", "",
-           f"`{cmd}` on {datetime.date.today()}."
-           + (" Suite timings from that JSON (written by a full run of the suite); the rest measured now."
-              if args.suite_json else ""), "", machine_line(device), "",
-           f"Measured copy bandwidth (`y.copy_(x)`, 16M float32): **{copy_gbs:.1f} GB/s**.", ""]
-    # Headline: largest size, degree 22, full mode.
-    keys = sorted({(k[1], k[2], k[3], k[4]) for k in by})
-    big = max(k[2] for k in keys)
-    dtypes = sorted({k[3] for k in keys})
-    head = ("full", 22, big, "torch.float32")
-    if all((v,) + head in by for v in VARIANTS):
-        f = by[("fused",) + head][0]["median"]
-        out += [f"### Headline: full step, degree 22, {big} float32 elements", "",
-                "| variant | median ms | fused is |", "|---|---:|---:|"]
-        for v in VARIANTS:
-            m = by[(v,) + head][0]["median"]
-            out.append(f"| {v} | {fmt_ms(m)} | {'—' if v == 'fused' else f'{m / f:.1f}× faster'} |")
-        out.append("")
-    if device == "cpu" and all((v,) + head in by for v in VARIANTS):
-        ratio = {v: by[(v,) + head][0]["median"] / by[("fused",) + head][0]["median"] for v in VARIANTS}
-        e2e_ratio = e2e["degree 22, fused"][0] / e2e["relu"][0]
-        saved_x = memory["fused"][0][0] / (2 ** 20 * 4), memory["fused"][1][0] / (2 ** 20 * 4)
-        checks = [(f"fused ≥ 50× reference (full, d=22, {big})", ratio["reference"] >= 50, f"{ratio['reference']:.1f}×"),
-                  (f"fused ≥ 50× power basis", ratio["power"] >= 50, f"{ratio['power']:.1f}×"),
-                  (f"fused ≥ 3× compiled", ratio["compiled"] >= 3, f"{ratio['compiled']:.1f}×"),
-                  ("saved for backward: one x-sized tensor per layer at any degree",
-                   memory["fused"][0][1] == 1 and memory["fused"][1][1] == 1,
-                   f"{saved_x[0]:.2f}× x at d=22, {saved_x[1]:.2f}× x at d=2"),
-                  ("small-CNN step at degree 22 fused ≤ 1.3× the ReLU step", e2e_ratio <= 1.3, f"{e2e_ratio:.2f}×")]
-        out += ["### Targets (issue 4)", "", "| target | met | measured |", "|---|---|---|"]
-        out += [f"| {name} | {'yes' if ok else '**no**'} | {val} |" for name, ok, val in checks] + [""]
-    out += ["### All cases", "",
-            "fused: median ms ± half the interquartile range; other variants: median ms and, in brackets, "
-            "their time over fused's. GB/s and GFLOP/s of fused come from the traffic and arithmetic "
-            "models in bench/cases.py (minimal bytes: x, y, grad_y, grad_x once each; Clenshaw flops).", ""]
+    reused = " Suite timings from that JSON (written by a full run of the suite); the rest measured now."
+    return [f"<!-- {title} section: written by `{cmd}` -->", f"## {title}", "",
+            f"`{cmd}` on {datetime.date.today()}." + (reused if args.suite_json else ""), "",
+            machine_line(device), "",
+            f"Measured copy bandwidth (`y.copy_(x)`, 16M float32): **{copy_gbs:.1f} GB/s**.", ""]
+
+
+def headline_key(by):
+    """(mode, degree, numel, dtype) of the headline: full step, degree 22, largest size, float32."""
+    return ("full", 22, max(k[3] for k in by), "torch.float32")
+
+
+def section_headline(by):
+    head = headline_key(by)
+    if not all((v,) + head in by for v in VARIANTS):
+        return []
+    fused = by[("fused",) + head][0]["median"]
+    out = [f"### Headline: full step, degree 22, {head[2]} float32 elements", "",
+           "| variant | median ms | fused is |", "|---|---:|---:|"]
+    for v in VARIANTS:
+        m = by[(v,) + head][0]["median"]
+        out.append(f"| {v} | {fmt_ms(m)} | {'—' if v == 'fused' else f'{m / fused:.1f}× faster'} |")
+    return out + [""]
+
+
+def section_targets(by, memory, e2e):
+    """The speed and memory goals the fused op is held to (CPU), each met or not."""
+    head = headline_key(by)
+    if not all((v,) + head in by for v in VARIANTS):
+        return []
+    ratio = {v: by[(v,) + head][0]["median"] / by[("fused",) + head][0]["median"] for v in VARIANTS}
+    e2e_ratio = e2e["degree 22, fused"][0] / e2e["relu"][0]
+    saved_x = memory["fused"][0][0] / (2 ** 20 * 4), memory["fused"][1][0] / (2 ** 20 * 4)
+    checks = [(f"fused ≥ 50× reference (full, d=22, {head[2]})", ratio["reference"] >= 50,
+               f"{ratio['reference']:.1f}×"),
+              ("fused ≥ 50× power basis", ratio["power"] >= 50, f"{ratio['power']:.1f}×"),
+              ("fused ≥ 3× compiled", ratio["compiled"] >= 3, f"{ratio['compiled']:.1f}×"),
+              ("saved for backward: one x-sized tensor per layer at any degree",
+               memory["fused"][0][1] == 1 and memory["fused"][1][1] == 1,
+               f"{saved_x[0]:.2f}× x at d=22, {saved_x[1]:.2f}× x at d=2"),
+              ("small-CNN step at degree 22 fused ≤ 1.3× the ReLU step", e2e_ratio <= 1.3, f"{e2e_ratio:.2f}×")]
+    return (["### Targets", "", "| target | met | measured |", "|---|---|---|"]
+            + [f"| {name} | {'yes' if ok else '**no**'} | {val} |" for name, ok, val in checks] + [""])
+
+
+def section_all_cases(by):
+    keys = sorted({k[1:] for k in by})
+    out = ["### All cases", "",
+           "fused: median ms ± half the interquartile range; other variants: median ms and, in brackets, "
+           "their time over fused's. GB/s and GFLOP/s of fused come from the traffic and arithmetic "
+           "models in bench/cases.py (minimal bytes: x, y, grad_y, grad_x once each; Clenshaw flops).", ""]
     for mode in ("forward", "backward", "full"):
-        for dt in dtypes:
+        for dt in sorted({k[3] for k in keys}):
             out += [f"#### {mode}, {dt.replace('torch.', '')}", "",
-                    "| degree | elements | fused ms | reference ms (×) | power ms (×) | compiled ms (×) | fused GB/s | fused GFLOP/s |",
+                    "| degree | elements | fused ms | reference ms (×) | power ms (×) | compiled ms (×) | fused GB/s "
+                    "| fused GFLOP/s |",
                     "|---:|---:|---:|---:|---:|---:|---:|---:|"]
             for (m, d, n, t) in keys:
                 if m != mode or t != dt or ("fused", m, d, n, t) not in by:
@@ -250,32 +271,55 @@ def build_section(device, args, benches, copy_gbs, memory, e2e, event_rows):
                 out.append(f"| {d} | {n:,} | {fmt_ms(fs['median'])} ± {fmt_ms(fs['iqr'] / 2)} | " + " | ".join(cells)
                            + f" | {fe['bytes'] / fs['median'] / 1e9:.1f} | {fe['flops'] / fs['median'] / 1e9:.1f} |")
             out.append("")
-    if event_rows:
-        out += ["### CUDA-event timing at degree 22 (median of 50, after warm-up)", "",
-                "| elements | dtype | mode | fused ms | GB/s | % of copy bandwidth | compiled ms | fused is |",
-                "|---:|---|---|---:|---:|---:|---:|---:|"]
-        out += event_rows + [""]
-    out += ["### Memory", "",
-            "Saved for backward by one layer with 1M float32 elements (4 MB): MB, the same in multiples of "
-            "x's size, and the number of saved tensors at least as large as x (each counted once); and peak "
-            "memory above the inputs during one training step of a stack of 4 degree-22 layers on 4M "
-            "elements (" + ("`torch.cuda.max_memory_allocated`" if device == "cuda"
-                            else "peak RSS of a fresh process") + ").", "",
-            "| variant | saved, degree 22: MB = × x (tensors) | saved, degree 2: MB = × x (tensors) | peak, 4-layer step: MB |",
-            "|---|---:|---:|---:|"]
+    return out
+
+
+def section_cuda_events(event_rows):
+    if not event_rows:
+        return []
+    return ["### CUDA-event timing at degree 22 (median of 50, after warm-up)", "",
+            "| elements | dtype | mode | fused ms | GB/s | % of copy bandwidth | compiled ms | fused is |",
+            "|---:|---|---|---:|---:|---:|---:|---:|", *event_rows, ""]
+
+
+def section_memory(device, memory):
+    peak_how = "`torch.cuda.max_memory_allocated`" if device == "cuda" else "peak RSS of a fresh process"
+    out = ["### Memory", "",
+           "Saved for backward by one layer with 1M float32 elements (4 MB): MB, the same in multiples of "
+           "x's size, and the number of saved tensors at least as large as x (each counted once); and peak "
+           f"memory above the inputs during one training step of a stack of 4 degree-22 layers on 4M "
+           f"elements ({peak_how}).", "",
+           "| variant | saved, degree 22: MB = × x (tensors) | saved, degree 2: MB = × x (tensors) "
+           "| peak, 4-layer step: MB |",
+           "|---|---:|---:|---:|"]
     x_bytes = 2 ** 20 * 4
     for v, (s22, s2, peak) in memory.items():
         peak_cell = "not measured (compilation memory would dominate)" if peak != peak else f"{peak / 2 ** 20:.0f}"
         out.append(f"| {v} | {s22[0] / 2 ** 20:.1f} = {s22[0] / x_bytes:.2f} ({s22[1]}) | "
                    f"{s2[0] / 2 ** 20:.1f} = {s2[0] / x_bytes:.2f} ({s2[1]}) | {peak_cell} |")
-    out += ["", "### End to end: one training step of the small CNN", "",
-            "Batch 128 of 1×28×28, 2 conv + 1 hidden linear layer with BatchNorm and 3 activations, CE + 1000 × boundary "
-            "loss, backward, selective clipping, AdamW (`pnn_ext.train.models.SmallCNN`, 28×28×1 inputs).", "",
-            "| activation | median ms | 20th–80th pct ms | vs relu |", "|---|---:|---:|---:|"]
+    return out
+
+
+def section_end_to_end(e2e):
+    out = ["", "### End to end: one training step of the small CNN", "",
+           "Batch 128 of 1×28×28, 2 conv + 1 hidden linear layer with BatchNorm and 3 activations, CE + 1000 × "
+           "boundary loss, backward, selective clipping, AdamW (`pnn_ext.models.SmallCNN`, 28×28×1 inputs; "
+           "the activations' `impl` chooses fused or reference).", "",
+           "| activation | median ms | 20th–80th pct ms | vs relu |", "|---|---:|---:|---:|"]
     relu = e2e["relu"][0]
     for name, (med, lo, hi) in e2e.items():
         out.append(f"| {name} | {fmt_ms(med)} | {fmt_ms(lo)}–{fmt_ms(hi)} | {med / relu:.2f}× |")
-    out.append("")
+    return out + [""]
+
+
+def build_section(device, args, benches, copy_gbs, memory, e2e, event_rows):
+    """RESULTS.md's section for one device, section by section."""
+    by = index_suite(benches)
+    out = section_header(device, args, copy_gbs) + section_headline(by)
+    if device == "cpu":
+        out += section_targets(by, memory, e2e)
+    out += section_all_cases(by) + section_cuda_events(event_rows)
+    out += section_memory(device, memory) + section_end_to_end(e2e)
     return "\n".join(out)
 
 
@@ -283,7 +327,8 @@ def write_section(device, text):
     marker = "GPU" if device == "cuda" else "CPU"
     begin, end = f"<!-- BEGIN {marker} -->", f"<!-- END {marker} -->"
     doc = open(RESULTS).read() if os.path.exists(RESULTS) else (
-        "# Benchmark results\n\nWritten by `bench/report.py`; the docstrings of bench/report.py and bench/cases.py say what each figure means.\n\n"
+        "# Benchmark results\n\nWritten by `bench/report.py`; the docstrings of bench/report.py and "
+        "bench/cases.py say what each figure means.\n\n"
         "<!-- BEGIN CPU -->\n<!-- END CPU -->\n\n<!-- BEGIN GPU -->\n## GPU\n\nNot measured yet: "
         "`bash bench/gpu_check.sh` on a GPU machine runs it.\n<!-- END GPU -->\n")
     pre, rest = doc.split(begin, 1)
