@@ -98,7 +98,7 @@ def test_data_dir_default_is_pnn_data_else_inside_the_clone(monkeypatch):
     assert TrainConfig().data_dir == "data"
     monkeypatch.setenv("PNN_DATA", "/datasets")
     assert TrainConfig().data_dir == "/datasets" and TrainConfig(data_dir="here").data_dir == "here"
-    assert "(default: $PNN_DATA, else data)" in " ".join(build_parser().format_help().split())
+    assert "(default: $PNN_DATA, else ./data)" in " ".join(build_parser().format_help().split())
 
 
 def test_library_and_command_line_share_their_defaults():

@@ -46,8 +46,8 @@ class TrainConfig:
     # data
     dataset: str = _f("digits", "digits | mnist | fashion-mnist | cifar10 | cifar100 | npz:PATH")
     data_dir: str = _f("", "where datasets live: MNIST's original idx files (in DATA_DIR, DATA_DIR/raw or "
-                           "DATA_DIR/MNIST/raw; nothing is downloaded when they are present), CIFAR archives. "
-                           "Empty: $PNN_DATA, else ./data", shown="$PNN_DATA, else data")
+                           "DATA_DIR/MNIST/raw; nothing is downloaded when they are present), CIFAR archives",
+                       shown="$PNN_DATA, else ./data")
     layout: str = _f("auto", "how npz inputs are read: auto (4-D and 3-D arrays are images N×C×H×W / N×H×W, "
                              "2-D are features N×F), image, sequence (3-D N×C×T), features")
     val_fraction: float = _f(0.1, "fraction of the training set held out for validation")
