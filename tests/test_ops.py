@@ -265,3 +265,27 @@ def test_64bit_indexing(device):
     assert float(y[-1]) == pytest.approx(0.5 + 2 * (-25.0 / B), rel=1e-3)
     assert float(y[n // 2]) == pytest.approx(0.5 + 2 * (30.0 / B), rel=1e-3)
     assert float(stats[1]) == 30.0 and float(stats[2]) == pytest.approx(1.0)
+
+
+def test_compile_fullgraph_on_meta_tensors():
+    """Tracing never asks the dispatcher which kernels exist (that ended fullgraph tracing
+    with "Unsupported torch.* op returned non-Tensor"); the CUDA choice is made at import.
+    On meta tensors the op's fake kernel serves, whatever the build."""
+    x = torch.randn(4, 5, 6, device="meta")
+    c = torch.randn(9, device="meta")
+    f = torch.compile(lambda x, c: pnn_ext.poly_act(x, c, B, ALPHA), fullgraph=True, backend="aot_eager")
+    y, stats = f(x, c)
+    assert y.device.type == "meta" and y.shape == x.shape and stats.shape == (3,)
+    x4 = torch.empty(2, 3, 4, 5, device="meta").contiguous(memory_format=torch.channels_last)
+    y4, _ = f(x4, c)
+    assert y4.is_contiguous(memory_format=torch.channels_last)
+
+
+def test_impl_switch():
+    c = random_coeffs(8)
+    x = random_input((1000,), B, seed=2)
+    fused, _ = pnn_ext.poly_act(x, c, B, ALPHA, impl="fused")
+    ref, _ = pnn_ext.poly_act(x, c, B, ALPHA, impl="reference")
+    torch.testing.assert_close(fused, ref, rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match="impl must be one of"):
+        pnn_ext.poly_act(x, c, B, ALPHA, impl="triton")
