@@ -25,6 +25,9 @@ import pnn_ext
 from pnn_ext import reference
 
 VARIANTS = ("fused", "reference", "power", "compiled")
+# Memory layouts of x and grad_y (see Case._layout): the fused step should cost about the
+# same in each (bench/layouts.py reports them against dense).
+LAYOUTS = ("dense", "grad_broadcast", "transposed", "grad_transposed", "sliced", "channels_last")
 MODES = ("forward", "backward", "full")
 DEGREES = (2, 4, 8, 16, 22)
 SIZES = {"64K": 64 * 2 ** 10, "1M": 2 ** 20, "16M": 16 * 2 ** 20}
@@ -58,7 +61,7 @@ def power_poly_act(x: torch.Tensor, coeffs_x: torch.Tensor, bound: float, alpha:
     return y, boundary
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def compiled_reference():
     return torch.compile(reference.poly_act)
 
@@ -66,17 +69,50 @@ def compiled_reference():
 class Case:
     """One layer: input, coefficients, incoming gradients, for a degree/size/dtype/device."""
 
-    def __init__(self, degree: int, numel: int, dtype=torch.float32, device="cpu", seed=0):
-        self.degree, self.numel, self.dtype, self.device = degree, numel, dtype, device
+    def __init__(self, degree: int, numel: int, dtype=torch.float32, device="cpu", seed=0, layout="dense"):
+        self.degree, self.numel, self.dtype, self.device, self.layout = degree, numel, dtype, device, layout
         self.bound, self.alpha = pnn_ext.preset(degree)
         fit = pnn_ext.fit("relu", degree, self.bound)
         self.coeffs = torch.tensor(fit.coeffs, dtype=torch.float32, device=device)
         self.coeffs_x = torch.tensor(fit.monomial_coeffs("low"), dtype=dtype, device=device)
         g = torch.Generator().manual_seed(seed)
-        x = (torch.randn(numel, generator=g) * self.bound / 4).clamp(-1.1 * self.bound, 1.1 * self.bound)
-        self.x = x.to(device=device, dtype=dtype).requires_grad_()
-        self.grad_y = torch.randn(numel, generator=g).to(device=device, dtype=dtype)
+
+        def values(n):
+            x = (torch.randn(n, generator=g) * self.bound / 4).clamp(-1.1 * self.bound, 1.1 * self.bound)
+            return x.to(device=device, dtype=dtype)
+
+        x, grad_y = self._layout(layout, numel, values, lambda n: torch.randn(n, generator=g).to(device, dtype))
+        self.x = x.requires_grad_()
+        self.grad_y = grad_y
         self.grad_boundary = torch.tensor(1000.0, device=device)  # the paper's lambda
+
+    @staticmethod
+    def _layout(layout, n, values, noise):
+        """(x, grad_y) of n elements (a power of two >= 64) in one of LAYOUTS:
+        dense            both contiguous
+        grad_broadcast   grad_y one value expanded (stride 0), as autograd gives for y.sum()
+        transposed       x and grad_y a transposed (r, c) matrix, dense in memory
+        grad_transposed  x contiguous (r, c), grad_y transposed against it
+        sliced           x every other column of a (r, 2c) matrix (not dense), grad_y contiguous
+        channels_last    x and grad_y (N, 16, 8, 8) in channels_last
+        """
+        r = 2 ** (n.bit_length() // 2)
+        c = n // r
+        if layout == "dense":
+            return values(n), noise(n)
+        if layout == "grad_broadcast":
+            return values(n), torch.ones((), dtype=noise(1).dtype, device=noise(1).device).expand(n)
+        if layout == "transposed":
+            return values(n).view(c, r).t(), noise(n).view(c, r).t()
+        if layout == "grad_transposed":
+            return values(n).view(r, c), noise(n).view(c, r).t()
+        if layout == "sliced":
+            return values(2 * n).view(r, 2 * c)[:, ::2], noise(n).view(r, c)
+        if layout == "channels_last":
+            shape = (n // 1024, 16, 8, 8)
+            return (values(n).view(shape).contiguous(memory_format=torch.channels_last),
+                    noise(n).view(shape).contiguous(memory_format=torch.channels_last))
+        raise ValueError(f"unknown layout {layout!r} (one of {', '.join(LAYOUTS)})")
 
     def forward(self, variant: str):
         """(y, boundary term) of one variant, recorded for autograd."""

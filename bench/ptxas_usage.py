@@ -114,12 +114,14 @@ def short_name(name: str) -> str:
 
 
 def markdown(rows: list[KernelUsage]) -> str:
-    nvcc_version = subprocess.run([find_nvcc(), "--version"], capture_output=True, text=True).stdout.strip().splitlines()[-1]
+    version = subprocess.run([find_nvcc(), "--version"], capture_output=True, text=True).stdout
+    nvcc_version = version.strip().splitlines()[-1]
     lines = [f"`python bench/ptxas_usage.py` on {datetime.date.today()} ({nvcc_version}; `nvcc -O3 -Xptxas -v`). "
              "Template arguments: dtype, elements per thread and step, 16-byte vector access, coefficients "
              "per block row (0: no coefficient gradients). 256 threads per block (finalize kernels too); "
              "shared memory is dynamic: the coefficients plus 8 per-warp reduction slots (at most 3.6 KB).",
-             "", "| kernel | sm_80 registers | sm_90 registers | spill bytes stored/loaded (sm_80, sm_90) | stack bytes |",
+             "",
+             "| kernel | sm_80 registers | sm_90 registers | spill bytes stored/loaded (sm_80, sm_90) | stack bytes |",
              "|---|---:|---:|---|---:|"]
     by_name: dict[str, dict[str, KernelUsage]] = {}
     for r in rows:
@@ -133,7 +135,10 @@ def markdown(rows: list[KernelUsage]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_section(text: str, path=os.path.join(ROOT, "bench", "RESULTS.md")) -> None:
+RESULTS = os.path.join(ROOT, "bench", "RESULTS.md")
+
+
+def write_section(text: str, path=RESULTS) -> None:
     begin, end = "<!-- BEGIN PTXAS -->", "<!-- END PTXAS -->"
     section = f"{begin}\n## CUDA kernels: registers and spills (static, no GPU needed)\n\n{text}{end}"
     old = open(path).read() if os.path.exists(path) else "# Benchmark results\n"

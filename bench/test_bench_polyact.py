@@ -13,7 +13,7 @@ import os
 import pytest
 import torch
 
-from cases import MODES, VARIANTS, Case, degrees_from_env, sizes_from_env
+from cases import LAYOUTS, MODES, VARIANTS, Case, degrees_from_env, sizes_from_env
 
 DEVICE = os.environ.get("PNN_BENCH_DEVICE", "cpu")
 DTYPES = [torch.float32] + ([torch.bfloat16] if DEVICE == "cuda" else [])
@@ -27,11 +27,11 @@ _cases: dict = {}
 _checked: set = set()
 
 
-def get_case(degree, size, dtype):
-    key = (degree, size, dtype)
+def get_case(degree, size, dtype, layout="dense"):
+    key = (degree, size, dtype, layout)
     if key not in _cases:
         _cases.clear()  # keep one case (up to 16M elements and its grads) alive at a time
-        _cases[key] = Case(degree, SIZES[size], dtype, DEVICE)
+        _cases[key] = Case(degree, SIZES[size], dtype, DEVICE, layout=layout)
     return _cases[key]
 
 
@@ -68,5 +68,24 @@ def test_poly_act(benchmark, variant, mode, degree, size, dtype):
     benchmark.extra_info.update(variant=variant, mode=mode, degree=degree, numel=case.numel,
                                 dtype=str(dtype), device=DEVICE, bytes=case.bytes_moved(mode),
                                 flops=case.flops(mode))
+    benchmark.pedantic(target, setup=lambda: (setup(), {}), rounds=rounds_for(variant, case.numel),
+                       warmup_rounds=1)
+
+
+@pytest.mark.parametrize("size", list(SIZES))
+@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("variant", ["fused", "compiled"])
+def test_layout(benchmark, variant, layout, size):
+    """The full step (forward + backward with the boundary term), degree 22, float32, for
+    x and grad_y in each memory layout (cases.LAYOUTS); bench/layouts.py reports it."""
+    degree = max(degrees_from_env())
+    case = get_case(degree, size, torch.float32, layout)
+    if (variant, degree, size, layout) not in _checked:
+        case.check_agreement(variant)
+        _checked.add((variant, degree, size, layout))
+    setup, target = case.runner(variant, "full")
+    benchmark.group = f"layout {layout} d={degree} {size}"
+    benchmark.extra_info.update(variant=variant, mode="full", layout=layout, degree=degree, numel=case.numel,
+                                device=DEVICE)
     benchmark.pedantic(target, setup=lambda: (setup(), {}), rounds=rounds_for(variant, case.numel),
                        warmup_rounds=1)

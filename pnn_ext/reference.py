@@ -36,7 +36,8 @@ def check_args(x: torch.Tensor, coeffs: torch.Tensor, bound: float, alpha: float
     if coeffs.numel() < 2:
         raise RuntimeError(f"pnn_ext: degree must be >= 1, i.e. coeffs needs >= 2 entries, got {coeffs.numel()}")
     if coeffs.dtype != compute_dtype(x.dtype):
-        raise RuntimeError(f"pnn_ext: coeffs must be {compute_dtype(x.dtype)} for x of dtype {x.dtype}, got {coeffs.dtype}")
+        raise RuntimeError(f"pnn_ext: coeffs must be {compute_dtype(x.dtype)} for x of dtype {x.dtype}, "
+                           f"got {coeffs.dtype}")
     if coeffs.device != x.device:
         raise RuntimeError(f"pnn_ext: coeffs must be on x's device {x.device}, got {coeffs.device}")
     if not (math.isfinite(bound) and bound > 0):

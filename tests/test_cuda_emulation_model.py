@@ -10,6 +10,7 @@ import shlex
 import shutil
 
 import pytest
+
 from cuda_emulation import build as emulation_build
 
 HERE = os.path.dirname(__file__)

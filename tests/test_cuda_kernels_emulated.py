@@ -18,8 +18,8 @@ from dataclasses import dataclass
 import numpy as np
 import pytest
 import torch
-from cuda_emulation import build as emulation_build
 
+from cuda_emulation import build as emulation_build
 from pnn_ext import reference
 from testing import random_coeffs
 
@@ -120,7 +120,8 @@ def from_raw(path: str, dtype: torch.dtype) -> torch.Tensor:
     data = open(path, "rb").read()
     if dtype in (torch.float16, torch.bfloat16):
         return torch.from_numpy(np.frombuffer(data, dtype=np.int16).copy()).view(dtype)
-    return torch.from_numpy(np.frombuffer(data, dtype={torch.float32: np.float32, torch.float64: np.float64}[dtype]).copy())
+    np_dtype = {torch.float32: np.float32, torch.float64: np.float64}[dtype]
+    return torch.from_numpy(np.frombuffer(data, dtype=np_dtype).copy())
 
 
 @pytest.fixture(scope="module")
@@ -135,7 +136,8 @@ def emulated_run(tmp_path_factory):
                 (work / f"{case.name}.{suffix}").write_bytes(raw(t))
             f.write(case.line() + "\n")
     proc = emulation_build.run(binary, [str(work)], timeout=600)
-    assert proc.returncode == 0, f"emulated kernels failed (rc {proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-6000:]}"
+    assert proc.returncode == 0, (f"emulated kernels failed (rc {proc.returncode}):\n"
+                                  f"{proc.stdout[-3000:]}\n{proc.stderr[-6000:]}")
     assert f"ran {len(CASES)} cases" in proc.stdout
     return work
 

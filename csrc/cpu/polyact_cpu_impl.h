@@ -1,4 +1,6 @@
 // CPU kernels of the polynomial activation, compiled once per instruction set.
+// (Over 400 lines: the forward and backward kernels share their vector helpers and
+// chunked reduction here, in the one header that each instruction-set build includes.)
 //
 // This header is included by kernel_default.cpp, kernel_avx2.cpp and
 // kernel_avx512.cpp, each built with its own -m flags and CPU_CAPABILITY, so the

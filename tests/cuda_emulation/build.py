@@ -39,7 +39,8 @@ class BuildError(RuntimeError):
 def compiler_command(sources: Sequence[str], output: pathlib.Path, include_dirs: Iterable[str] = (),
                      defines: Iterable[str] = ()) -> list[str]:
     cxx = shlex.split(os.environ.get("CXX", "g++"))
-    return [*cxx, *FLAGS, f"-I{HERE}", *(f"-I{pathlib.Path(d).resolve()}" for d in include_dirs), *(f"-D{d}" for d in defines),
+    return [*cxx, *FLAGS, f"-I{HERE}", *(f"-I{pathlib.Path(d).resolve()}" for d in include_dirs),
+            *(f"-D{d}" for d in defines),
             *(str(pathlib.Path(s).resolve()) for s in sources), "-o", str(output)]
 
 

@@ -1,6 +1,8 @@
 // cuda_emulation.h: a small emulation of the CUDA execution model for the host C++
 // compiler, so that plain CUDA kernel code compiles with g++ and runs on a CPU under
 // AddressSanitizer / UndefinedBehaviorSanitizer. Include it before the kernel header.
+// (Over 400 lines: one header, so that a kernel test needs a single include; most of
+// the length is the CUDA built-ins, one overload per type as CUDA declares them.)
 //
 // Model:
 // * A launch runs its blocks one after another (x fastest, then y, then z). The threads

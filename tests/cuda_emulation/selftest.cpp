@@ -1,4 +1,6 @@
 // Self-test of cuda_emulation.h: small kernels, one mode per argv[1].
+// (Over 400 lines: one program, compiled once under the sanitizers, holds every mode,
+// so that the test module pays for one build.)
 // Prints "OK <mode>" and exits 0 on success; "FAIL <mode>: ..." and exits 1 otherwise.
 // The modes oob_global, oob_shared, oob_static_shared, ubsan, deadlock and bad_mask are
 // meant to fail (sanitizer report / emulation abort); the tests check how.
