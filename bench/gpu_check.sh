@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # GPU check: on a machine with a GPU and torch, pytest and pytest-benchmark preinstalled
-# (no network), build the extension for this GPU only, run the CUDA tests, then the
+# (no network), build the extension for this GPU only, run the CUDA tests (plain, then the
+# kernel tests under compute-sanitizer memcheck and racecheck), then the
 # GPU section of the benchmark report (degree 22, 16M elements, plus CUDA-event timing
 # at 64M), a short ResNet-18 training run when MNIST is there (see below), and print a
 # short table. About 10 minutes on an H200 with 16 cores.
@@ -21,6 +22,22 @@ t0=$(date +%s)
 $PY -m pytest -q -m "cuda and not slow" tests -p no:cacheprovider 2>&1 | tail -n 15
 test_rc=${PIPESTATUS[0]}
 echo "== CUDA tests: rc=$test_rc, $(( $(date +%s) - t0 ))s"
+# The op tests of the CUDA device under compute-sanitizer: memcheck (out-of-bounds and
+# misaligned accesses, leaks) and racecheck (shared-memory hazards between the threads of
+# a block). Only the fused-op tests, a few minutes each under the tools.
+SAN=$(command -v compute-sanitizer || ls /usr/local/cuda*/bin/compute-sanitizer 2>/dev/null | head -n1)
+if [ -n "$SAN" ]; then
+  for tool in memcheck racecheck; do
+    t0=$(date +%s)
+    "$SAN" --tool "$tool" --error-exitcode 99 --print-limit 20 --target-processes all \
+      $PY -m pytest -q -x -m "cuda and not slow" tests/test_ops.py -p no:cacheprovider 2>&1 | tail -n 25
+    rc=${PIPESTATUS[0]}
+    echo "== compute-sanitizer $tool: rc=$rc, $(( $(date +%s) - t0 ))s"
+    [ "$rc" -ne 0 ] && test_rc=$rc
+  done
+else
+  echo "== compute-sanitizer not found: memcheck/racecheck skipped"
+fi
 t0=$(date +%s)
 $PY bench/report.py --device cuda --sizes 16M --degrees 22 2>&1 | grep -v "^W1\|^  " | tail -n 5
 sed -n '/<!-- BEGIN GPU -->/,/<!-- END GPU -->/p' bench/RESULTS.md | grep -E "^\||^GPU|^Measured|^##"

@@ -135,26 +135,13 @@ def markdown(rows: list[KernelUsage]) -> str:
     return "\n".join(lines) + "\n"
 
 
-RESULTS = os.path.join(ROOT, "bench", "RESULTS.md")
-
-
-def write_section(text: str, path=RESULTS) -> None:
-    begin, end = "<!-- BEGIN PTXAS -->", "<!-- END PTXAS -->"
-    section = f"{begin}\n## CUDA kernels: registers and spills (static, no GPU needed)\n\n{text}{end}"
-    old = open(path).read() if os.path.exists(path) else "# Benchmark results\n"
-    if begin in old:
-        new = old[:old.index(begin)] + section + old[old.index(end) + len(end):]
-    else:
-        new = old.rstrip("\n") + "\n\n" + section + "\n"
-    with open(path, "w") as f:
-        f.write(new)
-
-
 def main():
     argparse.ArgumentParser(description=__doc__.splitlines()[0]).parse_args()
+    from report import write_section
+
     text = markdown(kernel_usage())
     print(text)
-    write_section(text)
+    write_section("PTXAS", "## CUDA kernels: registers and spills (static, no GPU needed)\n\n" + text)
 
 
 if __name__ == "__main__":

@@ -323,18 +323,20 @@ def build_section(device, args, benches, copy_gbs, memory, e2e, event_rows):
     return "\n".join(out)
 
 
-def write_section(device, text):
-    marker = "GPU" if device == "cuda" else "CPU"
+def write_section(marker, text):
+    """Replace RESULTS.md's section between <!-- BEGIN marker --> and <!-- END marker -->
+    (appended when missing), leaving the others: each script writes only its own
+    (report.py: CPU, GPU; layouts.py: LAYOUTS; ptxas_usage.py: PTXAS)."""
     begin, end = f"<!-- BEGIN {marker} -->", f"<!-- END {marker} -->"
     doc = open(RESULTS).read() if os.path.exists(RESULTS) else (
-        "# Benchmark results\n\nWritten by `bench/report.py`; the docstrings of bench/report.py and "
-        "bench/cases.py say what each figure means.\n\n"
-        "<!-- BEGIN CPU -->\n<!-- END CPU -->\n\n<!-- BEGIN GPU -->\n## GPU\n\nNot measured yet: "
-        "`bash bench/gpu_check.sh` on a GPU machine runs it.\n<!-- END GPU -->\n")
+        "# Benchmark results\n\nWritten by the scripts of bench/; their docstrings and bench/cases.py "
+        "say what each figure means.\n")
+    if begin not in doc:
+        doc = doc.rstrip("\n") + f"\n\n{begin}\n{end}\n"
     pre, rest = doc.split(begin, 1)
     _, post = rest.split(end, 1)
     with open(RESULTS, "w") as f:
-        f.write(pre + begin + "\n" + text + "\n" + end + post)
+        f.write(pre + begin + "\n" + text.rstrip("\n") + "\n" + end + post)
 
 
 def main():
@@ -372,7 +374,8 @@ def main():
                     event_rows.append(f"| {numel:,} | {str(dtype)[6:]} | {mode} | {fs * 1e3:.3f} | {gbs:.0f} | "
                                       f"{100 * gbs / copy_gbs:.0f}% | {cs * 1e3:.3f} | {cs / fs:.2f}× |")
                 del case
-    write_section(device, build_section(device, args, benches, copy_gbs, memory, e2e, event_rows))
+    text = build_section(device, args, benches, copy_gbs, memory, e2e, event_rows)
+    write_section("GPU" if device == "cuda" else "CPU", text)
     print(f"wrote {RESULTS}")
 
 
