@@ -5,9 +5,10 @@ Environment variables:
                        default: on when nvcc is found and torch is a CUDA build.
   TORCH_CUDA_ARCH_LIST architectures for nvcc; default "8.0;9.0+PTX"
                        (A100, H100/H200, and PTX for newer GPUs).
-  DEBUG=1              -O0 -g instead of -O3.
-  MAX_JOBS=N           parallel compile jobs (ninja -j); default: the number of
-                       CPUs. nvcc also compiles one .cu's architectures in parallel.
+  DEBUG=1              -O0 -g instead of -O3 -DNDEBUG (release builds have no -g).
+  MAX_JOBS=N           parallel compile jobs (ninja -j); default: build_ext's -j,
+                       else the number of CPUs. nvcc also compiles the architectures
+                       of one .cu in parallel.
   CXX                  the C++ compiler (default g++), also nvcc's host compiler.
 
 The build runs ninja (pip install ninja; a ninja on PATH also works): build_ext's
@@ -281,7 +282,12 @@ class NinjaBuildExt(build_ext):
         sources = collect_sources(use_cuda)
         ninja = ninja_path()
         jobs = os.environ.get("MAX_JOBS", "")
-        jobs = int(jobs) if jobs.isdigit() and int(jobs) > 0 else (os.cpu_count() or 1)
+        if jobs.isdigit() and int(jobs) > 0:
+            jobs = int(jobs)
+        elif isinstance(self.parallel, int) and not isinstance(self.parallel, bool) and self.parallel > 0:
+            jobs = self.parallel
+        else:
+            jobs = os.cpu_count() or 1
         os.makedirs(BUILD_DIR, exist_ok=True)
         target = os.path.join(BUILD_DIR, "_C" + sysconfig.get_config_var("EXT_SUFFIX"))
         print(f"pnn_ext: building {ext.name} with ninja -j {jobs} in {BUILD_DIR} "
