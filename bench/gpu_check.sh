@@ -9,6 +9,10 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
+# The build needs ninja; the GPU machine may lack it and has no network. Carry one:
+#   mkdir -p .tools && cp "$(python -c 'import ninja, os; print(os.path.join(ninja.BIN_DIR, "ninja"))')" .tools/
+# (the pip package's self-contained binary) and pass carry=[".tools"]; it is used first.
+[ -x .tools/ninja ] && export PATH="$PWD/.tools:$PATH"
 export PYTHONUNBUFFERED=1 PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 start=$(date +%s)
 cap=$($PY -c 'import torch; p = torch.cuda.get_device_capability(); print(f"{p[0]}.{p[1]}")') || exit 1
