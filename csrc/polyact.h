@@ -76,13 +76,11 @@ PNN_HD void poly_value_n(const V* c, int d, const V* t, Basis basis, V* p) {
   for (int u = 0; u < N; ++u) p[u] = madd(t[u], b1[u], c[0] - b2[u]);
 }
 
-// p(t) and dp/dt together, in one loop, for N arguments.
-//   Horner:   p <- p t + c_k,  p' <- p' t + p  (p' updated with the old p)
+// dp/dt for N arguments (the backward needs no p).
+//   Horner:   p <- p t + c_k,  p' <- p' t + p  (p' updated with the old p; p is carried for p')
 //   Clenshaw: b'_k = 2 b_{k+1} + 2t b'_{k+1} - b'_{k+2},  p' = b_1 + t b'_1 - b'_2
-// With WANT_P = false only dp/dt is formed (the backward needs no p): Horner
-// still carries p (p' needs it), Clenshaw skips p's final step.
-template <int N, bool WANT_P, typename V>
-PNN_HD void poly_value_deriv_impl(const V* c, int d, const V* t, Basis basis, V* p_out, V* dp_out) {
+template <int N, typename V>
+PNN_HD void poly_deriv_n(const V* c, int d, const V* t, Basis basis, V* dp_out) {
   if (basis == Basis::kMonomial) {
     V p[N], dp[N];
     for (int u = 0; u < N; ++u) {
@@ -95,10 +93,7 @@ PNN_HD void poly_value_deriv_impl(const V* c, int d, const V* t, Basis basis, V*
         p[u] = madd(p[u], t[u], c[k]);
       }
     }
-    for (int u = 0; u < N; ++u) {
-      if constexpr (WANT_P) p_out[u] = p[u];
-      dp_out[u] = dp[u];
-    }
+    for (int u = 0; u < N; ++u) dp_out[u] = dp[u];
     return;
   }
   V two_t[N], b1[N], b2[N], d1[N], d2[N];
@@ -119,21 +114,7 @@ PNN_HD void poly_value_deriv_impl(const V* c, int d, const V* t, Basis basis, V*
       d1[u] = dk;
     }
   }
-  for (int u = 0; u < N; ++u) {
-    if constexpr (WANT_P) p_out[u] = madd(t[u], b1[u], c[0] - b2[u]);
-    dp_out[u] = madd(t[u], d1[u], b1[u] - d2[u]);
-  }
-}
-
-template <int N, typename V>
-PNN_HD void poly_value_deriv_n(const V* c, int d, const V* t, Basis basis, V* p, V* dp) {
-  poly_value_deriv_impl<N, true>(c, d, t, basis, p, dp);
-}
-
-// dp/dt alone, for N arguments.
-template <int N, typename V>
-PNN_HD void poly_deriv_n(const V* c, int d, const V* t, Basis basis, V* dp) {
-  poly_value_deriv_impl<N, false>(c, d, t, basis, static_cast<V*>(nullptr), dp);
+  for (int u = 0; u < N; ++u) dp_out[u] = madd(t[u], d1[u], b1[u] - d2[u]);
 }
 
 template <typename V>
@@ -141,11 +122,6 @@ PNN_HD V poly_value(const V* c, int d, V t, Basis basis) {
   V p;
   poly_value_n<1>(c, d, &t, basis, &p);
   return p;
-}
-
-template <typename V>
-PNN_HD void poly_value_deriv(const V* c, int d, V t, Basis basis, V& p, V& dp) {
-  poly_value_deriv_n<1>(c, d, &t, basis, &p, &dp);
 }
 
 // Basis functions: phi_0 = 1, phi_1 = t, then phi_{k+1} = t phi_k (monomial)
