@@ -12,6 +12,8 @@ Methods:
 """
 from __future__ import annotations
 
+import ast
+import inspect
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -65,27 +67,124 @@ def preset(degree: int) -> tuple[float, float]:
     return b_lo + (b_hi - b_lo) * (degree - below) / (above - below), alpha
 
 
-def _gelu(x: np.ndarray) -> np.ndarray:
+def _sigmoid(x: np.ndarray) -> np.ndarray:
+    from scipy.special import expit  # no overflow warning for large |x|
+
+    return expit(x)
+
+
+def _gelu(x: np.ndarray, approximate: str = "none") -> np.ndarray:
+    if approximate == "tanh":
+        return 0.5 * x * (1.0 + np.tanh(math.sqrt(2.0 / math.pi) * (x + 0.044715 * x ** 3)))
+    if approximate != "none":
+        raise ValueError(f"gelu: approximate must be 'none' or 'tanh', got {approximate!r}")
     from scipy.special import erf  # exact GELU, as torch.nn.GELU()
 
     return 0.5 * x * (1.0 + erf(x / math.sqrt(2.0)))
 
 
-TARGETS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
+def _elu(x: np.ndarray, alpha: float = 1.0) -> np.ndarray:
+    return np.where(x > 0, x, alpha * np.expm1(np.minimum(x, 0.0)))
+
+
+def _celu(x: np.ndarray, alpha: float = 1.0) -> np.ndarray:
+    return np.where(x > 0, x, alpha * np.expm1(np.minimum(x, 0.0) / alpha))
+
+
+# torch.nn.SELU's constants (Klambauer et al. 2017), as torch writes them.
+_SELU_ALPHA, _SELU_SCALE = 1.6732632423543772848170429916717, 1.0507009873554804934193349852946
+
+
+def _softplus(x: np.ndarray, beta: float = 1.0, threshold: float = 20.0) -> np.ndarray:
+    return np.where(beta * x > threshold, x, np.logaddexp(0.0, beta * x) / beta)
+
+
+# Each target is f(x, **params) on float64 arrays; the keyword defaults are torch's,
+# so a target key names only the parameters that differ (see target_key).
+TARGETS: dict[str, Callable[..., np.ndarray]] = {
     "relu": lambda x: np.maximum(x, 0.0),
-    "silu": lambda x: x / (1.0 + np.exp(-x)),
+    "relu6": lambda x: np.clip(x, 0.0, 6.0),
+    "hardtanh": lambda x, min_val=-1.0, max_val=1.0: np.clip(x, min_val, max_val),
+    "leaky_relu": lambda x, negative_slope=0.01: np.where(x >= 0, x, negative_slope * x),
+    "elu": _elu,
+    "selu": lambda x: _SELU_SCALE * _elu(x, _SELU_ALPHA),
+    "celu": _celu,
     "gelu": _gelu,
-    "sigmoid": lambda x: 1.0 / (1.0 + np.exp(-x)),
+    "silu": lambda x: x * _sigmoid(x),
+    "mish": lambda x: x * np.tanh(np.logaddexp(0.0, x)),
+    "hardswish": lambda x: x * np.clip(x + 3.0, 0.0, 6.0) / 6.0,
+    "hardsigmoid": lambda x: np.clip(x / 6.0 + 0.5, 0.0, 1.0),
+    "sigmoid": _sigmoid,
     "tanh": np.tanh,
+    "softplus": _softplus,
 }
+
+
+def register_target(name: str, fn: Callable[..., np.ndarray], *, overwrite: bool = False) -> None:
+    """Add a target ``fn(x, **params)`` (numpy, float64 in and out) under ``name``.
+
+    It can then be fitted (``fit(name)``), used as ``PolyActivation(target=name)``
+    or ``convert(..., target=name)``, and given parameters in a key
+    (``"name(p=1.5)"``, see :func:`target_key`). Fits are shared per key."""
+    if not isinstance(name, str) or not name.isidentifier():
+        raise ValueError(f"target name must be an identifier, got {name!r}")
+    if not callable(fn):
+        raise TypeError(f"target {name!r}: fn must be callable, got {type(fn).__name__}")
+    if name in TARGETS and not overwrite:
+        raise ValueError(f"target {name!r} is already registered (pass overwrite=True to replace it)")
+    TARGETS[name] = fn
+
+
+def target_key(name: str, **params) -> str:
+    """The canonical key of ``name`` with ``params``: ``"leaky_relu(negative_slope=0.2)"``.
+
+    Parameters equal to the target's default are left out (``nn.GELU()`` and
+    ``nn.GELU("none")`` are both ``"gelu"``), so equal targets share one fit."""
+    if name not in TARGETS:
+        raise ValueError(f"target must be one of {sorted(TARGETS)}, got {name!r}")
+    defaults = {k: p.default for k, p in inspect.signature(TARGETS[name]).parameters.items()
+                if p.default is not inspect.Parameter.empty}
+    unknown = sorted(set(params) - set(defaults))
+    if unknown:
+        raise ValueError(f"target {name!r} has no parameter {unknown[0]!r} (it has {sorted(defaults)})")
+    kept = {k: v for k, v in sorted(params.items()) if v != defaults[k]}
+    for k, v in kept.items():
+        if not isinstance(v, (int, float, str)) or isinstance(v, bool):
+            raise ValueError(f"target {name!r}: parameter {k} must be a number or a string, got {v!r}")
+    if not kept:
+        return name
+    return name + "(" + ", ".join(f"{k}={float(v)!r}" if not isinstance(v, str) else f"{k}={v!r}"
+                                  for k, v in kept.items()) + ")"
+
+
+def parse_target(key: str) -> tuple[str, dict]:
+    """(name, params) of a target key made by :func:`target_key` (or written by hand)."""
+    try:
+        tree = ast.parse(key.strip(), mode="eval").body
+    except SyntaxError:
+        tree = None
+    if isinstance(tree, ast.Name):
+        return tree.id, {}
+    if (isinstance(tree, ast.Call) and isinstance(tree.func, ast.Name) and not tree.args
+            and all(isinstance(kw.value, (ast.Constant, ast.UnaryOp)) and kw.arg for kw in tree.keywords)):
+        try:
+            return tree.func.id, {kw.arg: ast.literal_eval(kw.value) for kw in tree.keywords}
+        except ValueError:
+            pass
+    raise ValueError(f"target {key!r} is not a target name or 'name(param=value, ...)'")
 
 
 def _target_fn(target: Target) -> tuple[str, Callable[[np.ndarray], np.ndarray]]:
     if callable(target):
         return getattr(target, "__name__", "custom"), target
-    if target not in TARGETS:
+    if not isinstance(target, str):
         raise ValueError(f"target must be one of {sorted(TARGETS)} or a callable, got {target!r}")
-    return target, TARGETS[target]
+    name, params = parse_target(target)
+    if name not in TARGETS:
+        raise ValueError(f"target must be one of {sorted(TARGETS)} or a callable, got {target!r}")
+    key = target_key(name, **params)
+    fn = TARGETS[name]
+    return key, (lambda x: fn(x, **params)) if params else fn
 
 
 def monomial_in_t(coeffs: np.ndarray, basis: str) -> np.ndarray:
@@ -197,7 +296,8 @@ def fit(target: Target = TARGET, degree: int = DEGREE, bound: float | None = Non
     """Fit a degree-``degree`` polynomial to ``target`` on [-bound, bound].
 
     Args:
-        target: "relu", "silu", "gelu", "sigmoid", "tanh" or a numpy callable.
+        target: a key of TARGETS ("relu", "gelu", "leaky_relu(negative_slope=0.2)", ...,
+            see :func:`target_key`; :func:`register_target` adds names) or a numpy callable.
         degree: >= 1.
         bound: B > 0; default: the preset for the degree (see :func:`preset`).
         basis: basis of the stored coefficients, "chebyshev" or "monomial".

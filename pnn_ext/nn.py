@@ -1,4 +1,5 @@
-"""PolyActivation (a drop-in for nn.ReLU), convert(model) and boundary_loss(model)."""
+"""PolyActivation (a drop-in for nn.ReLU), boundary_loss(model) and track(model); convert() is in
+pnn_ext.convert."""
 from __future__ import annotations
 
 import math
@@ -9,9 +10,6 @@ import torch
 from torch import nn
 
 from . import fitting, ops, reference
-
-# Activation modules convert() replaces, with the target each one is fitted to.
-CONVERTIBLE: dict[type, str] = {nn.ReLU: "relu", nn.SiLU: "silu", nn.GELU: "gelu"}
 
 # Degree, target, basis and fit method default to pnn_ext.fitting's DEGREE, TARGET, BASIS, METHOD.
 LAMBDA = 1000.0  # the boundary-loss weight of the paper: loss = task loss + LAMBDA * boundary_loss(model)
@@ -178,41 +176,3 @@ def boundary_loss(model: nn.Module) -> torch.Tensor:
     if not terms:
         return torch.zeros(())
     return torch.stack([t.float() if t.dtype != torch.float64 else t for t in terms]).sum()
-
-
-def convert(model: nn.Module, degree: int = fitting.DEGREE, bound: float | None = None, alpha: float | None = None,
-            basis: str = fitting.BASIS, learnable: bool = False, method: str = fitting.METHOD,
-            types: tuple[type, ...] = tuple(CONVERTIBLE), target: str | None = None, impl: str = "auto") -> nn.Module:
-    """Replace every ReLU / SiLU / GELU module of ``model`` in place by a
-    PolyActivation fitted to that activation; returns ``model``.
-
-    One fit per target is shared by all replaced modules; each replacement is its
-    own module (own coefficients when ``learnable``). Activations called as
-    functions (F.relu) are not modules and are left as they are. ``target``
-    ("relu", "silu", ...) fits every replacement to that function instead of
-    the one it replaces. ``impl`` is passed to every PolyActivation.
-    """
-    unknown = [t for t in types if t not in CONVERTIBLE]
-    if unknown:
-        raise ValueError(f"types must be among {[t.__name__ for t in CONVERTIBLE]}, got {unknown}")
-    fits: dict[str, np.ndarray] = {}
-    bound_, alpha_ = fitting.preset(degree)
-    bound = bound_ if bound is None else bound
-    alpha = alpha_ if alpha is None else alpha
-
-    def make(target: str) -> PolyActivation:
-        if target not in fits:
-            fits[target] = fitting.fit(target, degree, bound, basis=basis, method=method).coeffs
-        return PolyActivation(degree, bound, alpha, target=target, basis=basis, learnable=learnable,
-                              coeffs=fits[target], impl=impl)
-
-    def replace(parent: nn.Module) -> None:
-        for name, child in parent.named_children():
-            kind = next((CONVERTIBLE[t] for t in types if type(child) is t), None)
-            if kind is not None:
-                setattr(parent, name, make(target or kind))
-            else:
-                replace(child)
-
-    replace(model)
-    return track(model)

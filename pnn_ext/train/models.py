@@ -5,8 +5,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ..convert import convert
 from ..models import MLP, ResNet18, SmallCNN, kaiming_uniform_init
-from ..nn import convert
 
 
 class RepeatChannels(nn.Module):
