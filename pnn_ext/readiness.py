@@ -45,6 +45,8 @@ LABELS = {
     "native_group_norm": "group_norm", "max_pool2d_with_indices": "max_pool2d",
     "max_pool3d_with_indices": "max_pool3d", "adaptive_max_pool2d": "adaptive_max_pool2d",
     "div": "division by a tensor", "reciprocal": "division by a tensor",
+    "_local_scalar_dense": "value read by Python (item, if on a tensor)",
+    **{c: f"comparison ({c})" for c in ("gt", "lt", "ge", "le", "eq", "ne")},
 }
 
 

@@ -168,27 +168,6 @@ def test_learnable_coefficients_train():
     assert not torch.equal(before, act.coeffs.detach())
 
 
-def test_convert_resnet18_and_boundary_loss():
-    torchvision = pytest.importorskip("torchvision")
-    model = pnn_ext.convert(torchvision.models.resnet18(num_classes=10), degree=8)
-    assert not any(isinstance(m, nn.ReLU) for m in model.modules())
-    acts = [m for m in model.modules() if isinstance(m, pnn_ext.PolyActivation)]
-    assert len(acts) == 9  # stem + one (reused) per BasicBlock
-    x = torch.randn(2, 3, 32, 32)
-    for _ in range(2):  # terms are per forward, not accumulated across forwards
-        model(x)
-        assert sum(len(a.boundary_terms) for a in acts) == 17  # the block ReLU is called twice
-    loss = pnn_ext.boundary_loss(model)
-    assert loss.requires_grad
-    expected = sum(t for a in acts for t in a.boundary_terms)
-    torch.testing.assert_close(loss, expected)
-
-
-def test_convert_silu_gelu_targets():
-    model = pnn_ext.convert(nn.Sequential(nn.Linear(4, 4), nn.SiLU(), nn.Sequential(nn.GELU())), degree=4)
-    assert model[1].target == "silu" and model[2][0].target == "gelu"
-
-
 def test_selective_clipping_spares_batchnorm():
     model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), pnn_ext.PolyActivation(2), nn.Flatten(),
                           nn.LazyLinear(3), nn.BatchNorm1d(3))

@@ -1,12 +1,17 @@
 """pnn-train's ``--model`` names: the models of :mod:`pnn_ext.models` and any
-torchvision classifier, built from a TrainConfig, initialised and converted."""
+torchvision classifier, built from a TrainConfig, initialised and converted (a
+torchvision model's report of what stays not polynomial is printed)."""
 from __future__ import annotations
+
+import os
 
 import torch
 from torch import nn
 
-from ..convert import convert
+from .. import fitting
+from ..conversion import convert
 from ..models import MLP, ResNet18, SmallCNN, kaiming_uniform_init
+from ..readiness import polynomial_report
 
 
 class RepeatChannels(nn.Module):
@@ -17,20 +22,32 @@ class RepeatChannels(nn.Module):
         self.channels = channels
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x.expand(-1, self.channels, *x.shape[2:])
+        return x.expand(-1, self.channels, -1, -1)  # fixed rank: torch.fx (convert) traces it
 
 
 def _torchvision(name: str, in_shape, num_classes: int) -> nn.Module:
     import torchvision
+    # Vision transformers are built for one image size (224 unless told).
+    size = {"image_size": in_shape[-1]} if name.startswith("vit_") else {}
     try:
-        model = torchvision.models.get_model(name, weights=None, num_classes=num_classes)
-    except ValueError as e:
+        model = torchvision.models.get_model(name, weights=None, num_classes=num_classes, **size)
+    except (ValueError, AssertionError) as e:
         raise ValueError(f"model torchvision:{name}: {e}") from None
     if in_shape[0] == 1:
         return nn.Sequential(RepeatChannels(3), model)
     if in_shape[0] != 3:
         raise ValueError(f"model torchvision:{name} expects 1- or 3-channel images, got {in_shape[0]} channels")
     return model
+
+
+def _torchvision_report(name: str, model: nn.Module, in_shape) -> None:
+    """Print what is left that is not polynomial; refuse a polynomial run without a polynomial."""
+    report = polynomial_report(model, torch.zeros(2, *in_shape))
+    if not report.polynomial_layers:
+        raise ValueError(f"model {name} has no activation convert() makes polynomial ({report.summary()}): "
+                         f"a 'poly' run of it would train no polynomial; use --activation relu")
+    if int(os.environ.get("RANK", "0")) == 0:
+        print(f"{name}: {report}", flush=True)
 
 
 def build_model(cfg, in_shape: tuple[int, ...], layout: str, num_classes: int) -> nn.Module:
@@ -54,6 +71,11 @@ def build_model(cfg, in_shape: tuple[int, ...], layout: str, num_classes: int) -
         model = _torchvision(name.split(":", 1)[1], in_shape, num_classes)
     kaiming_uniform_init(model)
     if cfg.activation == "poly":
-        convert(model, degree=cfg.degree, bound=cfg.bound, alpha=cfg.alpha, basis=cfg.basis,
-                learnable=cfg.learnable, method=cfg.fit_method, target=cfg.target)
+        # --target's default (relu) is what pnn_ext's models use; a torchvision model's
+        # activations are each fitted to their own function unless another target is asked.
+        own = name.startswith("torchvision:") and cfg.target == fitting.TARGET
+        model = convert(model, degree=cfg.degree, bound=cfg.bound, alpha=cfg.alpha, basis=cfg.basis,
+                        learnable=cfg.learnable, method=cfg.fit_method, target=None if own else cfg.target)
+        if name.startswith("torchvision:"):
+            _torchvision_report(name, model, in_shape)
     return model

@@ -11,6 +11,7 @@ torchvision's feature extraction does.
 """
 from __future__ import annotations
 
+import copy
 import inspect
 import math
 from collections.abc import Callable
@@ -283,17 +284,33 @@ def _rewrite(graph: fx.Graph, make: _Factory, max_pool: str, made: dict) -> int:
 
 class ConvertedGraphModule(fx.GraphModule):
     """A GraphModule with one graph per mode: ``train()`` / ``eval()`` switch to the
-    graph traced in that mode (torch.fx bakes ``self.training`` reads into a graph)."""
+    graph traced in that mode (torch.fx bakes ``self.training`` reads into a graph).
+    ``copy.deepcopy`` keeps both; save it as a state dict (pickling a GraphModule
+    keeps only the current graph)."""
 
     def __init__(self, root: nn.Module, train_graph: fx.Graph, eval_graph: fx.Graph, class_name: str):
         super().__init__(root, train_graph if root.training else eval_graph, class_name)
-        for node in (eval_graph if root.training else train_graph).nodes:  # what only the other graph uses
-            if node.op in ("call_module", "get_attr"):
-                try:
-                    self.get_submodule(node.target) if node.op == "call_module" else self.get_parameter(node.target)
-                except AttributeError:
-                    fx.graph_module._copy_attr(root, self, node.target)
         self._pnn_graphs = {True: train_graph, False: eval_graph}
+        self._adopt(lambda target: fx.graph_module._copy_attr(root, self, target))
+
+    def _adopt(self, copy_attr) -> None:
+        """Take what only the other mode's graph uses (GraphModule copies the current one's)."""
+        for graph in self._pnn_graphs.values():
+            for node in graph.nodes:
+                if node.op in ("call_module", "get_attr"):
+                    try:
+                        self.get_submodule(node.target) if node.op == "call_module" else self.get_parameter(
+                            node.target)
+                    except AttributeError:
+                        copy_attr(node.target)
+
+    def __deepcopy__(self, memo):
+        res = super().__deepcopy__(memo)
+        # The __dict__ copy made by GraphModule.__deepcopy__ used ``memo``: these are
+        # the same copies, one of them res.graph.
+        res._pnn_graphs = copy.deepcopy(self._pnn_graphs, memo)
+        res._adopt(lambda target: res.add_module(target, copy.deepcopy(self.get_submodule(target), memo)))
+        return res
 
     def train(self, mode: bool = True):
         graphs = self.__dict__.get("_pnn_graphs")

@@ -1,0 +1,414 @@
+"""convert(): activation modules and functional calls -> PolyActivation, max-pooling ->
+average pooling; polynomial_report; the torchvision zoo; HE folding of a converted CNN."""
+import copy
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+import pnn_ext
+from pnn_ext import conversion, fitting
+from pnn_ext.conversion import ACTIVATION_MODULES, ConvertedGraphModule, ConvertError, NotPolynomialError
+from pnn_ext.nn import PolyActivation, poly_modules
+
+DEGREE = 8
+# Every module type convert() knows, several with parameters that are not torch's defaults.
+MODULES = [nn.ReLU(inplace=True), nn.ReLU6(), nn.Hardtanh(-2.0, 3.0), nn.LeakyReLU(0.2), nn.LeakyReLU(),
+           nn.ELU(0.5), nn.SELU(), nn.CELU(2.0), nn.GELU(), nn.GELU("tanh"), nn.SiLU(), nn.Mish(), nn.Hardswish(),
+           nn.Hardsigmoid(), nn.Sigmoid(), nn.Tanh(), nn.Softplus(), nn.Softplus(beta=2.0, threshold=5.0)]
+
+
+def terms(model) -> int:
+    return sum(len(m.boundary_terms) for m in poly_modules(model))
+
+
+@pytest.mark.parametrize("module", MODULES, ids=repr)
+def test_each_target_is_the_module_function(module):
+    """The numpy target a module is fitted to is that module's function, parameters included."""
+    target, params = ACTIVATION_MODULES[type(module)]
+    key = fitting.target_key(target, **params(module))
+    _, f = fitting._target_fn(key)
+    x = torch.linspace(-40, 40, 8001, dtype=torch.float64)
+    expected = copy.deepcopy(module)(x.clone())
+    np.testing.assert_allclose(f(x.numpy()), expected.numpy(), rtol=1e-12, atol=1e-12)
+
+
+def test_modules_converted_to_their_own_fits():
+    model = nn.Sequential(*[nn.Sequential(nn.Linear(3, 3), copy.deepcopy(m)) for m in MODULES])
+    model = pnn_ext.convert(model, degree=DEGREE)
+    acts = [block[1] for block in model]
+    assert all(isinstance(a, PolyActivation) for a in acts)
+    keys = [a.target for a in acts]
+    assert keys[:5] == ["relu", "relu6", "hardtanh(max_val=3.0, min_val=-2.0)", "leaky_relu(negative_slope=0.2)",
+                        "leaky_relu"]
+    assert keys[8:10] == ["gelu", "gelu(approximate='tanh')"] and keys[-1] == "softplus(beta=2.0, threshold=5.0)"
+    assert len(set(keys)) == len(keys)  # each parametrised target has its own fit...
+    for a, key in zip(acts, keys):
+        np.testing.assert_allclose(a.coeffs.double().numpy(), fitting.fit(key, DEGREE).coeffs, rtol=1e-6, atol=1e-6)
+    shared = pnn_ext.convert(nn.Sequential(nn.LeakyReLU(0.2), nn.Linear(2, 2), nn.LeakyReLU(0.2)), degree=DEGREE)
+    assert torch.equal(shared[0].coeffs, shared[2].coeffs)  # ... shared by equal targets
+    assert shared[0].coeffs is not shared[2].coeffs
+
+
+class Functional(nn.Module):
+    """Every functional spelling convert() rewrites, in one chain."""
+
+    def __init__(self):
+        super().__init__()
+        self.lin = nn.Linear(4, 4)
+
+    def forward(self, x):
+        x = self.lin(x)
+        x = F.relu(x)
+        x = torch.relu(x) * 0.5
+        x = x.relu() - 1
+        x = F.gelu(x, approximate="tanh")
+        x = torch.sigmoid(x) + x.sigmoid()
+        x = F.silu(x) + F.hardswish(x)
+        x = torch.tanh(x) - F.relu6(x)
+        x = F.leaky_relu(x, 0.2) + F.leaky_relu(x, negative_slope=0.3)
+        x = F.elu(x, alpha=0.5) + F.softplus(x, beta=2.0) + F.mish(x) + F.hardsigmoid(x) + F.selu(x) + F.celu(x)
+        return x
+
+
+FUNCTIONAL_TARGETS = ["relu", "relu", "relu", "gelu(approximate='tanh')", "sigmoid", "sigmoid", "silu", "hardswish",
+                      "tanh", "relu6", "leaky_relu(negative_slope=0.2)", "leaky_relu(negative_slope=0.3)",
+                      "elu(alpha=0.5)", "softplus(beta=2.0)", "mish", "hardsigmoid", "selu", "celu"]
+
+
+def _poly(key):
+    return PolyActivation(DEGREE, target=key, impl="reference")
+
+
+def test_functional_calls_rewritten():
+    torch.manual_seed(0)
+    model = Functional()
+    gm = pnn_ext.convert(model, degree=DEGREE, impl="reference")
+    assert isinstance(gm, ConvertedGraphModule) and gm.lin is model.lin
+    polys = [m for n, m in gm.named_children() if n.startswith("pnn_")]
+    assert sorted(p.target for p in polys) == sorted(FUNCTIONAL_TARGETS)
+    assert not any(n.startswith("pnn_") for n, _ in model.named_children())  # the original is left alone
+    x = torch.randn(5, 4, dtype=torch.float64)
+    gm.double()
+    out = gm(x)
+    assert terms(gm) == len(FUNCTIONAL_TARGETS)  # boundary_loss counts every call
+    assert pnn_ext.boundary_loss(gm).requires_grad
+    report = pnn_ext.polynomial_report(gm, x)
+    assert report.ok and report.polynomial_calls == len(FUNCTIONAL_TARGETS)
+    # The same chain with each call replaced by its polynomial, written out by hand.
+    p = {k: _poly(k).double() for k in set(FUNCTIONAL_TARGETS)}
+    h = model.lin.double()(x)
+    h = p["relu"](h)
+    h = p["relu"](h) * 0.5
+    h = p["relu"](h) - 1
+    h = p["gelu(approximate='tanh')"](h)
+    h = 2 * p["sigmoid"](h)
+    h = p["silu"](h) + p["hardswish"](h)
+    h = p["tanh"](h) - p["relu6"](h)
+    h = p["leaky_relu(negative_slope=0.2)"](h) + p["leaky_relu(negative_slope=0.3)"](h)
+    h = (p["elu(alpha=0.5)"](h) + p["softplus(beta=2.0)"](h) + p["mish"](h) + p["hardsigmoid"](h) + p["selu"](h)
+         + p["celu"](h))
+    torch.testing.assert_close(out, h, rtol=1e-5, atol=1e-5)  # the modules hold float32 coefficients
+
+
+class InPlace(nn.Module):
+    def __init__(self, kind):
+        super().__init__()
+        self.kind = kind
+
+    def forward(self, x):
+        y = x * 2
+        if self.kind == "F.relu_":
+            F.relu_(y)
+        elif self.kind == "torch.relu_":
+            torch.relu_(y)
+        elif self.kind == "method":
+            y.relu_()
+        else:
+            F.relu(y, inplace=True)
+        return y + 1  # reads y, which the in-place call changed
+
+
+@pytest.mark.parametrize("kind", ["F.relu_", "torch.relu_", "method", "inplace=True"])
+def test_inplace_calls_keep_their_meaning(kind):
+    gm = pnn_ext.convert(InPlace(kind), degree=DEGREE, impl="reference")
+    x = torch.linspace(-3, 3, 11, dtype=torch.float64)
+    (poly,) = poly_modules(gm)
+    torch.testing.assert_close(gm(x), poly.double()(2 * x) + 1)
+
+
+class Mode(nn.Module):
+    """The graph depends on the mode torch.fx traces it in."""
+
+    def forward(self, x):
+        return F.dropout(F.relu(x), 0.5, self.training)
+
+
+def test_train_and_eval_graphs_and_copies():
+    gm = pnn_ext.convert(Mode(), degree=DEGREE).eval()
+    x = torch.ones(1000)
+    torch.testing.assert_close(gm(x), gm(x))  # eval: no dropout baked in
+    gm.train()
+    assert (gm(x) == 0).any()
+    clone = copy.deepcopy(gm).eval()
+    torch.testing.assert_close(clone(x), gm.eval()(x))
+    state = gm.state_dict()
+    again = pnn_ext.convert(Mode(), degree=DEGREE)
+    again.load_state_dict(state)
+    assert state.keys() == again.state_dict().keys() and any(k.startswith("pnn_relu") for k in state)
+
+
+def test_no_functional_call_keeps_the_model():
+    model = nn.Sequential(nn.Linear(2, 2), nn.ReLU())
+    assert pnn_ext.convert(model, degree=DEGREE) is model
+
+
+class Untraceable(nn.Module):
+    def forward(self, x):
+        if x.sum() > 0:  # control flow on a value: torch.fx cannot follow it
+            return torch.relu(x)
+        return x
+
+
+def test_untraceable_model_is_a_clear_error():
+    with pytest.raises(ConvertError, match="torch.fx cannot trace Untraceable.*functional=False"):
+        pnn_ext.convert(Untraceable(), degree=DEGREE)
+    model = pnn_ext.convert(Untraceable(), degree=DEGREE, functional=False)
+    ops = pnn_ext.polynomial_report(model, torch.ones(3)).ops()
+    assert ops == {"comparison (gt)": 1, "value read by Python (item, if on a tensor)": 1, "relu": 1}
+
+
+@pytest.mark.parametrize("degree", [0, 129, True, 2.0, "8"])
+def test_degree_validated(degree):
+    with pytest.raises(ValueError, match="degree must be an integer in 1..128"):
+        pnn_ext.convert(nn.ReLU(), degree=degree)
+
+
+def test_bad_arguments():
+    with pytest.raises(ValueError, match="max_pool"):
+        pnn_ext.convert(nn.ReLU(), degree=2, max_pool="min")
+    with pytest.raises(ValueError, match="he_ready"):
+        pnn_ext.convert(nn.ReLU(), degree=2, he_ready=True, max_pool="keep", example_input=torch.ones(1))
+    with pytest.raises(ValueError, match="example_input"):
+        pnn_ext.convert(nn.ReLU(), degree=2, strict=True)
+    with pytest.raises(ValueError, match="types"):
+        pnn_ext.convert(nn.ReLU(), degree=2, types=(nn.Softmax,))
+
+
+def test_types_and_target_override():
+    model = pnn_ext.convert(nn.Sequential(nn.ReLU(), nn.SiLU()), degree=4, types=(nn.SiLU,))
+    assert isinstance(model[0], nn.ReLU) and model[1].target == "silu"
+    model = pnn_ext.convert(nn.Sequential(nn.ReLU(), nn.Sigmoid()), degree=4, target="tanh")
+    assert [m.target for m in model] == ["tanh", "tanh"]
+
+
+def test_register_target():
+    name = "test_convert_square_clip"
+    pnn_ext.register_target(name, lambda x, cap=4.0: np.minimum(x * x, cap))
+    try:
+        with pytest.raises(ValueError, match="already registered"):
+            pnn_ext.register_target(name, np.abs)
+        with pytest.raises(ValueError, match="identifier"):
+            pnn_ext.register_target("not a name", np.abs)
+        key = fitting.target_key(name, cap=9.0)
+        assert key == f"{name}(cap=9.0)" and fitting.target_key(name, cap=4.0) == name
+        fit = pnn_ext.fit(key, 4, 3.0)
+        t = np.linspace(-3, 3, 7)  # x^2 below the cap on all of [-3, 3]: exact at degree 4
+        np.testing.assert_allclose(fit(t), t * t, atol=1e-9)
+        model = pnn_ext.convert(nn.Sequential(nn.ReLU()), degree=4, target=key)
+        assert model[0].target == key
+        with pytest.raises(ValueError, match="no parameter"):
+            fitting.target_key(name, slope=1.0)
+    finally:
+        del fitting.TARGETS[name]
+
+
+def test_max_pool_to_average_pool_same_geometry():
+    x = torch.randn(2, 3, 11, 11, dtype=torch.float64)
+    pool = nn.MaxPool2d(3, 2, padding=1, ceil_mode=True)
+    model = pnn_ext.convert(nn.Sequential(pool, nn.AdaptiveMaxPool2d(2)), degree=2, max_pool="avg")
+    assert isinstance(model[0], nn.AvgPool2d) and isinstance(model[1], nn.AdaptiveAvgPool2d)
+    assert model[0](x).shape == pool(x).shape
+    # The padding is not counted: the corner window averages its 4 real inputs.
+    torch.testing.assert_close(model[0](x)[..., 0, 0], x[..., :2, :2].mean((-1, -2)))
+    torch.testing.assert_close(model(x), F.adaptive_avg_pool2d(F.avg_pool2d(x, 3, 2, 1, True, False), 2))
+    kept = pnn_ext.convert(nn.Sequential(nn.MaxPool2d(2), nn.MaxPool2d(2, dilation=2)), degree=2)
+    assert isinstance(kept[0], nn.MaxPool2d)  # off by default
+    dilated = pnn_ext.convert(nn.Sequential(nn.MaxPool2d(2, dilation=2)), degree=2, max_pool="avg")
+    assert isinstance(dilated[0], nn.MaxPool2d)  # no average-pooling counterpart: kept, and reported
+    assert pnn_ext.polynomial_report(dilated, x).ops() == {"max_pool2d": 1}
+
+
+class FunctionalPool(nn.Module):
+    def forward(self, x):
+        return F.adaptive_max_pool2d(F.max_pool2d(x, 3, 2, 1, ceil_mode=True), 2) + torch.max_pool2d(x, 11)
+
+
+def test_functional_max_pool_to_average():
+    x = torch.randn(2, 3, 11, 11, dtype=torch.float64)
+    gm = pnn_ext.convert(FunctionalPool(), degree=2, max_pool="avg")
+    expected = F.adaptive_avg_pool2d(F.avg_pool2d(x, 3, 2, 1, True, False), 2) + F.avg_pool2d(x, 11)
+    torch.testing.assert_close(gm(x), expected)
+    assert pnn_ext.polynomial_report(gm, x).ok
+
+
+class Mixed(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.norm = nn.LayerNorm(4)
+        self.bn = nn.BatchNorm1d(4)
+        self.scale = nn.Parameter(torch.full((4,), 2.0))
+
+    def forward(self, x):
+        x = self.bn(x) / self.scale        # affine: division by a parameter
+        x = x / x.norm(dim=-1, keepdim=True)  # division by a tensor (and a norm)
+        x = torch.softmax(self.norm(x), -1)
+        return x.amax(-1) + x.pow(2).sum(-1)
+
+
+def test_report_names_what_is_not_polynomial():
+    model = Mixed().train()
+    report = pnn_ext.polynomial_report(model, torch.randn(3, 4))
+    assert model.training  # the mode is restored
+    assert report.ops() == {"linalg_vector_norm": 1, "division by a tensor": 1, "layer_norm": 1, "softmax": 1,
+                            "amax": 1}
+    assert {(e.module, e.op) for e in report.entries} >= {("norm", "layer_norm"), ("", "softmax")}
+    assert "layer_norm" in str(report) and not report.ok
+    with pytest.raises(NotPolynomialError, match="softmax") as err:
+        pnn_ext.convert(Mixed(), degree=2, strict=True, example_input=torch.randn(3, 4))
+    assert err.value.report.ops()["layer_norm"] == 1
+
+
+def test_report_keeps_boundary_terms():
+    model = pnn_ext.convert(nn.Sequential(nn.Linear(2, 2), nn.ReLU()), degree=2)
+    model(torch.randn(4, 2))
+    before = list(model[1].boundary_terms)
+    pnn_ext.polynomial_report(model, torch.randn(3, 2))
+    assert model[1].boundary_terms == before
+
+
+# ----------------------------------------------------------------- torchvision zoo
+# name -> (PolyActivation modules, calls per forward, what the report says remains)
+ZOO = {
+    "resnet18": (9, 17, {}),
+    "mobilenet_v2": (35, 35, {}),
+    "mobilenet_v3_small": (42, 42, {}),
+    "efficientnet_b0": (65, 65, {}),
+    "regnet_y_400mf": (81, 81, {}),
+    "densenet121": (121, 121, {}),  # 120 modules + the F.relu of its forward
+    "squeezenet1_0": (26, 26, {}),
+    "vit_b_16": (12, 12, {"layer_norm": 25, "attention (native_multi_head_attention)": 12}),
+    "convnext_tiny": (18, 18, {"layer_norm": 23}),
+}
+X = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+
+
+def _zoo_model(name):
+    torchvision = pytest.importorskip("torchvision")
+    torch.manual_seed(0)
+    kw = {"image_size": 32} if name.startswith("vit") else {}  # 32x32 is 2x2 patches of 16
+    return torchvision.models.get_model(name, weights=None, num_classes=10, **kw)
+
+
+@pytest.fixture(scope="module")
+def zoo():
+    return {}
+
+
+@pytest.mark.parametrize("name", list(ZOO))
+def test_zoo_he_ready(name, zoo):
+    layers, calls, remains = ZOO[name]
+    model = _zoo_model(name)
+    before = pnn_ext.polynomial_report(model, X)
+    assert before.polynomial_layers == 0 and before.ops()  # activations (and pooling) to convert
+    try:
+        converted = pnn_ext.convert(model, degree=DEGREE, he_ready=True, example_input=X)
+        report = pnn_ext.polynomial_report(converted, X)
+    except NotPolynomialError as e:
+        converted, report = None, e.report
+    assert dict(report.ops()) == remains
+    assert report.polynomial_layers == layers and report.polynomial_calls == calls
+    if converted is None:  # strict refused: the same conversion, not strict, is the model to train
+        converted = pnn_ext.convert(_zoo_model(name), degree=DEGREE, max_pool="avg")
+    kinds = tuple(ACTIVATION_MODULES) + (nn.MaxPool2d, nn.AdaptiveMaxPool2d)
+    assert not any(isinstance(m, kinds) for m in converted.modules())
+    if isinstance(converted, torch.fx.GraphModule):
+        for node in converted.graph.nodes:
+            assert conversion._activation_call(node) is None and conversion._pool_call(node) is None
+    zoo[name] = converted
+
+
+@pytest.mark.parametrize("name", list(ZOO))
+def test_zoo_training_step(name, zoo):
+    if name not in zoo:
+        pytest.skip("test_zoo_he_ready failed")
+    model = zoo[name].train()
+    opt = torch.optim.SGD(model.parameters(), lr=1e-3)
+    out = model(X)
+    assert out.shape == (2, 10) and torch.isfinite(out).all()
+    assert terms(model) == ZOO[name][1]
+    bl = pnn_ext.boundary_loss(model)
+    loss = F.cross_entropy(out, torch.tensor([1, 2])) + pnn_ext.nn.LAMBDA * bl
+    before = [p.detach().clone() for p in model.parameters()]
+    loss.backward()
+    opt.step()
+    assert torch.isfinite(loss) and any(not torch.equal(a, p) for a, p in zip(before, model.parameters()))
+
+
+def test_convert_resnet18_and_boundary_loss():
+    torchvision = pytest.importorskip("torchvision")
+    model = pnn_ext.convert(torchvision.models.resnet18(num_classes=10), degree=8)
+    assert not any(isinstance(m, nn.ReLU) for m in model.modules())
+    acts = [m for m in model.modules() if isinstance(m, pnn_ext.PolyActivation)]
+    assert len(acts) == 9  # stem + one (reused) per BasicBlock
+    x = torch.randn(2, 3, 32, 32)
+    for _ in range(2):  # terms are per forward, not accumulated across forwards
+        model(x)
+        assert sum(len(a.boundary_terms) for a in acts) == 17  # the block ReLU is called twice
+    loss = pnn_ext.boundary_loss(model)
+    assert loss.requires_grad
+    expected = sum(t for a in acts for t in a.boundary_terms)
+    torch.testing.assert_close(loss, expected)
+
+
+def test_he_fold_accepts_converted_avg_pooled_cnn():
+    from pnn_ext.he import fold
+
+    torch.manual_seed(0)
+    cnn = nn.Sequential(nn.Conv2d(1, 3, 3, padding=1), nn.BatchNorm2d(3), nn.ReLU(), nn.MaxPool2d(2),
+                        nn.Conv2d(3, 4, 3), nn.SiLU(), nn.AdaptiveMaxPool2d(2), nn.Flatten(), nn.Linear(16, 5))
+    x = torch.randn(4, 1, 8, 8)
+    cnn(x)  # BatchNorm running statistics that are not the identity
+    model = pnn_ext.convert(cnn, degree=4, he_ready=True, example_input=x).eval()
+    assert isinstance(model[3], nn.AvgPool2d) and isinstance(model[6], nn.AdaptiveAvgPool2d)
+    he = fold(model, (1, 8, 8))
+    assert [type(layer).__name__ for layer in he.layers] == ["Affine", "Poly", "Affine", "Poly", "Affine"]
+    np.testing.assert_allclose(he(x), model.double()(x.double()).detach().numpy(), rtol=1e-9, atol=1e-9)
+
+
+def test_pnn_train_torchvision_report_and_refusal(capsys, monkeypatch):
+    pytest.importorskip("torchvision")
+    from pnn_ext.train import build_model
+    from pnn_ext.train.config import TrainConfig
+
+    model = build_model(TrainConfig(model="torchvision:mobilenet_v2", degree=4), (1, 16, 16), "image", 10)
+    assert {m.target for m in poly_modules(model)} == {"relu6"}  # its own target, not --target's relu
+    out = capsys.readouterr().out
+    assert out.startswith("torchvision:mobilenet_v2: 35 PolyActivation modules, 35 calls; nothing else")
+    vit = build_model(TrainConfig(model="torchvision:vit_b_16", degree=4), (3, 32, 32), "image", 10)
+    assert len(list(poly_modules(vit))) == 12 and "layer_norm" in capsys.readouterr().out
+    import torchvision
+
+    monkeypatch.setattr(torchvision.models, "get_model",
+                        lambda *a, **k: nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(3, 10)))
+    with pytest.raises(ValueError, match="torchvision:linear has no activation convert.. makes polynomial") as e:
+        build_model(TrainConfig(model="torchvision:linear", degree=4), (3, 1, 1), "image", 2)
+    assert "\n" not in str(e.value)
+    from pnn_ext.train import cli
+
+    args = ["--model", "torchvision:linear", "--dataset", "digits", "--epochs", "1", "--out-dir", "/nonexistent/x"]
+    assert cli.main(args) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("pnn-train: error: model torchvision:linear has no activation") and "\n" not in err
