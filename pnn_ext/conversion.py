@@ -14,6 +14,7 @@ from __future__ import annotations
 import copy
 import inspect
 import math
+import operator
 from collections.abc import Callable
 
 import numpy as np
@@ -117,10 +118,11 @@ class ConvertError(ValueError):
 
 
 class NotPolynomialError(ConvertError):
-    """convert(strict=True): operations that are not polynomial remain; ``report`` lists them."""
+    """convert(strict=True): operations that are not polynomial remain; ``report`` lists
+    them, ``model`` is the converted model (what convert would have returned)."""
 
-    def __init__(self, report):
-        self.report = report
+    def __init__(self, report, model: nn.Module | None = None):
+        self.report, self.model = report, model
         super().__init__(f"the converted model is not polynomial: {len(report.entries)} kinds of operation remain "
                          f"(module, op, calls):\n{report.table()}")
 
@@ -323,9 +325,10 @@ def _trace(model: nn.Module) -> fx.Graph:
     return _Tracer().trace(model)
 
 
-def _convert_functional(model: nn.Module, make: _Factory, max_pool: str) -> nn.Module:
+def _convert_functional(model: nn.Module, make: _Factory, max_pool: str, example_input) -> nn.Module:
     """``model`` itself when its traced graph has nothing to rewrite, else a
-    ConvertedGraphModule sharing ``model``'s submodules."""
+    ConvertedGraphModule sharing ``model``'s submodules (torch.export's module where
+    torch.fx cannot trace the model and ``example_input`` is given)."""
     was_training = model.training
     graphs = {}
     try:
@@ -333,11 +336,15 @@ def _convert_functional(model: nn.Module, make: _Factory, max_pool: str) -> nn.M
             model.train(mode)
             graphs[mode] = _trace(model)
     except Exception as e:  # fx raises many types (TraceError, TypeError, RuntimeError...)
+        model.train(was_training)
+        if example_input is not None:
+            return _convert_exported(model, make, max_pool, example_input)
         raise ConvertError(
             f"torch.fx cannot trace {type(model).__name__} to find its functional activations "
-            f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}). Pass functional=False to convert "
-            f"its activation modules only (pnn_ext.polynomial_report then lists what remains), or make its "
-            f"forward traceable (no Python control flow on tensor values)") from e
+            f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}). Pass example_input=... to "
+            f"trace it with torch.export instead, functional=False to convert its activation modules only "
+            f"(pnn_ext.polynomial_report then lists what remains), or make its forward traceable (no Python "
+            f"control flow on tensor values)") from e
     finally:
         model.train(was_training)
     made: dict[str, nn.Module] = {}
@@ -353,6 +360,130 @@ def _convert_functional(model: nn.Module, make: _Factory, max_pool: str) -> nn.M
         for module_name in made:
             delattr(model, module_name)
     return out.train(was_training)
+
+
+# ---------------------------------------------------------------- torch.export fallback
+@torch.library.custom_op("pnn_convert::poly_marker", mutates_args=())
+def _poly_marker(x: torch.Tensor, index: int) -> torch.Tensor:
+    """Stands for the ``index``-th PolyActivation while torch.export traces: one opaque
+    node per call, which becomes a call of that module again (its forward keeps boundary
+    terms, which a traced graph would drop)."""
+    return x.clone()
+
+
+@_poly_marker.register_fake
+def _(x, index):
+    return torch.empty_like(x)
+
+
+def _arg(node: fx.Node, i: int, name: str, default):
+    return node.args[i] if len(node.args) > i else node.kwargs.get(name, default)
+
+
+def _aten_activation(node: fx.Node) -> tuple[str, dict] | None:
+    """(target, parameters) of an ATen activation node of an exported graph, or None."""
+    if node.op != "call_function" or not isinstance(node.target, torch._ops.OpOverload):
+        return None
+    name = node.target.overloadpacket.__name__.rstrip("_")
+    if name in ("relu", "relu6", "selu", "silu", "mish", "hardswish", "hardsigmoid", "sigmoid", "tanh"):
+        return name, {}
+    if name == "hardtanh":
+        lo, hi = _arg(node, 1, "min_val", -1.0), _arg(node, 2, "max_val", 1.0)
+        return ("relu6", {}) if (lo, hi) == (0.0, 6.0) else ("hardtanh", {"min_val": lo, "max_val": hi})
+    if name == "leaky_relu":
+        return name, {"negative_slope": _arg(node, 1, "negative_slope", 0.01)}
+    if name == "celu":
+        return name, {"alpha": _arg(node, 1, "alpha", 1.0)}
+    if name == "elu":  # aten.elu(x, alpha, scale, input_scale) also spells CELU and SELU
+        alpha, scale, in_scale = (_arg(node, 1, "alpha", 1.0), _arg(node, 2, "scale", 1.0),
+                                  _arg(node, 3, "input_scale", 1.0))
+        if scale == 1.0 and in_scale == 1.0:
+            return "elu", {"alpha": alpha}
+        return ("celu", {"alpha": alpha}) if scale == 1.0 and in_scale == 1.0 / alpha else None
+    if name == "gelu":
+        return name, {"approximate": node.kwargs.get("approximate", "none")}
+    if name == "softplus":
+        return name, {"beta": _arg(node, 1, "beta", 1.0), "threshold": _arg(node, 2, "threshold", 20.0)}
+    return None
+
+
+_ATEN_MAX_POOLS = {"max_pool1d": torch.ops.aten.avg_pool1d.default, "max_pool2d": torch.ops.aten.avg_pool2d.default,
+                   "max_pool3d": torch.ops.aten.avg_pool3d.default}
+_ATEN_ADAPTIVE_MAX_POOLS = {"adaptive_max_pool1d": torch.ops.aten.adaptive_avg_pool1d.default,
+                            "adaptive_max_pool2d": torch.ops.aten.adaptive_avg_pool2d.default,
+                            "adaptive_max_pool3d": torch.ops.aten.adaptive_avg_pool3d.default}
+
+
+def _aten_pool(node: fx.Node) -> tuple | None:
+    """(average-pooling op, args, the node whose uses it takes) for an ATen max-pooling node."""
+    if node.op != "call_function" or not isinstance(node.target, torch._ops.OpOverload):
+        return None
+    name = node.target.overloadpacket.__name__
+    if name in _ATEN_MAX_POOLS and set(_tuple(_arg(node, 4, "dilation", 1))) <= {1}:
+        kernel = _arg(node, 1, "kernel_size", None)
+        return _ATEN_MAX_POOLS[name], (node.args[0], kernel, _arg(node, 2, "stride", []) or kernel,
+                                       _arg(node, 3, "padding", 0), _arg(node, 5, "ceil_mode", False), False), node
+    if name in _ATEN_ADAPTIVE_MAX_POOLS:  # (values, indices): only the values may be used
+        users = list(node.users)
+        if len(users) == 1 or all(u.target is operator.getitem for u in users):
+            values = [u for u in users if u.args[1] == 0]
+            if len(values) == 1 and all(not u.users for u in users if u.args[1] != 0):
+                return _ATEN_ADAPTIVE_MAX_POOLS[name], (node.args[0], node.args[1]), values[0]
+    return None
+
+
+def _convert_exported(model: nn.Module, make: _Factory, max_pool: str, example_input) -> nn.Module:
+    """torch.export's module of ``model`` with its activations (left by fx) rewritten."""
+    polys = list(poly_modules(model))
+    for i, m in enumerate(polys):
+        m.forward = lambda x, i=i: torch.ops.pnn_convert.poly_marker(x, i)
+    args = example_input if isinstance(example_input, tuple) else (example_input,)
+    try:
+        gm = torch.export.export(model, args).module()
+    except Exception as e:
+        raise ConvertError(
+            f"neither torch.fx nor torch.export can trace {type(model).__name__} to find its functional "
+            f"activations ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}). Pass "
+            f"functional=False to convert its activation modules only (pnn_ext.polynomial_report then "
+            f"lists what remains)") from e
+    finally:
+        for m in polys:
+            del m.forward
+            m.boundary_terms, m.range_stats = [], None
+    paths = {m: n for n, m in model.named_modules()}
+    graph = gm.graph
+    for node in list(graph.nodes):
+        if node.op != "call_function":
+            continue
+        if node.target is torch.ops.pnn_convert.poly_marker.default:
+            # Back at its own path, where torch.export left a holder of its coefficients.
+            module, module_name = polys[node.args[1]], paths[polys[node.args[1]]]
+            parent, _, leaf = module_name.rpartition(".")
+            try:
+                gm.get_submodule(parent).register_module(leaf, module)
+            except AttributeError:
+                module_name = f"pnn_{node.name}"
+                gm.add_module(module_name, module)
+        elif (act := _aten_activation(node)) is not None:
+            module_name = f"pnn_{node.name}"
+            gm.add_module(module_name, make(*act))
+        elif max_pool == "avg" and (pool := _aten_pool(node)) is not None:
+            fn, args, used = pool
+            with graph.inserting_after(node):
+                new = graph.call_function(fn, args)
+            used.replace_all_uses_with(new)
+            for n in [*node.users, node]:
+                graph.erase_node(n)
+            continue
+        else:
+            continue
+        with graph.inserting_after(node):
+            new = graph.call_module(module_name, (node.args[0],))
+        node.replace_all_uses_with(new)
+        graph.erase_node(node)
+    graph.lint()
+    gm.recompile()
+    return gm
 
 
 def convert(model: nn.Module, degree: int = fitting.DEGREE, bound: float | None = None, alpha: float | None = None,
@@ -376,7 +507,11 @@ def convert(model: nn.Module, degree: int = fitting.DEGREE, bound: float | None 
       whose graph calls a new PolyActivation submodule (``pnn_<call>``) per call
       site; the other submodules are ``model``'s own. In-place calls become out of
       place, and later reads of their argument read the result. A model torch.fx
-      cannot trace raises :class:`ConvertError` (``functional=False`` skips tracing).
+      cannot trace is traced by torch.export when ``example_input`` is given: the
+      result is torch.export's GraphModule, fixed to the model's current mode and to
+      ``example_input``'s shapes (torch.export's limits: its ``train()``/``eval()``
+      raise). Else, or when torch.export fails too, :class:`ConvertError`
+      (``functional=False`` skips tracing).
     * **Max-pooling** (``max_pool="avg"``): MaxPool1/2/3d and AdaptiveMaxPool1/2/3d
       modules and ``F.max_pool2d``-style calls become average pooling of the same
       kernel, stride, padding and ``ceil_mode``, with ``count_include_pad=False``
@@ -384,8 +519,8 @@ def convert(model: nn.Module, degree: int = fitting.DEGREE, bound: float | None 
       ``"keep"``; dilated pooling and ``return_indices`` are kept.
     * ``he_ready=True``: ``max_pool="avg"`` and ``strict=True``.
     * ``strict=True``: runs :func:`pnn_ext.polynomial_report` on ``example_input``
-      and raises :class:`NotPolynomialError` (with the report) if any operation that
-      is not a polynomial, an affine map or linear pooling remains.
+      and raises :class:`NotPolynomialError` (with the report and the converted model)
+      if any operation that is not a polynomial, an affine map or linear pooling remains.
 
     ``target`` fits every replacement to that target instead (a key of
     :data:`pnn_ext.fitting.TARGETS`, see :func:`pnn_ext.register_target`). ``impl``
@@ -410,14 +545,14 @@ def convert(model: nn.Module, degree: int = fitting.DEGREE, bound: float | None 
     make = _Factory(degree, bound, alpha, basis, learnable, method, impl, target)
     _replace_modules(model, make, types, max_pool)
     if functional:
-        model = _convert_functional(model, make, max_pool)
+        model = _convert_functional(model, make, max_pool, example_input)
     track(model)
     if strict:
         from .readiness import polynomial_report
 
         report = polynomial_report(model, example_input)
         if report.entries:
-            raise NotPolynomialError(report)
+            raise NotPolynomialError(report, model)
     return model
 
 

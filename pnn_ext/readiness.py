@@ -152,13 +152,20 @@ class _Recorder(TorchDispatchMode):
         return False
 
 
+def _set_mode(model: nn.Module, training: bool) -> None:
+    try:
+        model.train(training)
+    except NotImplementedError:  # torch.export's modules are fixed to the mode they were exported in
+        pass
+
+
 def polynomial_report(model: nn.Module, example_input) -> PolynomialReport:
     """Every operation one forward of ``model`` on ``example_input`` (a tensor, or a tuple
     of positional arguments) runs that is not a polynomial, an affine map or linear
     pooling: softmax, layer_norm, division by a tensor, max-pooling, attention, and
     activations left as they are. Entries are (module path, module type, op, calls),
-    in the order first met. The model runs in eval mode without gradients; its mode
-    is restored."""
+    in the order first met. The model runs in eval mode without gradients (a
+    torch.export module, fixed to its mode, in that mode); its mode is restored."""
     inputs = example_input if isinstance(example_input, tuple) else (example_input,)
     where: list = []
     handles = []
@@ -186,11 +193,11 @@ def polynomial_report(model: nn.Module, example_input) -> PolynomialReport:
 
     handles += [m.register_forward_hook(count) for m in polys]
     try:
-        model.eval()
+        _set_mode(model, False)
         with torch.no_grad(), recorder:
             model(*inputs)
     finally:
-        model.train(was_training)
+        _set_mode(model, was_training)
         for h in handles:
             h.remove()
         for m, (terms, stats) in zip(polys, kept):  # the report's forward is not a training step

@@ -167,17 +167,52 @@ def test_no_functional_call_keeps_the_model():
 
 class Untraceable(nn.Module):
     def forward(self, x):
-        if x.sum() > 0:  # control flow on a value: torch.fx cannot follow it
+        if x.sum() > 0:  # control flow on a value: neither torch.fx nor torch.export follows it
             return torch.relu(x)
         return x
 
 
 def test_untraceable_model_is_a_clear_error():
-    with pytest.raises(ConvertError, match="torch.fx cannot trace Untraceable.*functional=False"):
+    with pytest.raises(ConvertError, match="torch.fx cannot trace Untraceable.*example_input.*functional=False"):
         pnn_ext.convert(Untraceable(), degree=DEGREE)
+    with pytest.raises(ConvertError, match="neither torch.fx nor torch.export can trace Untraceable"):
+        pnn_ext.convert(Untraceable(), degree=DEGREE, example_input=torch.ones(3))
     model = pnn_ext.convert(Untraceable(), degree=DEGREE, functional=False)
     ops = pnn_ext.polynomial_report(model, torch.ones(3)).ops()
     assert ops == {"comparison (gt)": 1, "value read by Python (item, if on a tensor)": 1, "relu": 1}
+
+
+class ShapeBranch(nn.Module):
+    """torch.fx cannot branch on a shape; torch.export, given an input, can."""
+
+    def __init__(self):
+        super().__init__()
+        self.lin = nn.Linear(4, 4)
+        self.act = nn.LeakyReLU(0.2)
+
+    def forward(self, x):
+        if x.shape[0] > 1:
+            x = F.gelu(self.lin(x), approximate="tanh")
+            F.relu_(x)
+        return F.max_pool1d(self.act(x)[:, None], 2) + F.adaptive_max_pool1d(torch.sigmoid(x)[:, None], 1)
+
+
+def test_torch_export_where_fx_cannot_trace():
+    torch.manual_seed(0)
+    x = torch.randn(3, 4)
+    model = ShapeBranch().eval()
+    gm = pnn_ext.convert(model, degree=DEGREE, example_input=x, max_pool="avg", impl="reference")
+    assert gm.act is model.act  # the module converted in place, at its own path
+    targets = sorted(m.target for m in poly_modules(gm))
+    assert targets == sorted(["gelu(approximate='tanh')", "relu", "leaky_relu(negative_slope=0.2)", "sigmoid"])
+    assert pnn_ext.polynomial_report(gm, x).ok
+    out = gm(x)
+    assert terms(gm) == 4
+    p = {m.target: m for m in poly_modules(gm)}
+    h = p["relu"](p["gelu(approximate='tanh')"](model.lin(x)))
+    expected = F.avg_pool1d(p["leaky_relu(negative_slope=0.2)"](h)[:, None], 2) + p["sigmoid"](h)[:, None].mean(
+        -1, keepdim=True)
+    torch.testing.assert_close(out, expected)
 
 
 @pytest.mark.parametrize("degree", [0, 129, True, 2.0, "8"])
@@ -326,12 +361,10 @@ def test_zoo_he_ready(name, zoo):
     try:
         converted = pnn_ext.convert(model, degree=DEGREE, he_ready=True, example_input=X)
         report = pnn_ext.polynomial_report(converted, X)
-    except NotPolynomialError as e:
-        converted, report = None, e.report
+    except NotPolynomialError as e:  # strict refused; the converted model comes with the error
+        converted, report = e.model, e.report
     assert dict(report.ops()) == remains
     assert report.polynomial_layers == layers and report.polynomial_calls == calls
-    if converted is None:  # strict refused: the same conversion, not strict, is the model to train
-        converted = pnn_ext.convert(_zoo_model(name), degree=DEGREE, max_pool="avg")
     kinds = tuple(ACTIVATION_MODULES) + (nn.MaxPool2d, nn.AdaptiveMaxPool2d)
     assert not any(isinstance(m, kinds) for m in converted.modules())
     if isinstance(converted, torch.fx.GraphModule):
