@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import pnn_ext
-from pnn_ext import conversion, fitting
+from pnn_ext import fitting, fx_convert
 from pnn_ext.conversion import ACTIVATION_MODULES, ConvertedGraphModule, ConvertError, NotPolynomialError
 from pnn_ext.nn import PolyActivation, poly_modules
 
@@ -369,7 +369,7 @@ def test_zoo_he_ready(name, zoo):
     assert not any(isinstance(m, kinds) for m in converted.modules())
     if isinstance(converted, torch.fx.GraphModule):
         for node in converted.graph.nodes:
-            assert conversion._activation_call(node) is None and conversion._pool_call(node) is None
+            assert fx_convert._activation_call(node) is None and fx_convert._pool_call(node) is None
     zoo[name] = converted
 
 

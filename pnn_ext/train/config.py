@@ -27,7 +27,7 @@ CHOICES = {
     "act_position": models.ACT_POSITIONS,
     "norm": models.NORMS,
     "basis": BASES,
-    "target": ("relu", "silu", "gelu"),
+    "target": tuple(fitting.TARGETS),
     "fit_method": fitting.METHODS,
     "clip": ("selective", "all", "none"),
     "scheduler": ("plateau", "cosine", "none"),
