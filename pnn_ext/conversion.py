@@ -60,8 +60,9 @@ class NotPolynomialError(ConvertError):
 
     def __init__(self, report, model: nn.Module | None = None):
         self.report, self.model = report, model
-        super().__init__(f"the converted model is not polynomial: {len(report.entries)} kinds of operation remain "
-                         f"(module, op, calls):\n{report.table()}")
+        left = ", ".join(f"{op} x{n}" for op, n in report.ops().most_common())
+        super().__init__(f"the converted model is not polynomial: {left} remain; by module (module, type, op, "
+                         f"calls):\n{report.table()}")
 
 
 def _avg_pool(m: nn.Module) -> nn.Module | None:

@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import fx, nn
 
-from .nn import PolyActivation
+from .nn import PolyActivation, track
 
 
 class ConvertError(ValueError):
@@ -204,7 +204,7 @@ class ConvertedGraphModule(fx.GraphModule):
         # the same copies, one of them res.graph.
         res._pnn_graphs = copy.deepcopy(self._pnn_graphs, memo)
         res._adopt(lambda target: res.add_module(target, copy.deepcopy(self.get_submodule(target), memo)))
-        return res
+        return track(res) if self.__dict__.get("_pnn_tracked") else res  # GraphModule drops forward hooks
 
     def train(self, mode: bool = True):
         graphs = self.__dict__.get("_pnn_graphs")

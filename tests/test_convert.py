@@ -155,6 +155,8 @@ def test_train_and_eval_graphs_and_copies():
     assert (gm(x) == 0).any()
     clone = copy.deepcopy(gm).eval()
     torch.testing.assert_close(clone(x), gm.eval()(x))
+    clone(x)
+    assert terms(clone) == 1  # still tracked: the terms of one forward
     state = gm.state_dict()
     again = pnn_ext.convert(Mode(), degree=DEGREE)
     again.load_state_dict(state)
