@@ -12,6 +12,7 @@ from collections.abc import Callable
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from . import fitting
@@ -120,7 +121,18 @@ def _replace_modules(parent: nn.Module, make: _Factory, types: tuple[type, ...],
         elif max_pool == "avg" and (avg := _avg_pool(child)) is not None:
             setattr(parent, name, avg)
         else:
+            _transformer_activation(child, make)
             _replace_modules(child, make, types, max_pool)
+
+
+def _transformer_activation(layer: nn.Module, make: _Factory) -> None:
+    """nn.Transformer*Layer(activation="relu" / "gelu") keeps F.relu / F.gelu as an
+    attribute, inside a torch.nn module torch.fx does not enter: it gets a module."""
+    if isinstance(layer, (nn.TransformerEncoderLayer, nn.TransformerDecoderLayer)) \
+            and layer.activation in (F.relu, F.gelu):
+        layer.activation = make("relu" if layer.activation is F.relu else "gelu", {})
+        if hasattr(layer, "activation_relu_or_gelu"):
+            layer.activation_relu_or_gelu = 0  # the fused fast path would call F.relu / F.gelu itself
 
 
 def convert(model: nn.Module, degree: int = fitting.DEGREE, bound: float | None = None, alpha: float | None = None,

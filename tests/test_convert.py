@@ -290,3 +290,18 @@ def test_functional_max_pool_to_average():
     expected = F.adaptive_avg_pool2d(F.avg_pool2d(x, 3, 2, 1, True, False), 2) + F.avg_pool2d(x, 11)
     torch.testing.assert_close(gm(x), expected)
     assert pnn_ext.polynomial_report(gm, x).ok
+
+
+def test_transformer_layers_activation():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.TransformerEncoderLayer(8, 2, 16, batch_first=True),
+                          nn.TransformerEncoderLayer(8, 2, 16, activation="gelu", batch_first=True),
+                          nn.TransformerEncoderLayer(8, 2, 16, activation=nn.SiLU(), batch_first=True))
+    x = torch.randn(2, 5, 8)
+    model = pnn_ext.convert(model, degree=DEGREE)
+    assert [layer.activation.target for layer in model] == ["relu", "gelu", "silu"]
+    report = pnn_ext.polynomial_report(model, x)
+    assert report.ops() == {"layer_norm": 6, "attention (native_multi_head_attention)": 3}
+    assert report.polynomial_calls == 3
+    model(x)
+    assert terms(model) == 3
