@@ -126,6 +126,8 @@ def test_pnn_train_torchvision_report_and_refusal(capsys, monkeypatch):
     assert out.startswith("torchvision:mobilenet_v2: 35 PolyActivation modules, 35 calls; nothing else")
     vit = build_model(TrainConfig(model="torchvision:vit_b_16", degree=4), (3, 32, 32), "image", 10)
     assert len(list(poly_modules(vit))) == 12 and "layer_norm" in capsys.readouterr().out
+    with pytest.raises(ValueError, match=r"torchvision:squeezenet1_0 cannot run on samples of shape \(1, 8, 8\)"):
+        build_model(TrainConfig(model="torchvision:squeezenet1_0", degree=4), (1, 8, 8), "image", 10)
     import torchvision
 
     monkeypatch.setattr(torchvision.models, "get_model",

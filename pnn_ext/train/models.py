@@ -42,7 +42,11 @@ def _torchvision(name: str, in_shape, num_classes: int) -> nn.Module:
 
 def _torchvision_report(name: str, model: nn.Module, in_shape) -> None:
     """Print what is left that is not polynomial; refuse a polynomial run without a polynomial."""
-    report = polynomial_report(model, torch.zeros(2, *in_shape))
+    try:
+        report = polynomial_report(model, torch.zeros(2, *in_shape))
+    except RuntimeError as e:  # the first forward: a model too deep for the image size fails here
+        raise ValueError(f"model {name} cannot run on samples of shape {tuple(in_shape)}: "
+                         f"{str(e).splitlines()[0]}") from None
     if not report.polynomial_layers:
         raise ValueError(f"model {name} has no activation convert() makes polynomial ({report.summary()}): "
                          f"a 'poly' run of it would train no polynomial; use --activation relu")
