@@ -248,10 +248,13 @@ def prepare(arrays: dict[str, np.ndarray], *, name: str, layout: str = "auto", v
                 test=TensorDataset(norm(x_te), y_te), augment=use_aug)
 
 
-def load(cfg) -> Data:
-    """The dataset a TrainConfig asks for."""
-    arrays = load_arrays(cfg.dataset, cfg.data_dir)
-    return prepare(arrays, name=cfg.dataset, layout=cfg.layout, val_fraction=cfg.val_fraction,
+def load(cfg, arrays: dict[str, np.ndarray] | None = None) -> Data:
+    """The dataset a TrainConfig asks for (from ``arrays`` when given: pnn-sweep reads
+    them once per worker process)."""
+    if arrays is None:
+        arrays = load_arrays(cfg.dataset, cfg.data_dir)
+    layout = "sequence" if cfg.layout == "auto" and cfg.model == "cnn1d" else cfg.layout  # N×H×W as N×C×T
+    return prepare(arrays, name=cfg.dataset, layout=layout, val_fraction=cfg.val_fraction,
                    train_subset=cfg.train_subset, augment=cfg.augment, seed=cfg.seed)
 
 

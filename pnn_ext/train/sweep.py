@@ -146,13 +146,12 @@ _ARRAYS: dict[tuple[str, str], dict] = {}
 
 def _data(cfg):
     """The run's data; the raw arrays are read once per worker process, not per run."""
-    from .data import load_arrays, prepare
+    from .data import load, load_arrays
     key = (cfg.dataset, cfg.data_dir)
     if key not in _ARRAYS:
         _ARRAYS.clear()
         _ARRAYS[key] = load_arrays(cfg.dataset, cfg.data_dir)
-    return prepare(_ARRAYS[key], name=cfg.dataset, layout=cfg.layout, val_fraction=cfg.val_fraction,
-                   train_subset=cfg.train_subset, augment=cfg.augment, seed=cfg.seed)
+    return load(cfg, _ARRAYS[key])
 
 
 def run_one(argv: list[str], out: str) -> str:
