@@ -6,6 +6,7 @@ import torch
 from torch import nn
 
 from ..models import MLP, ResNet18, SmallCNN, kaiming_uniform_init
+from ..models import CNN1d
 from ..nn import convert
 
 
@@ -48,12 +49,19 @@ def build_model(cfg, in_shape: tuple[int, ...], layout: str, num_classes: int) -
         model = MLP(features, num_classes, cfg.hidden_sizes(), cfg.norm, cfg.act_position, cfg.dropout)
     elif name == "small-cnn":
         model = SmallCNN(in_shape[0], num_classes, in_shape[1:], cfg.norm, cfg.act_position, cfg.dropout)
+    elif name == "cnn1d":
+        if layout != "sequence":
+            raise ValueError(f"model cnn1d needs sequences (N, C, T); {cfg.dataset} has layout {layout}: "
+                             f"use --layout sequence")
+        model = CNN1d(in_shape[0], num_classes, in_shape[1], norm=cfg.norm, act_position=cfg.act_position,
+                      dropout=cfg.dropout)
     elif name == "resnet18":
         model = ResNet18(in_shape[0], num_classes, cfg.norm, cfg.act_position, cfg.dropout)
     else:
         model = _torchvision(name.split(":", 1)[1], in_shape, num_classes)
     kaiming_uniform_init(model)
     if cfg.activation == "poly":
-        convert(model, degree=cfg.degree, bound=cfg.bound, alpha=cfg.alpha, basis=cfg.basis,
+        # --bound auto starts from the preset; the trainer calibrates (pnn_ext.train.calibrate)
+        convert(model, degree=cfg.degree, bound=None if cfg.bound == "auto" else cfg.bound, alpha=cfg.alpha, basis=cfg.basis,
                 learnable=cfg.learnable, method=cfg.fit_method, target=cfg.target)
     return model

@@ -1,0 +1,69 @@
+"""``--bound auto``: B per polynomial layer from the inputs it sees at initialisation.
+
+Rule: B_i = margin x (the ``quantile`` of |x| reaching layer i), measured in one
+forward of a few training samples. The pass runs in training mode (BatchNorm
+normalises with batch statistics, as in training) with BatchNorm's running
+statistics and the random number generators put back afterwards, so the run
+that follows is the run it would have been with those B. A forward pre-hook
+moves each layer's B (refitting its polynomial, PolyActivation.set_bound)
+just before the layer runs, so every layer is measured behind layers that are
+already calibrated: an uncalibrated early layer would hand later ones inputs
+blown up by a polynomial evaluated outside its interval. A module called more
+than once per forward keeps the largest B its calls ask for. The margin and
+quantile defaults come from pnn-sweep's B maps (README, "Stability map").
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torch.nn.modules.batchnorm import _BatchNorm
+
+from ..nn import PolyActivation
+
+MAX_VALUES = 1 << 20  # |x| values per layer the quantile is taken over (a random subset beyond)
+FLOOR = 1e-3          # the quantile of a dead layer (all zeros) would make B = 0
+
+
+def calibrate(model: nn.Module, x: torch.Tensor, quantile: float, margin: float, seed: int = 0) -> list[dict]:
+    """Set every PolyActivation's B in ``model`` from one forward of ``x``; returns per
+    layer {"layer", "quantile_abs_x", "max_abs_x", "bound"}."""
+    polys = [(name, m) for name, m in model.named_modules() if isinstance(m, PolyActivation)]
+    records: dict[str, dict] = {}
+    gen = torch.Generator().manual_seed(seed)
+
+    def hook(name: str):
+        def pre(module: PolyActivation, args):
+            v = args[0].detach().abs().flatten().float()
+            if v.numel() > MAX_VALUES:
+                v = v[torch.randperm(v.numel(), generator=gen)[:MAX_VALUES].to(v.device)]
+            q, top = float(torch.quantile(v, quantile)), float(v.max())
+            bound = margin * max(q, FLOOR)
+            seen = records.get(name)
+            if seen is None or bound > seen["bound"]:
+                module.set_bound(bound)
+                records[name] = {"layer": name, "quantile_abs_x": q, "max_abs_x": top, "bound": module.bound}
+        return pre
+
+    bn = [b for m in model.modules() if isinstance(m, _BatchNorm) for b in m.buffers(recurse=False)]
+    saved_bn = [b.clone() for b in bn]
+    was_training = model.training
+    handles = [m.register_forward_pre_hook(hook(name)) for name, m in polys]
+    devices = [x.device] if x.device.type == "cuda" else []
+    try:
+        with torch.random.fork_rng(devices=devices), torch.no_grad():
+            model.train()
+            model(x)
+    finally:
+        for h in handles:
+            h.remove()
+        for b, s in zip(bn, saved_bn):
+            b.copy_(s)
+        model.train(was_training)
+    return [records[name] for name, _ in polys if name in records]
+
+
+def calibrate_run(model: nn.Module, train_set, cfg, device: torch.device) -> list[dict]:
+    """pnn-train's calibration: cfg.calibrate_samples training samples chosen by the run's seed."""
+    xs = train_set.tensors[0]
+    pick = torch.randperm(len(xs), generator=torch.Generator().manual_seed(cfg.seed))[:cfg.calibrate_samples]
+    return calibrate(model, xs[pick].to(device), cfg.calibrate_quantile, cfg.calibrate_margin, cfg.seed)
