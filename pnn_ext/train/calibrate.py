@@ -1,7 +1,8 @@
 """``--bound auto``: B per polynomial layer from the inputs it sees at initialisation.
 
-Rule: B_i = margin x (the ``quantile`` of |x| reaching layer i), measured in one
-forward of a few training samples. The pass runs in training mode (BatchNorm
+Rule: alpha * B_i = margin x (the ``quantile`` of |x| reaching layer i), measured
+in one forward of a few training samples: the boundary penalty, which starts at
+alpha * B, then starts ``margin`` times beyond the inputs the layer sees at first. The pass runs in training mode (BatchNorm
 normalises with batch statistics, as in training) with BatchNorm's running
 statistics and the random number generators put back afterwards, so the run
 that follows is the run it would have been with those B. A forward pre-hook
@@ -25,8 +26,8 @@ FLOOR = 1e-3          # the quantile of a dead layer (all zeros) would make B = 
 
 
 def calibrate(model: nn.Module, x: torch.Tensor, quantile: float, margin: float, seed: int = 0) -> list[dict]:
-    """Set every PolyActivation's B in ``model`` from one forward of ``x``; returns per
-    layer {"layer", "quantile_abs_x", "max_abs_x", "bound"}."""
+    """Set every PolyActivation's B in ``model`` from one forward of ``x`` (B = margin x
+    quantile / alpha); returns per layer {"layer", "quantile_abs_x", "max_abs_x", "bound"}."""
     polys = [(name, m) for name, m in model.named_modules() if isinstance(m, PolyActivation)]
     records: dict[str, dict] = {}
     gen = torch.Generator().manual_seed(seed)
@@ -37,7 +38,7 @@ def calibrate(model: nn.Module, x: torch.Tensor, quantile: float, margin: float,
             if v.numel() > MAX_VALUES:
                 v = v[torch.randperm(v.numel(), generator=gen)[:MAX_VALUES].to(v.device)]
             q, top = float(torch.quantile(v, quantile)), float(v.max())
-            bound = margin * max(q, FLOOR)
+            bound = margin * max(q, FLOOR) / module.alpha
             seen = records.get(name)
             if seen is None or bound > seen["bound"]:
                 module.set_bound(bound)
