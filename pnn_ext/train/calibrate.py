@@ -2,10 +2,10 @@
 
 Rule: alpha * B_i = margin x (the ``quantile`` of |x| reaching layer i), measured
 in one forward of a few training samples: the boundary penalty, which starts at
-alpha * B, then starts ``margin`` times beyond the inputs the layer sees at first. The pass runs in training mode (BatchNorm
-normalises with batch statistics, as in training) with BatchNorm's running
-statistics and the random number generators put back afterwards, so the run
-that follows is the run it would have been with those B. A forward pre-hook
+alpha * B, then starts ``margin`` times beyond the inputs the layer sees at first.
+The pass runs in training mode (BatchNorm normalises with batch statistics, as
+in training) with BatchNorm's running statistics and the random number
+generators put back afterwards, so the run that follows is the run it would have been with those B. A forward pre-hook
 moves each layer's B (refitting its polynomial, PolyActivation.set_bound)
 just before the layer runs, so every layer is measured behind layers that are
 already calibrated: an uncalibrated early layer would hand later ones inputs

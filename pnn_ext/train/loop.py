@@ -294,7 +294,8 @@ class Trainer:
             nonfinite_steps=self.nonfinite, rollbacks=self.rollbacks, lr_scale=self.lr_scale,
             epochs_completed=self.epoch, steps=self.step, total_time_s=seconds,
             parameters=sum(p.numel() for p in self.model.parameters()), poly_layers=len(self.polys),
-            bounds=[m.bound for m in self.polys], calibration=self.calibration, max_abs_x_over_b=max(  # over completed epochs (pnn-sweep's map)
+            bounds=[m.bound for m in self.polys], calibration=self.calibration,
+            max_abs_x_over_b=max(  # over the completed epochs, for pnn-sweep's map
                 (x / m.bound for r in self.history for x, m in zip(r["layer_max_abs_x"], self.polys)), default=None),
             world_size=self.dist.world, command=self.command, environment=artifacts.environment(self.device),
             config=self.cfg.to_dict())

@@ -5,8 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..models import MLP, ResNet18, SmallCNN, kaiming_uniform_init
-from ..models import CNN1d
+from ..models import MLP, CNN1d, ResNet18, SmallCNN, kaiming_uniform_init
 from ..nn import convert
 
 
@@ -62,6 +61,6 @@ def build_model(cfg, in_shape: tuple[int, ...], layout: str, num_classes: int) -
     kaiming_uniform_init(model)
     if cfg.activation == "poly":
         # --bound auto starts from the preset; the trainer calibrates (pnn_ext.train.calibrate)
-        convert(model, degree=cfg.degree, bound=None if cfg.bound == "auto" else cfg.bound, alpha=cfg.alpha, basis=cfg.basis,
-                learnable=cfg.learnable, method=cfg.fit_method, target=cfg.target)
+        convert(model, degree=cfg.degree, bound=None if cfg.bound == "auto" else cfg.bound, alpha=cfg.alpha,
+                basis=cfg.basis, learnable=cfg.learnable, method=cfg.fit_method, target=cfg.target)
     return model

@@ -136,8 +136,8 @@ def maps(report: dict) -> list[str]:
     for title, _, cells in _pages(report):
         for variant in report["variants"]:
             by = {(c["axes"][rows_name], c["axes"].get(cols_name, "")): c for c in cells if c["variant"] == variant}
-            head = f"**{variant}**" + (f" ({title})" if title else "") + f": final test accuracy %, rows {rows_name}" + (
-                f", columns {cols_name}" if cols_name else "")
+            head = (f"**{variant}**" + (f" ({title})" if title else "") + f": final test accuracy %, rows {rows_name}"
+                    + (f", columns {cols_name}" if cols_name else ""))
             lines = [head, "", "| " + rows_name + " | " + " | ".join(f"{cols_name} {v}".strip() for v in cols) + " |",
                      "|---:|" + "---:|" * len(cols)]
             for r in rows:
