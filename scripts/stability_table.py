@@ -88,11 +88,13 @@ def cliff(label: str, report: dict, variant: str = "full") -> list[str]:
     for degree in axes.get("degree", []):
         series = []
         for b in axes["bound"]:
-            if b in ("auto", "none"):
+            if b == "auto":
                 continue
             c = cells.get((key({k: v[0] for k, v in report["axes"]}, bound=b, degree=degree), variant))
-            if c and c["acc_mean"] is not None and not c["diverged"]:
-                series.append((float(b), c["acc_mean"], c))
+            if c and c["finished"]:  # a cell with a diverged run counts as failed
+                m = 0.0 if c["diverged"] or c["acc_mean"] is None else c["acc_mean"]
+                series.append((preset(int(degree))[0] if b == "none" else float(b), m, c))
+        series.sort(key=lambda s: s[0])
         if not series:
             continue
         best = max(m for _, m, _ in series)

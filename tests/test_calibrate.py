@@ -97,7 +97,7 @@ def test_auto_run_records_bounds_and_folds_unchanged(tmp_path):
     s = json.loads((out / "summary.json").read_text())
     assert s["config"]["bound"] == "auto" and len(s["bounds"]) == 2
     assert [r["bound"] for r in s["calibration"]] == s["bounds"]
-    assert all(0.5 * r["bound"] == pytest.approx(4.0 * r["quantile_abs_x"]) for r in s["calibration"])  # alpha 0.5
+    assert all(0.5 * r["bound"] == pytest.approx(2.5 * r["quantile_abs_x"]) for r in s["calibration"])  # alpha 0.5
     assert len(set(s["bounds"])) == 2 and 35.0 not in s["bounds"]   # per layer, not the preset
     run = load_run(str(out))
     assert [m.bound for m in pnn_ext.nn.poly_modules(run.model)] == s["bounds"]

@@ -72,7 +72,7 @@ class TrainConfig:
                                  "calibrate_margin x the calibrate_quantile of |x| at initialisation (default: "
                                  "preset for the degree)")
     calibrate_quantile: float = _f(0.999, "--bound auto: the quantile of |x| measured per layer")
-    calibrate_margin: float = _f(4.0, "--bound auto: alpha*B = margin x that quantile")
+    calibrate_margin: float = _f(2.5, "--bound auto: alpha*B = margin x that quantile")
     calibrate_samples: int = _f(1024, "--bound auto: training samples in the calibration pass")
     alpha: float | None = _f(None, "the boundary penalty starts at alpha*B (default: preset for the degree)")
     target: str = _f(fitting.TARGET, "activation the polynomial is fitted to")

@@ -13,7 +13,8 @@ Every run has its own directory, OUT_DIR/NAME=V/.../VARIANT/seedS; a run whose
 summary.json says completed or diverged is not run again, and an interrupted one
 continues from its last.pt. Both engines write those directories, so a sweep
 split between this machine and a cluster merges into one table, and
-``--report-only`` rebuilds the table from whatever is there.
+``--report-only`` rebuilds the table from whatever is there (cells never run
+show as "not run"), into ``--report-dir`` if given.
 
 Engines: ``local`` (default) runs ``--jobs`` worker processes on this machine;
 ``submitit`` submits the runs to Slurm (or to submitit's local executor with
@@ -102,6 +103,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--slurm-array-parallelism", type=int, default=None,
                    help="submitit on Slurm: most jobs of the array running at once")
     p.add_argument("--report-only", action="store_true", help="run nothing; rebuild the reports from OUT_DIR")
+    p.add_argument("--report-dir", default=None,
+                   help="where sweep.md, sweep.json and the heat maps go (default: OUT_DIR); sweeps of different "
+                        "grids that share run directories keep their reports apart this way")
     p.add_argument("train_args", nargs=argparse.REMAINDER, help="-- then pnn-train flags for every run")
     return p
 
@@ -258,9 +262,10 @@ def main(argv: list[str] | None = None) -> int:
         else:
             run_submitit(todo, args, say)
         say(f"[sweep] ran {len(todo)} runs in {time.time() - start:.0f}s")
-    os.makedirs(args.out_dir, exist_ok=True)
+    report_dir = args.report_dir or args.out_dir
+    os.makedirs(report_dir, exist_ok=True)
     report = sweep_report.collect(grid, [run_dir(args.out_dir, c) for c in grid], args.grid)
-    md = sweep_report.write(report, args.out_dir, command, args.guard)
+    md = sweep_report.write(report, report_dir, command, args.guard)
     print(md)
     return 0
 
