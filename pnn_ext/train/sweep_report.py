@@ -13,6 +13,13 @@ import statistics
 from . import artifacts
 
 
+def label(name: str, value: str) -> str:
+    """An axis value as shown: "none" (the setting's default) reads "preset" for B."""
+    if value.lower() in ("none", "null"):
+        return "preset" if name == "bound" else "default"
+    return value
+
+
 def max_ratio(summary: dict, out: str) -> float | None:
     """The largest max|x|/B of any polynomial layer over the run's completed epochs."""
     if summary.get("max_abs_x_over_b") is not None:
@@ -101,7 +108,7 @@ def table(report: dict, command: str, guard: bool) -> str:
     for c in report["cells"]:
         span = "—" if c["acc_min"] is None else f"{c['acc_min']:.2f} – {c['acc_max']:.2f}"
         acc = "—" if c["acc_mean"] is None else f"{c['acc_mean']:.2f} ± {c['acc_std']:.2f}"
-        lines.append("| " + " | ".join([*c["axes"].values(), c["variant"], str(c["finished"]),
+        lines.append("| " + " | ".join([*(label(k, v) for k, v in c["axes"].items()), c["variant"], str(c["finished"]),
                                         f"{c['diverged']}/{c['finished']}", acc, span,
                                         _fmt(c["max_abs_x_over_b"], ".2f")]) + " |")
     how = ("Divergence guard on: a run counts as diverged when its rollbacks ran out." if guard else
@@ -120,7 +127,7 @@ def _pages(report: dict):
         combos = [{**c, name: v} for c in combos for v in vals]
     for combo in combos:
         cells = [c for c in report["cells"] if all(c["axes"][k] == v for k, v in combo.items())]
-        title = ", ".join(f"{k} = {v}" for k, v in combo.items())
+        title = ", ".join(f"{k} = {label(k, v)}" for k, v in combo.items())
         suffix = "".join(f"-{k}={v}" for k, v in combo.items())
         yield title, suffix, cells
 
@@ -138,11 +145,12 @@ def maps(report: dict) -> list[str]:
             by = {(c["axes"][rows_name], c["axes"].get(cols_name, "")): c for c in cells if c["variant"] == variant}
             head = (f"**{variant}**" + (f" ({title})" if title else "") + f": final test accuracy %, rows {rows_name}"
                     + (f", columns {cols_name}" if cols_name else ""))
-            lines = [head, "", "| " + rows_name + " | " + " | ".join(f"{cols_name} {v}".strip() for v in cols) + " |",
+            lines = [head, "", "| " + rows_name + " | "
+                     + " | ".join(f"{cols_name} {label(cols_name, v)}".strip() for v in cols) + " |",
                      "|---:|" + "---:|" * len(cols)]
             for r in rows:
-                lines.append(f"| {r} | " + " | ".join(cell_text(by[(r, v)]) if (r, v) in by else "" for v in cols)
-                             + " |")
+                texts = [cell_text(by[(r, v)]) if (r, v) in by else "" for v in cols]
+                lines.append(f"| {label(rows_name, r)} | " + " | ".join(texts) + " |")
             out.append("\n".join(lines) + "\n")
     return out
 
@@ -185,8 +193,8 @@ def heatmaps(report: dict, out_dir: str) -> list[str]:
                                                                   edgecolor="red", lw=2, hatch="//"))
                     dark = c["acc_mean"] is None or c["acc_mean"] < 60
                     ax.text(j, i, text, ha="center", va="center", fontsize=7, color="white" if dark else "black")
-            ax.set_xticks(range(len(cols)), cols, fontsize=7)
-            ax.set_yticks(range(len(rows)), rows, fontsize=7)
+            ax.set_xticks(range(len(cols)), [label(cols_name, v) for v in cols], fontsize=7)
+            ax.set_yticks(range(len(rows)), [label(rows_name, v) for v in rows], fontsize=7)
             ax.set_xlabel(cols_name)
             ax.set_title(variant, fontsize=9)
         panels[0][0].set_ylabel(rows_name)
