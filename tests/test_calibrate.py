@@ -66,10 +66,10 @@ def test_each_layer_gets_margin_times_its_quantile(scale):
     for r, v, m in zip(records, seen, polys):
         q = float(torch.quantile(v, 0.99))
         assert r["quantile_abs_x"] == pytest.approx(q, rel=1e-4)
-        assert m.bound * m.alpha == pytest.approx(3.0 * q, rel=1e-4)
-        assert float(v.max()) <= m.bound * m.alpha * 2  # nothing far beyond the penalty's start
+        assert m.bound * m.alpha ** 2 == pytest.approx(3.0 * q, rel=1e-4)
+        assert float(v.max()) <= m.bound * m.alpha  # nothing beyond the penalty's start
     first = (x @ model[1].weight.detach().T).abs().double()
-    assert polys[0].bound * 0.5 == pytest.approx(3.0 * float(torch.quantile(first, 0.99)), rel=1e-3)
+    assert polys[0].bound * 0.25 == pytest.approx(3.0 * float(torch.quantile(first, 0.99)), rel=1e-3)
 
 
 def test_dead_layer_gets_a_positive_bound():
@@ -97,7 +97,7 @@ def test_auto_run_records_bounds_and_folds_unchanged(tmp_path):
     s = json.loads((out / "summary.json").read_text())
     assert s["config"]["bound"] == "auto" and len(s["bounds"]) == 2
     assert [r["bound"] for r in s["calibration"]] == s["bounds"]
-    assert all(0.5 * r["bound"] == pytest.approx(2.5 * r["quantile_abs_x"]) for r in s["calibration"])  # alpha 0.5
+    assert all(0.25 * r["bound"] == pytest.approx(2.5 * r["quantile_abs_x"]) for r in s["calibration"])  # alpha 0.5
     assert len(set(s["bounds"])) == 2 and 35.0 not in s["bounds"]   # per layer, not the preset
     run = load_run(str(out))
     assert [m.bound for m in pnn_ext.nn.poly_modules(run.model)] == s["bounds"]

@@ -1,17 +1,24 @@
 """``--bound auto``: B per polynomial layer from the inputs it sees at initialisation.
 
-Rule: alpha * B_i = margin x (the ``quantile`` of |x| reaching layer i), measured
-in one forward of a few training samples: the boundary penalty, which starts at
-alpha * B, then starts ``margin`` times beyond the inputs the layer sees at first.
+Rule: B_i = margin x q_i / alpha^2, q_i the ``quantile`` of |x| reaching layer i
+in one forward of a few training samples. The boundary penalty, which starts at
+alpha * B, then starts (margin / alpha) x q_i out: 2.5 q at degree 2 (alpha 1),
+5 q from degree 8 on (alpha 0.5) with the default margin. pnn-sweep's B maps
+(README, "Stability map") put the cliff at alpha * B of about 1.2-1.6 q at every
+degree; above it degree 2 slowly loses accuracy from B of about 3 q (a wider
+interval, a coarser fit), while degrees 8-32 lose nothing up to B of 10-25 q and
+are more stable at large learning rates the wider B is. alpha, the preset's own
+degree dependence, carries that difference into the rule.
+
 The pass runs in training mode (BatchNorm normalises with batch statistics, as
 in training) with BatchNorm's running statistics and the random number
-generators put back afterwards, so the run that follows is the run it would have been with those B. A forward pre-hook
-moves each layer's B (refitting its polynomial, PolyActivation.set_bound)
-just before the layer runs, so every layer is measured behind layers that are
-already calibrated: an uncalibrated early layer would hand later ones inputs
-blown up by a polynomial evaluated outside its interval. A module called more
-than once per forward keeps the largest B its calls ask for. The margin and
-quantile defaults come from pnn-sweep's B maps (README, "Stability map").
+generators put back afterwards, so the run that follows is the run it would
+have been with those B given by hand. A forward pre-hook moves each layer's B
+(refitting its polynomial, PolyActivation.set_bound) just before the layer
+runs, so every layer is measured behind layers that are already calibrated:
+an uncalibrated early layer would hand later ones inputs blown up by a
+polynomial evaluated outside its interval. A module called more than once per
+forward keeps the largest B its calls ask for.
 """
 from __future__ import annotations
 
@@ -27,7 +34,7 @@ FLOOR = 1e-3          # the quantile of a dead layer (all zeros) would make B = 
 
 def calibrate(model: nn.Module, x: torch.Tensor, quantile: float, margin: float, seed: int = 0) -> list[dict]:
     """Set every PolyActivation's B in ``model`` from one forward of ``x`` (B = margin x
-    quantile / alpha); returns per layer {"layer", "quantile_abs_x", "max_abs_x", "bound"}."""
+    quantile / alpha^2); returns per layer {"layer", "quantile_abs_x", "max_abs_x", "bound"}."""
     polys = [(name, m) for name, m in model.named_modules() if isinstance(m, PolyActivation)]
     records: dict[str, dict] = {}
     gen = torch.Generator().manual_seed(seed)
@@ -38,7 +45,7 @@ def calibrate(model: nn.Module, x: torch.Tensor, quantile: float, margin: float,
             if v.numel() > MAX_VALUES:
                 v = v[torch.randperm(v.numel(), generator=gen)[:MAX_VALUES].to(v.device)]
             q, top = float(torch.quantile(v, quantile)), float(v.max())
-            bound = margin * max(q, FLOOR) / module.alpha
+            bound = margin * max(q, FLOOR) / module.alpha ** 2
             seen = records.get(name)
             if seen is None or bound > seen["bound"]:
                 module.set_bound(bound)

@@ -68,11 +68,11 @@ class TrainConfig:
     activation: str = _f("poly", "poly (polynomial, fused op) or relu (baseline)")
     degree: int = _f(fitting.DEGREE, "polynomial degree")
     # str, not float: "auto" is a value; __post_init__ turns numbers into floats.
-    bound: str | None = _f(None, "B: the fit interval [-B, B], a number or auto: per layer, B such that alpha*B = "
-                                 "calibrate_margin x the calibrate_quantile of |x| at initialisation (default: "
-                                 "preset for the degree)")
+    bound: str | None = _f(None, "B: the fit interval [-B, B], a number or auto: per layer, B = calibrate_margin x "
+                                 "the calibrate_quantile of |x| at initialisation / alpha^2 (default: preset for "
+                                 "the degree)")
     calibrate_quantile: float = _f(0.999, "--bound auto: the quantile of |x| measured per layer")
-    calibrate_margin: float = _f(2.5, "--bound auto: alpha*B = margin x that quantile")
+    calibrate_margin: float = _f(2.5, "--bound auto: B = margin x that quantile / alpha^2")
     calibrate_samples: int = _f(1024, "--bound auto: training samples in the calibration pass")
     alpha: float | None = _f(None, "the boundary penalty starts at alpha*B (default: preset for the degree)")
     target: str = _f(fitting.TARGET, "activation the polynomial is fitted to")
