@@ -24,6 +24,9 @@ sweep --grid bound=none,6,12,24 "${LR[@]}" --grid degree=2,8,22,32 --out-dir "$O
 sweep --grid bound=auto "${LR[@]}" --grid degree=2,8,22,32 --variants full --out-dir "$OUT/digits-map" -- "${DIGITS[@]}"
 sweep --grid bound=1,2,3,4,6,8,12,16,24,32,47,64,94,128 --grid degree=2,8,22,32 --variants full,no-boundary \
   --out-dir "$OUT/digits-cliff" -- "${DIGITS[@]}"
+# auto B where the activations are not held at unit scale: the MLP without BatchNorm
+sweep --grid bound=auto,none --grid lr=1e-3,1e-2 --grid degree=8,22 --variants full,no-boundary \
+  --out-dir "$OUT/digits-nonorm" -- "${DIGITS[@]}" --norm none
 # MNIST: the same map at degrees 22 and 8, auto B, and a cliff at lr 1e-3 over all four degrees
 sweep --grid bound=none,24 "${LR[@]}" --grid degree=22,8 --out-dir "$OUT/mnist-map" -- "${MNIST[@]}"
 sweep --grid bound=auto "${LR[@]}" --grid degree=22,8 --variants full --out-dir "$OUT/mnist-map" -- "${MNIST[@]}"
@@ -37,5 +40,5 @@ pnn-sweep --report-only --grid bound=1,2,3,4,6,8,12,16,24,32,47,64,94,128 --grid
 pnn-sweep --report-only --grid bound=auto,none,24 "${LR[@]}" --grid degree=22,8 \
   --out-dir "$OUT/mnist-map" > /dev/null
 python "$(dirname "$0")/stability_table.py" digits="$OUT/digits-map" mnist="$OUT/mnist-map" \
-  digits="$OUT/digits-cliff" mnist="$OUT/mnist-cliff" > "$OUT/stability.md"
+  digits="$OUT/digits-cliff" mnist="$OUT/mnist-cliff" "digits, no BN=$OUT/digits-nonorm" > "$OUT/stability.md"
 cat "$OUT/stability.md"
