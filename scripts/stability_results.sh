@@ -30,6 +30,9 @@ sweep --grid bound=auto,none --grid lr=1e-3,1e-2 --grid degree=8,22 --variants f
 # MNIST: the same map at degrees 22 and 8, auto B, and a cliff at lr 1e-3 over all four degrees
 sweep --grid bound=none,24 "${LR[@]}" --grid degree=22,8 --out-dir "$OUT/mnist-map" -- "${MNIST[@]}"
 sweep --grid bound=auto "${LR[@]}" --grid degree=22,8 --variants full --out-dir "$OUT/mnist-map" -- "${MNIST[@]}"
+sweep --grid bound=94 "${LR[@]}" --grid degree=22 --out-dir "$OUT/mnist-map" -- "${MNIST[@]}"
+# the boundary-loss weight at the learning rates where the full method fell behind (preset B)
+sweep --grid lam=10,100 --grid lr=1e-2,3e-2 --grid degree=22 --variants full --out-dir "$OUT/mnist-lam" -- "${MNIST[@]}"
 sweep --grid bound=auto,none,6,12,24,94 --grid lr=1e-3 --grid degree=2,8,22,32 --variants full \
   --out-dir "$OUT/mnist-map" --report-dir "$OUT/mnist-cliff" -- "${MNIST[@]}"
 # the tables, from the run directories
@@ -37,7 +40,7 @@ pnn-sweep --report-only --grid bound=auto,none,6,12,24 "${LR[@]}" --grid degree=
   --out-dir "$OUT/digits-map" > /dev/null
 pnn-sweep --report-only --grid bound=1,2,3,4,6,8,12,16,24,32,47,64,94,128 --grid degree=2,8,22,32 \
   --variants full,no-boundary --out-dir "$OUT/digits-cliff" > /dev/null
-pnn-sweep --report-only --grid bound=auto,none,24 "${LR[@]}" --grid degree=22,8 \
+pnn-sweep --report-only --grid bound=auto,none,24,94 "${LR[@]}" --grid degree=22,8 \
   --out-dir "$OUT/mnist-map" > /dev/null
 python "$(dirname "$0")/stability_table.py" digits="$OUT/digits-map" mnist="$OUT/mnist-map" \
   digits="$OUT/digits-cliff" mnist="$OUT/mnist-cliff" "digits, no BN=$OUT/digits-nonorm" > "$OUT/stability.md"
