@@ -161,7 +161,7 @@ def main(argv: list[str]) -> int:
            f"{CLOSE:g} point of its best lr-1e-3 accuracy (over the B of the grid), while at least two ablated "
            f"variants diverge in half their seeds or more or end more than {BEHIND:g} points below it; the "
            "harshest learning rate such a setting has, then the best accuracy; where no cell qualifies, the cell "
-           "where the full method is ahead of two variants with its best accuracy, marked; mean ± std over seeds "
+           "where the full method is ahead of the most variants (then: best accuracy), marked; mean ± std over seeds "
            "of the runs that did not diverge, ✗ diverged runs; the last column counts the qualifying cells):", "",
            "| data | degree | setting | full | " + " | ".join(ABLATED) + " | such cells |",
            "|---|---:|---|---|---|---|---|---:|"]
