@@ -140,7 +140,7 @@ def auto_vs_preset(label: str, report: dict) -> list[str]:
     cells, rows = index(report), []
     for c in report["cells"]:
         a = c["axes"]
-        if a.get("bound") != "auto":
+        if a.get("bound") != "auto" or not c["finished"]:
             continue
         p = cells.get((key(a, bound="none"), c["variant"]))
         if p is None:
