@@ -107,7 +107,8 @@ def tally(label: str, report: dict) -> list[str]:
                         full_failed or o["acc_mean"] > f["acc_mean"] + BEHIND):
                     better += 1
             counts.append(f"{worse} / {better}")
-        rows.append(f"| {label} | {degree} | {len(fulls)} | " + " | ".join(counts) + " |")
+        if fulls:
+            rows.append(f"| {label} | {degree} | {len(fulls)} | " + " | ".join(counts) + " |")
     return rows
 
 
@@ -136,12 +137,14 @@ def cliff(label: str, report: dict, variant: str = "full") -> list[str]:
     return rows
 
 
-def auto_vs_preset(label: str, report: dict) -> list[str]:
+def auto_vs_preset(label: str, report: dict, seen: set) -> list[str]:
+    """Rows for the auto-B cells of ``report`` not in ``seen`` (sweeps may share runs)."""
     cells, rows = index(report), []
     for c in report["cells"]:
         a = c["axes"]
-        if a.get("bound") != "auto" or not c["finished"]:
+        if a.get("bound") != "auto" or not c["finished"] or (label, key(a), c["variant"]) in seen:
             continue
+        seen.add((label, key(a), c["variant"]))
         p = cells.get((key(a, bound="none"), c["variant"]))
         if p is None:
             continue
@@ -165,17 +168,17 @@ def main(argv: list[str]) -> int:
            "of the runs that did not diverge, ✗ diverged runs; the last column counts the qualifying cells):", "",
            "| data | degree | setting | full | " + " | ".join(ABLATED) + " | such cells |",
            "|---|---:|---|---|---|---|---|---:|"]
-    for label, r in sweeps:
-        if {"bound", "lr", "degree"} <= set(dict(r["axes"])):
-            out += separating(label, r)
+    maps = [(label, r) for label, r in sweeps
+            if {"bound", "lr", "degree"} <= set(dict(r["axes"])) and set(ABLATED) <= set(r["variants"])]
+    for label, r in maps:
+        out += separating(label, r)
     out += ["", "**Cell by cell** (each (B, lr) cell of the map where all four variants ran: in how many the "
             f"ablated variant fails against the full method — diverges in half its seeds or ends more than {BEHIND:g} "
             "points below it — and in how many it is that much better):", "",
             "| data | degree | cells | " + " | ".join(f"{v}: worse / better" for v in ABLATED) + " |",
             "|---|---:|---:|---|---|---|"]
-    for label, r in sweeps:
-        if {"bound", "lr", "degree"} <= set(dict(r["axes"])):
-            out += tally(label, r)
+    for label, r in maps:
+        out += tally(label, r)
     out += ["", "**The B cliff** (full method, learning rate 1e-3: the B range within "
             f"{CLOSE:g} point of the best accuracy, the largest B of the grid below it, and the first B above it that "
             "is more than that below the best):", "",
@@ -189,8 +192,9 @@ def main(argv: list[str]) -> int:
             "seeds; auto B: the range of the chosen per-layer B over layers and seeds):", "",
             "| data | setting | variant | preset acc % | auto acc % | auto − preset | preset max\\|x\\|/B | "
             "auto max\\|x\\|/B | auto B |", "|---|---|---|---|---|---:|---:|---:|---|"]
+    seen: set = set()
     for label, r in sweeps:
-        out += auto_vs_preset(label, r)
+        out += auto_vs_preset(label, r, seen)
     print("\n".join(out))
     return 0
 
