@@ -171,6 +171,7 @@ def heatmaps(report: dict, out_dir: str) -> list[str]:
     for title, suffix, cells in _pages(report):
         fig, panels = plt.subplots(1, len(variants), figsize=(1.2 + 0.75 * len(cols) * len(variants) + 1.0,
                                                                1.2 + 0.45 * len(rows)), squeeze=False)
+        fig.subplots_adjust(top=0.8, bottom=0.2)  # room for a page title above the panels' own
         image = None
         for ax, variant in zip(panels[0], variants):
             by = {(c["axes"][rows_name], c["axes"].get(cols_name, "")): c for c in cells if c["variant"] == variant}
