@@ -52,9 +52,17 @@ def test_folded_cnn1d_matches_plaintext(position, length):
 
 
 def test_images_become_sequences_for_cnn1d_only():
+    """Read row by row: channel c at time t is pixel (row t, column c), up to the per-channel
+    normalisation, so each channel is an exact affine image of one pixel column."""
+    from pnn_ext.train.data import load_arrays
     seq = load(TrainConfig(dataset="digits", model="cnn1d"))
     assert seq.layout == "sequence" and seq.in_shape == (8, 8)
     assert load(TrainConfig(dataset="digits", model="mlp")).layout == "image"
+    raw = torch.as_tensor(load_arrays("digits", "")["x_test"], dtype=torch.float64)  # (N, H, W), fixed split
+    x = seq.test.tensors[0].double()                                                # (N, C, T)
+    for c in range(1, 7):  # the outer columns are nearly constant
+        pair = torch.stack([x[:, c, :].flatten(), raw[:, :, c].flatten()])
+        assert torch.corrcoef(pair)[0, 1] > 1 - 1e-6
     cfg = TrainConfig(dataset="digits", model="cnn1d", layout="image")
     with pytest.raises(ValueError, match="cnn1d needs sequences"):
         build_model(cfg, (1, 8, 8), "image", 10)

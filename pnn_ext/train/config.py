@@ -57,8 +57,8 @@ class TrainConfig:
     workers: int = _f(0, "DataLoader worker processes")
     # model
     model: str = _f("small-cnn", "small-cnn | mlp | resnet18 | cnn1d (1-D convolutions for sequences N×C×T; "
-                                 "reads N×H×W images as sequences of H channels) | torchvision:NAME (any "
-                                 "torchvision classifier)")
+                                 "with --layout auto it reads N×H×W images row by row: T = H rows of W "
+                                 "pixels) | torchvision:NAME (any torchvision classifier)")
     hidden: str = _f(",".join(map(str, models.MLP_HIDDEN)), "MLP hidden sizes, comma separated")
     norm: str = _f(models.NORM, "normalisation layers: batch (BatchNorm) or none")
     act_position: str = _f(models.ACT_POSITION, "activation before BatchNorm (conv-act-bn, the published setup) "

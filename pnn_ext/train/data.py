@@ -253,7 +253,11 @@ def load(cfg, arrays: dict[str, np.ndarray] | None = None) -> Data:
     them once per worker process)."""
     if arrays is None:
         arrays = load_arrays(cfg.dataset, cfg.data_dir)
-    layout = "sequence" if cfg.layout == "auto" and cfg.model == "cnn1d" else cfg.layout  # N×H×W as N×C×T
+    layout = cfg.layout
+    if layout == "auto" and cfg.model == "cnn1d" and np.ndim(arrays["x_train"]) == 3:
+        # images N×H×W read row by row ("sequential MNIST"): T = H rows of C = W pixels
+        arrays = {**arrays, **{k: np.swapaxes(arrays[k], 1, 2) for k in ("x_train", "x_test")}}
+        layout = "sequence"
     return prepare(arrays, name=cfg.dataset, layout=layout, val_fraction=cfg.val_fraction,
                    train_subset=cfg.train_subset, augment=cfg.augment, seed=cfg.seed)
 
