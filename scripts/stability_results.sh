@@ -24,6 +24,9 @@ sweep --grid bound=none,6,12,24 "${LR[@]}" --grid degree=2,8,22,32 --out-dir "$O
 sweep --grid bound=auto "${LR[@]}" --grid degree=2,8,22,32 --variants full --out-dir "$OUT/digits-map" -- "${DIGITS[@]}"
 sweep --grid bound=1,2,3,4,6,8,12,16,24,32,47,64,94,128 --grid degree=2,8,22,32 --variants full,no-boundary \
   --out-dir "$OUT/digits-cliff" -- "${DIGITS[@]}"
+# finer between the high-degree cliff and the wide B, and between lr 1e-3 and 1e-2
+sweep --grid bound=12,16,20,24 --grid lr=1e-3,3e-3,1e-2 --grid degree=22,32 --out-dir "$OUT/digits-map" \
+  --report-dir "$OUT/digits-fine" -- "${DIGITS[@]}"
 # auto B where the activations are not held at unit scale: the MLP without BatchNorm
 sweep --grid bound=auto,none --grid lr=1e-3,1e-2 --grid degree=8,22 --variants full,no-boundary \
   --out-dir "$OUT/digits-nonorm" -- "${DIGITS[@]}" --norm none
@@ -42,6 +45,6 @@ pnn-sweep --report-only --grid bound=1,2,3,4,6,8,12,16,24,32,47,64,94,128 --grid
   --variants full,no-boundary --out-dir "$OUT/digits-cliff" > /dev/null
 pnn-sweep --report-only --grid bound=auto,none,24,94 "${LR[@]}" --grid degree=22,8 \
   --out-dir "$OUT/mnist-map" > /dev/null
-python "$(dirname "$0")/stability_table.py" digits="$OUT/digits-map" mnist="$OUT/mnist-map" \
+python "$(dirname "$0")/stability_table.py" digits="$OUT/digits-map" "digits (fine)=$OUT/digits-fine" mnist="$OUT/mnist-map" \
   digits="$OUT/digits-cliff" mnist="$OUT/mnist-cliff" "digits, no BN=$OUT/digits-nonorm" > "$OUT/stability.md"
 cat "$OUT/stability.md"
