@@ -7,6 +7,8 @@ forward)::
 
 * ``SmallCNN``: two conv blocks with average pooling and a hidden linear layer;
   quick on CPU, and built only of operations an HE evaluator can run.
+* ``CNN1d``: 1-D conv blocks with average pooling and a global average pool, for
+  sequences (N, C, T) such as audio or inertial windows; HE-foldable like SmallCNN.
 * ``MLP``: linear blocks (published hidden sizes 256-128-64-32-16), for feature or
   sequence inputs (flattened).
 * ``ResNet18``: the published CIFAR form: 3x3 stem, no max-pool, global average pool.
@@ -22,7 +24,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-__all__ = ["ACT_POSITION", "ACT_POSITIONS", "MLP", "MLP_HIDDEN", "NORM", "NORMS", "BasicBlock", "ResNet18",
+__all__ = ["ACT_POSITION", "ACT_POSITIONS", "MLP", "MLP_HIDDEN", "NORM", "NORMS", "BasicBlock", "CNN1d", "ResNet18",
            "SmallCNN", "kaiming_uniform_init"]
 
 # Defaults shared with pnn-train's flags (pnn_ext.train.config reads them from here).
@@ -127,6 +129,28 @@ class ResNet18(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.blocks(self.stem(x)))
+
+
+class CNN1d(nn.Sequential):
+    """x (N, C, T) -> [Conv1d(width, kernel, same padding), act, BN, AvgPool1d(2)] per
+    width -> AdaptiveAvgPool1d(1) -> Flatten -> Dropout -> Linear (BN before act with
+    ``act_position="after-bn"``). Each block halves T (floor), so T >= 2 ** len(widths).
+    Only convolutions, polynomials and averages: an HE evaluator can run it."""
+
+    def __init__(self, in_channels: int, num_classes: int, length: int, widths=(32, 64), kernel: int = 3,
+                 norm: str = NORM, act_position: str = ACT_POSITION, dropout: float = 0.0):
+        if length < 2 ** len(widths):
+            raise ValueError(f"cnn1d with {len(widths)} blocks needs sequences of length >= {2 ** len(widths)}, "
+                             f"got {length}")
+        layers: list[nn.Module] = []
+        cin = in_channels
+        for w in widths:
+            layers += [*_block(nn.Conv1d(cin, w, kernel, padding=kernel // 2), _norm(norm, 1, w), act_position),
+                       nn.AvgPool1d(2)]
+            cin = w
+        layers += [nn.AdaptiveAvgPool1d(1), nn.Flatten(), *([nn.Dropout(dropout)] if dropout else []),
+                   nn.Linear(cin, num_classes)]
+        super().__init__(*layers)
 
 
 def kaiming_uniform_init(model: nn.Module) -> None:

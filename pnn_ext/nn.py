@@ -108,6 +108,20 @@ class PolyActivation(nn.Module):
         return cls(c.size - 1, bound, alpha, basis=basis, coeffs=c, target=kwargs.pop("target", "custom"),
                    **kwargs)
 
+    def set_bound(self, bound: float, method: str = fitting.METHOD) -> None:
+        """Move the fit interval to [-bound, bound]: the coefficients (in t = x / B)
+        are refitted to ``target`` there, in place (a learnable Parameter stays the
+        same object; what it had learned is replaced)."""
+        if self.target not in fitting.TARGETS:
+            raise ValueError(f"set_bound refits the target function; this activation's target is {self.target!r}")
+        bound = float(bound)
+        if not (math.isfinite(bound) and bound > 0):
+            raise ValueError(f"bound must be finite and > 0, got {bound!r}")
+        c = fitting.fit(self.target, self.degree, bound, basis=self.basis, method=method).coeffs
+        with torch.no_grad():
+            self.coeffs.copy_(torch.as_tensor(np.asarray(c), dtype=self.coeffs.dtype))
+        self.bound = bound
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         coeffs = self.coeffs.to(reference.compute_dtype(x.dtype))
         y, stats = ops.poly_act(x, coeffs, self.bound, self.alpha, self.basis, impl=self.impl)

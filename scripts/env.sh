@@ -2,7 +2,7 @@
 #  1. a virtual environment cached outside the clone, keyed by requirements.txt
 #     (PNN_EXT_CACHE, default ~/.cache/pnn_ext), made once;
 #  2. the package installed in it (pip install --no-build-isolation -e .: the
-#     extension built in place, the pnn-train, pnn-ablate and pnn-he commands) when the
+#     extension built in place, the pnn-train, pnn-ablate, pnn-sweep and pnn-he commands) when the
 #     venv lacks it or csrc/, setup.py or pyproject.toml changed since the last
 #     build (CUDA kernels too when nvcc is found, see setup.py for PNN_EXT_CUDA
 #     and TORCH_CUDA_ARCH_LIST).

@@ -72,7 +72,7 @@ def test_setting_types_are_type_objects():
     from dataclasses import dataclass, field
 
     hints = config.setting_types()
-    assert hints["epochs"] is int and hints["lr"] is float and hints["bound"] == float | None
+    assert hints["epochs"] is int and hints["lr"] is float and hints["bound"] == str | None
     assert config.coerce("8,16", list[int]) == [8, 16] and config.coerce([1, "2"], tuple[int, ...]) == (1, 2)
     assert config.coerce("null", float | None) is None and config.coerce(3, float) == 3.0
     for value, hint in (("8,x", list[int]), (2.5, int), ("yes please", bool), ([1], float)):

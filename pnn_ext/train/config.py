@@ -22,7 +22,7 @@ from .. import nn as pnn_nn
 from ..reference import BASES
 
 CHOICES = {
-    "model": ("small-cnn", "mlp", "resnet18"),  # or "torchvision:NAME"
+    "model": ("small-cnn", "mlp", "resnet18", "cnn1d"),  # or "torchvision:NAME"
     "activation": ("poly", "relu"),
     "act_position": models.ACT_POSITIONS,
     "norm": models.NORMS,
@@ -56,7 +56,9 @@ class TrainConfig:
     batch_size: int = _f(128, "batch size per process")
     workers: int = _f(0, "DataLoader worker processes")
     # model
-    model: str = _f("small-cnn", "small-cnn | mlp | resnet18 | torchvision:NAME (any torchvision classifier)")
+    model: str = _f("small-cnn", "small-cnn | mlp | resnet18 | cnn1d (1-D convolutions for sequences N×C×T; "
+                                 "with --layout auto it reads N×H×W images row by row: T = H rows of W "
+                                 "pixels) | torchvision:NAME (any torchvision classifier)")
     hidden: str = _f(",".join(map(str, models.MLP_HIDDEN)), "MLP hidden sizes, comma separated")
     norm: str = _f(models.NORM, "normalisation layers: batch (BatchNorm) or none")
     act_position: str = _f(models.ACT_POSITION, "activation before BatchNorm (conv-act-bn, the published setup) "
@@ -65,7 +67,13 @@ class TrainConfig:
     # activation
     activation: str = _f("poly", "poly (polynomial, fused op) or relu (baseline)")
     degree: int = _f(fitting.DEGREE, "polynomial degree")
-    bound: float | None = _f(None, "B: the fit interval [-B, B] (default: preset for the degree)")
+    # str, not float: "auto" is a value; __post_init__ turns numbers into floats.
+    bound: str | None = _f(None, "B: the fit interval [-B, B], a number or auto: per layer, B = calibrate_margin x "
+                                 "the calibrate_quantile of |x| at initialisation / alpha^2 (default: preset for "
+                                 "the degree)")
+    calibrate_quantile: float = _f(0.999, "--bound auto: the quantile of |x| measured per layer")
+    calibrate_margin: float = _f(2.5, "--bound auto: B = margin x that quantile / alpha^2")
+    calibrate_samples: int = _f(1024, "--bound auto: training samples in the calibration pass")
     alpha: float | None = _f(None, "the boundary penalty starts at alpha*B (default: preset for the degree)")
     target: str = _f(fitting.TARGET, "activation the polynomial is fitted to")
     basis: str = _f(fitting.BASIS, "coefficient basis: chebyshev (Clenshaw) or monomial (Horner)")
@@ -123,6 +131,15 @@ class TrainConfig:
             raise ValueError(f"val_fraction must be in [0, 1), got {self.val_fraction!r}")
         if not 0 <= self.dropout < 1:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout!r}")
+        if self.bound is not None and self.bound != "auto":
+            try:
+                self.bound = float(self.bound)
+            except ValueError:
+                raise ValueError(f"bound must be a number > 0 or auto, got {self.bound!r}") from None
+            if not (0 < self.bound < float("inf")):
+                raise ValueError(f"bound must be a number > 0 or auto, got {self.bound!r}")
+        if not (0 < self.calibrate_quantile <= 1 and self.calibrate_margin > 0 and self.calibrate_samples > 0):
+            raise ValueError("calibrate_quantile must be in (0, 1], calibrate_margin and calibrate_samples > 0")
         try:
             self.hidden_sizes()
         except ValueError:

@@ -248,10 +248,17 @@ def prepare(arrays: dict[str, np.ndarray], *, name: str, layout: str = "auto", v
                 test=TensorDataset(norm(x_te), y_te), augment=use_aug)
 
 
-def load(cfg) -> Data:
-    """The dataset a TrainConfig asks for."""
-    arrays = load_arrays(cfg.dataset, cfg.data_dir)
-    return prepare(arrays, name=cfg.dataset, layout=cfg.layout, val_fraction=cfg.val_fraction,
+def load(cfg, arrays: dict[str, np.ndarray] | None = None) -> Data:
+    """The dataset a TrainConfig asks for (from ``arrays`` when given: pnn-sweep reads
+    them once per worker process)."""
+    if arrays is None:
+        arrays = load_arrays(cfg.dataset, cfg.data_dir)
+    layout = cfg.layout
+    if layout == "auto" and cfg.model == "cnn1d" and np.ndim(arrays["x_train"]) == 3:
+        # images N×H×W read row by row ("sequential MNIST"): T = H rows of C = W pixels
+        arrays = {**arrays, **{k: np.swapaxes(arrays[k], 1, 2) for k in ("x_train", "x_test")}}
+        layout = "sequence"
+    return prepare(arrays, name=cfg.dataset, layout=layout, val_fraction=cfg.val_fraction,
                    train_subset=cfg.train_subset, augment=cfg.augment, seed=cfg.seed)
 
 

@@ -18,6 +18,7 @@ from ..clip import clip_gradients
 from ..nn import boundary_loss, poly_modules
 from . import artifacts, checkpoint, distributed, optim
 from .artifacts import BEST, LAST
+from .calibrate import calibrate_run
 from .config import TrainConfig
 from .data import Data, augment_batch, load
 from .evaluation import evaluate
@@ -49,6 +50,10 @@ class Trainer:
         checkpoint.seed_everything(cfg.seed)
         self.data = data if data is not None else load(cfg)
         self.model = build_model(cfg, self.data.in_shape, self.data.layout, self.data.num_classes).to(self.device)
+        # --bound auto: B per layer before the optimizer and DDP see the model (a resumed run's B then
+        # come from its checkpoint, the state dict's extra state)
+        self.calibration = (calibrate_run(self.model, self.data.train, cfg, self.device) if cfg.bound == "auto"
+                            else None)
         if cfg.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
         self.polys = list(poly_modules(self.model))
@@ -289,5 +294,8 @@ class Trainer:
             nonfinite_steps=self.nonfinite, rollbacks=self.rollbacks, lr_scale=self.lr_scale,
             epochs_completed=self.epoch, steps=self.step, total_time_s=seconds,
             parameters=sum(p.numel() for p in self.model.parameters()), poly_layers=len(self.polys),
+            bounds=[m.bound for m in self.polys], calibration=self.calibration,
+            max_abs_x_over_b=max(  # over the completed epochs, for pnn-sweep's map
+                (x / m.bound for r in self.history for x, m in zip(r["layer_max_abs_x"], self.polys)), default=None),
             world_size=self.dist.world, command=self.command, environment=artifacts.environment(self.device),
             config=self.cfg.to_dict())

@@ -10,7 +10,7 @@ from torch import nn
 
 from .. import fitting
 from ..conversion import convert
-from ..models import MLP, ResNet18, SmallCNN, kaiming_uniform_init
+from ..models import MLP, CNN1d, ResNet18, SmallCNN, kaiming_uniform_init
 from ..readiness import polynomial_report
 
 
@@ -69,6 +69,12 @@ def build_model(cfg, in_shape: tuple[int, ...], layout: str, num_classes: int) -
         model = MLP(features, num_classes, cfg.hidden_sizes(), cfg.norm, cfg.act_position, cfg.dropout)
     elif name == "small-cnn":
         model = SmallCNN(in_shape[0], num_classes, in_shape[1:], cfg.norm, cfg.act_position, cfg.dropout)
+    elif name == "cnn1d":
+        if layout != "sequence":
+            raise ValueError(f"model cnn1d needs sequences (N, C, T); {cfg.dataset} has layout {layout}: "
+                             f"use --layout sequence")
+        model = CNN1d(in_shape[0], num_classes, in_shape[1], norm=cfg.norm, act_position=cfg.act_position,
+                      dropout=cfg.dropout)
     elif name == "resnet18":
         model = ResNet18(in_shape[0], num_classes, cfg.norm, cfg.act_position, cfg.dropout)
     else:
@@ -78,7 +84,9 @@ def build_model(cfg, in_shape: tuple[int, ...], layout: str, num_classes: int) -
         # --target's default (relu) is what pnn_ext's models use; a torchvision model's
         # activations are each fitted to their own function unless another target is asked.
         own = name.startswith("torchvision:") and cfg.target == fitting.TARGET
-        model = convert(model, degree=cfg.degree, bound=cfg.bound, alpha=cfg.alpha, basis=cfg.basis,
+        # --bound auto starts from the preset; the trainer calibrates (pnn_ext.train.calibrate)
+        bound = None if cfg.bound == "auto" else cfg.bound
+        model = convert(model, degree=cfg.degree, bound=bound, alpha=cfg.alpha, basis=cfg.basis,
                         learnable=cfg.learnable, method=cfg.fit_method, target=None if own else cfg.target)
         if name.startswith("torchvision:"):
             _torchvision_report(name, model, in_shape)

@@ -1,0 +1,111 @@
+"""--bound auto: PolyActivation.set_bound, the calibration pass, and a calibrated run
+recorded in summary and checkpoint and folded for HE unchanged."""
+import json
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+import pnn_ext
+from pnn_ext import fitting, models
+from pnn_ext.he import fold
+from pnn_ext.train import load_run
+from pnn_ext.train.calibrate import calibrate
+from pnn_ext.train.cli import main as train_main
+from pnn_ext.train.config import TrainConfig, parse_config
+
+
+def test_set_bound_refits_in_place():
+    act = pnn_ext.PolyActivation(8, 35.0, learnable=True, target="silu")
+    param = act.coeffs
+    act.set_bound(5.0)
+    assert act.coeffs is param and act.bound == 5.0
+    want = fitting.fit("silu", 8, 5.0).coeffs
+    np.testing.assert_allclose(act.coeffs.detach().double().numpy(), want, rtol=1e-6, atol=1e-6)
+    x = torch.linspace(-5, 5, 101)
+    assert (act(x) - torch.nn.functional.silu(x)).abs().max() < 0.05  # a good fit on the new interval
+    for bad in (0.0, -1.0, float("inf"), float("nan")):
+        with pytest.raises(ValueError, match="bound must be finite"):
+            act.set_bound(bad)
+    custom = pnn_ext.PolyActivation.from_coefficients([0.0, 1.0, 0.5], bound=2.0)
+    with pytest.raises(ValueError, match="refits the target"):
+        custom.set_bound(3.0)
+
+
+def mlp(seed=0):
+    torch.manual_seed(seed)
+    model = models.MLP(20, 5, (32, 16, 8), dropout=0.3)
+    models.kaiming_uniform_init(model)
+    return pnn_ext.convert(model, degree=22)
+
+
+@pytest.mark.parametrize("scale", [0.05, 1.0, 300.0])
+def test_each_layer_gets_margin_times_its_quantile(scale):
+    """Hostile input scales: B follows the inputs each layer really sees after the layers
+    before it were calibrated; running statistics and the random streams are left as they were."""
+    model = mlp()
+    x = scale * torch.randn(512, 20, generator=torch.Generator().manual_seed(1))
+    bn = [m for m in model.modules() if isinstance(m, nn.BatchNorm1d)]
+    stats = [(m.running_mean.clone(), m.running_var.clone(), int(m.num_batches_tracked)) for m in bn]
+    rng = torch.get_rng_state()
+    records = calibrate(model, x, quantile=0.99, margin=3.0)
+    assert torch.equal(torch.get_rng_state(), rng)
+    for m, (mean, var, n) in zip(bn, stats):
+        assert torch.equal(m.running_mean, mean) and torch.equal(m.running_var, var) and int(m.num_batches_tracked) == n
+    polys = list(pnn_ext.nn.poly_modules(model))
+    assert [r["bound"] for r in records] == [m.bound for m in polys] and len(records) == 3
+    # the same forward again (dropout in the same random state), in float64: each layer's input quantile
+    seen = []
+    hooks = [m.register_forward_pre_hook(lambda mod, a: seen.append(a[0].detach().double().abs().flatten()))
+             for m in polys]
+    with torch.random.fork_rng(devices=[]), torch.no_grad():
+        model.train()(x)
+    for h in hooks:
+        h.remove()
+    for r, v, m in zip(records, seen, polys):
+        q = float(torch.quantile(v, 0.99))
+        assert r["quantile_abs_x"] == pytest.approx(q, rel=1e-4)
+        assert m.bound * m.alpha ** 2 == pytest.approx(3.0 * q, rel=1e-4)
+        assert float(v.max()) <= m.bound * m.alpha  # nothing beyond the penalty's start
+    first = (x @ model[1].weight.detach().T).abs().double()
+    assert polys[0].bound * 0.25 == pytest.approx(3.0 * float(torch.quantile(first, 0.99)), rel=1e-3)
+
+
+def test_dead_layer_gets_a_positive_bound():
+    model = mlp()
+    with torch.no_grad():
+        model[1].weight.zero_()
+    records = calibrate(model, torch.randn(64, 20), quantile=0.999, margin=4.0)
+    assert records[0]["bound"] > 0 and records[0]["quantile_abs_x"] == 0.0
+
+
+def test_config_accepts_auto_and_numbers_only():
+    assert parse_config(["--bound", "auto"]).bound == "auto" and TrainConfig(bound="12").bound == 12.0
+    for bad in ("abc", "-3", "0", "inf"):
+        with pytest.raises(ValueError, match="bound must be a number > 0 or auto"):
+            TrainConfig(bound=bad)
+    with pytest.raises(ValueError, match="calibrate_quantile"):
+        TrainConfig(calibrate_quantile=1.5)
+
+
+def test_auto_run_records_bounds_and_folds_unchanged(tmp_path):
+    out = tmp_path / "auto"
+    rc = train_main(["--dataset", "digits", "--model", "mlp", "--hidden", "32,16", "--degree", "8", "--bound", "auto",
+                     "--epochs", "1", "--max-steps", "5", "--no-progress", "--no-plots", "--out-dir", str(out)])
+    assert rc == 0
+    s = json.loads((out / "summary.json").read_text())
+    assert s["config"]["bound"] == "auto" and len(s["bounds"]) == 2
+    assert [r["bound"] for r in s["calibration"]] == s["bounds"]
+    assert all(0.25 * r["bound"] == pytest.approx(2.5 * r["quantile_abs_x"]) for r in s["calibration"])  # alpha 0.5
+    assert len(set(s["bounds"])) == 2 and 35.0 not in s["bounds"]   # per layer, not the preset
+    run = load_run(str(out))
+    assert [m.bound for m in pnn_ext.nn.poly_modules(run.model)] == s["bounds"]
+    ck = torch.load(out / "last.pt", weights_only=True)
+    assert [v["bound"] for k, v in ck["model"].items() if k.endswith("_extra_state")] == s["bounds"]
+    he = fold(run.model, run.data.in_shape)
+    assert [layer.bound for layer in he.layers if hasattr(layer, "coeffs")] == s["bounds"]
+    x = run.load_data().test.tensors[0][:64]
+    with torch.no_grad():
+        ref = run.model.double()(x.double()).numpy()
+    np.testing.assert_allclose(he(x.numpy()), ref, rtol=0, atol=1e-9 * np.abs(ref).max())

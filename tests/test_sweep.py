@@ -1,0 +1,121 @@
+"""pnn-sweep: a tiny grid on digits, its reports, resuming, and the submitit engine
+(submitit's local executor) writing the same run directories as the local engine."""
+import json
+import math
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from pnn_ext.train import sweep, sweep_report
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TRAIN = ["--", "--dataset", "digits", "--model", "mlp", "--hidden", "16,8", "--epochs", "1", "--max-steps", "3"]
+GRID = ["--grid", "bound=2,47", "--grid", "lr=1e-3", "--variants", "full,no-clip", "--seeds", "0,1"]
+
+
+def strict_json(path):
+    def refuse(token):
+        raise ValueError(f"non-strict JSON token {token}")
+    with open(path) as fh:
+        return json.load(fh, parse_constant=refuse)
+
+
+def test_tiny_grid_reports_and_resume(tmp_path, capsys):
+    out = tmp_path / "sw"
+    assert sweep.main([*GRID, "--jobs", "2", "--out-dir", str(out), *TRAIN]) == 0
+    report = strict_json(out / "sweep.json")
+    assert report["axes"] == [["bound", ["2", "47"]], ["lr", ["1e-3"]]]
+    cells = {(c["axes"]["bound"], c["variant"]): c for c in report["cells"]}
+    assert set(cells) == {(b, v) for b in ("2", "47") for v in ("full", "no-clip")}
+    for (bound, variant), c in cells.items():
+        assert c["finished"] == 2 and c["diverged"] == 0 and 0 <= c["acc_mean"] <= 100
+        assert c["max_abs_x_over_b"] > 0
+        run = out / f"bound={bound}" / "lr=1e-3" / variant / "seed1"
+        s = json.loads((run / "summary.json").read_text())
+        # the setting, the variant and the guard reached the run; max|x|/B is that of its layers
+        assert s["config"]["bound"] == float(bound) and s["config"]["guard"] is False
+        assert s["config"]["clip"] == ("none" if variant == "no-clip" else "selective")
+        assert s["bounds"] == [float(bound)] * 2
+        assert math.isclose(s["max_abs_x_over_b"], max(
+            x / float(bound) for r in map(json.loads, (run / "metrics.jsonl").read_text().splitlines())
+            for x in r["layer_max_abs_x"]))
+    # B = 2 puts the inputs far outside [-B, B]; B = 47 keeps them well inside
+    assert cells[("2", "full")]["max_abs_x_over_b"] > cells[("47", "full")]["max_abs_x_over_b"]
+    md = (out / "sweep.md").read_text()
+    assert "| 47 | 1e-3 | no-clip | 2 | 0/2 |" in md and "**full**: final test accuracy %, rows bound" in md
+    assert (out / "sweep.png").stat().st_size > 1000
+
+    # resume: finished runs are skipped, a deleted one is redone, an interrupted one continues
+    kept = out / "bound=2" / "lr=1e-3" / "full" / "seed0" / "summary.json"
+    stamp = kept.stat().st_mtime_ns
+    shutil.rmtree(out / "bound=47" / "lr=1e-3" / "full" / "seed1")
+    os.remove(out / "bound=47" / "lr=1e-3" / "no-clip" / "seed0" / "summary.json")
+    capsys.readouterr()
+    assert sweep.main([*GRID, "--out-dir", str(out), *TRAIN]) == 0
+    assert "8 runs, 6 done before, 2 to run" in capsys.readouterr().out
+    assert kept.stat().st_mtime_ns == stamp
+    resumed = json.loads((out / "bound=47" / "lr=1e-3" / "no-clip" / "seed0" / "summary.json").read_text())
+    assert "--resume last" in resumed["command"] and resumed["status"] == "completed"
+    assert strict_json(out / "sweep.json")["cells"][2]["finished"] == 2
+
+
+def test_submitit_local_executor_writes_the_same_runs(tmp_path):
+    """The submitit engine (its local executor, one job for all runs) and the local engine
+    give the same run directories with the same results: runs are reproducible on CPU."""
+    grid = ["--grid", "bound=47", "--variants", "full", "--seeds", "0,1"]
+    env = {**os.environ, "PYTHONPATH": ROOT + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    out = subprocess.run([sys.executable, "-m", "pnn_ext.train.sweep", *grid, "--engine", "submitit",
+                          "--submitit-cluster", "local", "--cells-per-job", "2", "--out-dir", str(tmp_path / "sub"),
+                          *TRAIN], capture_output=True, text=True, cwd=ROOT, env=env, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "submitted 1 submitit jobs (2 runs)" in out.stdout
+    assert sweep.main([*grid, "--out-dir", str(tmp_path / "loc"), *TRAIN]) == 0
+    for seed in (0, 1):
+        a, b = (json.loads((tmp_path / root / "bound=47" / "full" / f"seed{seed}" / "summary.json").read_text())
+                for root in ("sub", "loc"))
+        assert a["status"] == b["status"] == "completed" and a["final_test_acc"] == b["final_test_acc"]
+    # a table rebuilt from the submitit runs alone
+    assert sweep.main([*grid, "--report-only", "--out-dir", str(tmp_path / "sub"), *TRAIN]) == 0
+    assert strict_json(tmp_path / "sub" / "sweep.json")["cells"][0]["finished"] == 2
+
+
+@pytest.mark.parametrize("grid, message", [
+    (["--grid", "nonsense=1"], "NAME a pnn-train setting"),
+    (["--grid", "lr=fast"], "'fast' is not a valid value"),
+    (["--grid", "seed=1,2"], "the sweep sets it"),
+    (["--grid", "lr="], "no values"),
+])
+def test_bad_axes_are_refused(grid, message, capsys):
+    with pytest.raises(SystemExit):
+        sweep.main([*grid, "--out-dir", "/nonexistent"])
+    assert message in capsys.readouterr().err
+
+
+def test_unknown_variant_and_strict_json():
+    with pytest.raises(SystemExit, match="unknown variants"):
+        sweep.main(["--grid", "lr=1e-3", "--variants", "full,quadratik", "--out-dir", "/nonexistent"])
+    assert sweep_report._strict({"a": [float("nan"), 1.0, float("inf")]}) == {"a": [None, 1.0, None]}
+    assert set(sweep.variants()) >= {"full", "no-boundary", "no-clip", "standard-clip"}
+
+
+def test_report_of_a_diverged_cell(tmp_path):
+    """Cells are read from summaries alone: a diverged run counts, its accuracy is left out."""
+    runs = []
+    for seed, status, acc in ((0, "completed", 0.9), (1, "diverged", None), (2, "completed", 0.8)):
+        d = tmp_path / f"seed{seed}"
+        d.mkdir()
+        (d / "summary.json").write_text(json.dumps({"status": status, "final_test_acc": acc, "bounds": [4.0],
+                                                    "max_abs_x_over_b": 1.5 + seed}))
+        runs.append(str(d))
+    grid = [{"axes": {"lr": "1e-1"}, "variant": "full", "seed": s} for s in range(3)]
+    report = sweep_report.collect(grid, runs, [("lr", ["1e-1"])])
+    c = report["cells"][0]
+    assert (c["finished"], c["diverged"], c["divergence_rate"]) == (3, 1, 1 / 3)
+    assert math.isclose(c["acc_mean"], 85.0) and math.isclose(c["acc_std"], math.sqrt(50))
+    assert c["max_abs_x_over_b"] == 3.5 and sweep_report.cell_text(c) == "85.0 ± 7.1 ✗1/3"
+    sweep_report.write(report, str(tmp_path), "pnn-sweep test", guard=False)
+    assert "| 1e-1 | full | 3 | 1/3 | 85.00 ± 7.07 |" in (tmp_path / "sweep.md").read_text()
+    assert (tmp_path / "sweep.png").is_file()
