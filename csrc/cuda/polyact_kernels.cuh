@@ -12,10 +12,7 @@
 //           in order) into one ForwardPartial per block. A finalize kernel of one
 //           block merges the partials with a fixed tree and writes stats.
 // Backward: one pass over x and grad_y (or grad_y's one broadcast value):
-//             grad_x = grad_y * p'(x) + g_L/N * sign(x) f'(e) [e > 0]
-//           (f' = exp(min(e, E)), or 2e for the quadratic boundary form: a template
-//           parameter of the backward kernels, since a run-time branch on it made
-//           ptxas spill in the sm_90 float64 backward)
+//             grad_x = grad_y * p'(x) + g_L/N * sign(x) f'(e) [e > 0], f' = exp(min(e, E)) or 2e
 //           with g_L read from device memory (no host sync). With coefficient
 //           gradients dL/dc_k = sum_j grad_y_j phi_k(t_j), grid row y accumulates
 //           coefficients [y*SLICE, (y+1)*SLICE) in registers (row 0 also writes
@@ -201,8 +198,7 @@ __global__ void __launch_bounds__(kFinalizeThreads) forward_finalize_kernel(Forw
 
 // ---------------------------------------------------------------- backward
 
-// SLICE: coefficients accumulated per block row (0: no coefficient gradients);
-// FORM: the boundary form (a.poly.form, fixed at compile time).
+// SLICE: coefficients per block row (0: none). FORM: a template parameter (a run-time branch spilled: sm_90, f64).
 template <typename scalar_t, int VEC, bool ALIGNED, int SLICE, BoundaryForm FORM>
 __global__ void __launch_bounds__(kThreads) backward_kernel(BackwardArgs<scalar_t> a) {
   using acc_t = acc_type_t<scalar_t>;
@@ -346,9 +342,9 @@ BackwardKernel<scalar_t> backward_kernel_for(const LaunchPlan& p) {
 }
 
 template <typename scalar_t>
-BackwardKernel<scalar_t> backward_kernel_for(const LaunchPlan& p, BoundaryForm form) {
-  return form == BoundaryForm::kQuadratic ? backward_kernel_for<scalar_t, BoundaryForm::kQuadratic>(p)
-                                          : backward_kernel_for<scalar_t, BoundaryForm::kExp>(p);
+BackwardKernel<scalar_t> backward_kernel_for(const LaunchPlan& p, BoundaryForm f) {
+  using F = BoundaryForm;
+  return f == F::kQuadratic ? backward_kernel_for<scalar_t, F::kQuadratic>(p) : backward_kernel_for<scalar_t, F::kExp>(p);
 }
 
 inline int grid_blocks(int64_t n, int vec, int resident) {
@@ -394,8 +390,7 @@ LaunchPlan plan_backward_on(const BackwardArgs<scalar_t>& a, Backend& backend) {
 
 template <typename scalar_t, typename Backend>
 void launch_backward_on(const BackwardArgs<scalar_t>& a, const LaunchPlan& p, Backend& backend) {
-  backend.launch(backward_kernel_for<scalar_t>(p, a.poly.form), dim3(p.blocks, p.slices), dim3(kThreads), p.shared_bytes,
-                 a);
+  backend.launch(backward_kernel_for<scalar_t>(p, a.poly.form), dim3(p.blocks, p.slices), dim3(kThreads), p.shared_bytes, a);
   if (p.slice > 0)
     backend.launch(coeff_grad_finalize_kernel<scalar_t>, dim3(a.poly.degree + 1), dim3(kFinalizeThreads),
                    kFinalizeThreads * sizeof(double), a, p.blocks);
