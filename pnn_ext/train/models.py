@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from ..models import MLP, ResNet18, SmallCNN, kaiming_uniform_init
-from ..nn import convert
+from ..nn import convert, poly_modules
 
 
 class RepeatChannels(nn.Module):
@@ -56,4 +56,6 @@ def build_model(cfg, in_shape: tuple[int, ...], layout: str, num_classes: int) -
     if cfg.activation == "poly":
         convert(model, degree=cfg.degree, bound=cfg.bound, alpha=cfg.alpha, basis=cfg.basis,
                 learnable=cfg.learnable, method=cfg.fit_method, target=cfg.target)
+        for m in poly_modules(model):
+            m.boundary_form = cfg.boundary_form
     return model
