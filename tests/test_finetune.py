@@ -63,9 +63,10 @@ def test_init_from_a_pnn_of_another_degree(tmp_path, relu_run):
             continue
         assert torch.equal(v, src[k]), k
     assert all(m.degree == 22 and m.coeffs.numel() == 23 for m in trainer.polys)
-    # And back to ReLU (the PolyActivations' state is skipped).
+    # And back to ReLU (the PolyActivations' state is skipped), from the run directory (its best.pt).
     back = Trainer(TrainConfig(**{**QUICK, "out_dir": str(tmp_path / "relu2"), "activation": "relu",
-                                  "init_from": str(tmp_path / "deg8" / "last.pt")}))
+                                  "init_from": str(tmp_path / "deg8")}))
+    assert back.init_info["path"] == str((tmp_path / "deg8" / "best.pt").resolve())
     assert not back.polys and torch.equal(back.model.state_dict()[next(iter(src))], src[next(iter(src))])
 
 

@@ -74,9 +74,9 @@ class TrainConfig:
     fit_method: str = _f(fitting.METHOD, "fit: least squares or remez (minimax)")
     learnable: bool = _f(False, "train the polynomial coefficients (learning rate coeff_lr_scale * lr)")
     # fine-tuning (pnn_ext.train.finetune)
-    init_from: str = _f("", "start from a trained run's checkpoint (a ReLU run, or a PNN of another degree): every "
-                            "weight and BatchNorm statistic but the activations, which come from this run's "
-                            "settings (fitted afresh); the architectures must match")
+    init_from: str = _f("", "start from a trained run's checkpoint or run directory (a ReLU run, or a PNN of "
+                            "another degree): every weight and BatchNorm statistic but the activations, which "
+                            "come from this run's settings (fitted afresh); the architectures must match")
     replace: str = _f("all", "activations at the start: all polynomial from the first step, or progressive: "
                              "polynomial one layer after another (in module order, input side first), the others "
                              "running the function they are fitted to, over the first --replace-epochs epochs")

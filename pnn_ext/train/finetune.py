@@ -27,6 +27,7 @@ from torch import nn
 
 from ..nn import PolyActivation
 from .checkpoint import CheckpointError, load
+from .run import checkpoint_path
 
 # What a layer not yet swapped computes, by the target its polynomial is fitted to.
 STAND_INS = {"relu": F.relu, "silu": F.silu, "gelu": F.gelu}
@@ -58,7 +59,9 @@ def _shape(v) -> str:
 def load_init(model: nn.Module, path: str, load_weights: bool = True) -> dict:
     """Copy the checkpoint's non-activation weights into ``model`` (unless not
     ``load_weights``: a resumed run takes its weights from its own checkpoint);
-    returns what summary.json records of the source."""
+    returns what summary.json records of the source. ``path``: a checkpoint, or a run
+    directory (its best.pt, else last.pt)."""
+    path = checkpoint_path(path)
     ck = load(path)
     src, dst = ck["model"], model.state_dict()
     src_polys = _saved_poly_prefixes(src)
