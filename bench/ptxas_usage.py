@@ -109,8 +109,12 @@ def kernel_usage(archs=ARCHS) -> list[KernelUsage]:
 
 
 def short_name(name: str) -> str:
-    """forward_kernel<c10::Half, 4, true>(...) -> forward_kernel<Half, 4, true>"""
-    return name.split("(")[0].replace("c10::", "").removeprefix("void ")
+    """forward_kernel<c10::Half, 4, true>(...) -> forward_kernel<Half, 4, true>; the backward
+    kernels' boundary-form argument (pnn::BoundaryForm)0 / 1 -> exp / quadratic."""
+    name = name[:name.index(">(") + 1] if ">(" in name else name.split("(")[0]
+    name = re.sub(r"\((?:pnn::)?BoundaryForm\)0", "exp", name)
+    name = re.sub(r"\((?:pnn::)?BoundaryForm\)1", "quadratic", name)
+    return name.replace("c10::", "").removeprefix("void ")
 
 
 def markdown(rows: list[KernelUsage]) -> str:

@@ -1,11 +1,11 @@
 // Op schemas of pnn_ext (TORCH_LIBRARY) and their CPU implementations.
 //
-//   poly_act(x, coeffs, bound, alpha, basis) -> (y, stats)
+//   poly_act(x, coeffs, bound, alpha, basis, boundary_form="exp") -> (y, stats)
 //     y     = p(x / B), x's shape, dtype and memory format
 //     stats = [boundary term L (mean over x), max |x|, fraction of |x| > B],
-//             float32 (float64 for float64 x)
-//   poly_act_backward(grad_y, grad_stats, x, coeffs, bound, alpha, basis, coeffs_grad)
-//       -> (grad_x, grad_coeffs)
+//             float32 (float64 for float64 x); boundary_form "exp" or "quadratic" (polyact.h)
+//   poly_act_backward(grad_y, grad_stats, x, coeffs, bound, alpha, basis, coeffs_grad,
+//                     boundary_form="exp") -> (grad_x, grad_coeffs)
 //     grad_stats[0] is the incoming gradient of L (the statistics have none);
 //     grad_coeffs has degree + 1 entries if coeffs_grad, else 0.
 //
@@ -56,35 +56,38 @@ CpuCapability cpu_capability() {
 
 std::tuple<at::Tensor, at::Tensor> poly_act_cpu(const at::Tensor& x, const at::Tensor& coeffs,
                                                 double bound, double alpha,
-                                                std::string_view basis) {
+                                                std::string_view basis, std::string_view boundary_form) {
   check_forward_args(x, coeffs, bound, alpha);
   const Basis b = parse_basis(basis);
+  const BoundaryForm f = parse_boundary_form(boundary_form);
   at::Tensor y = at::empty_like(x);  // keeps x's strides when x is dense (channels_last too)
   at::Tensor stats = at::empty({3}, x.options().dtype(accumulate_type(x.scalar_type())));
   const at::Tensor c = coeffs.contiguous();
   switch (cpu_capability()) {
-    case CpuCapability::kAvx512: cpu::AVX512::forward(x, c, bound, alpha, b, y, stats); break;
-    case CpuCapability::kAvx2: cpu::AVX2::forward(x, c, bound, alpha, b, y, stats); break;
-    default: cpu::DEFAULT::forward(x, c, bound, alpha, b, y, stats); break;
+    case CpuCapability::kAvx512: cpu::AVX512::forward(x, c, bound, alpha, b, f, y, stats); break;
+    case CpuCapability::kAvx2: cpu::AVX2::forward(x, c, bound, alpha, b, f, y, stats); break;
+    default: cpu::DEFAULT::forward(x, c, bound, alpha, b, f, y, stats); break;
   }
   return {y, stats};
 }
 
 std::tuple<at::Tensor, at::Tensor> poly_act_backward_cpu(
     const at::Tensor& grad_y, const at::Tensor& grad_stats, const at::Tensor& x,
-    const at::Tensor& coeffs, double bound, double alpha, std::string_view basis, bool coeffs_grad) {
+    const at::Tensor& coeffs, double bound, double alpha, std::string_view basis, bool coeffs_grad,
+    std::string_view boundary_form) {
   check_forward_args(x, coeffs, bound, alpha);
   check_backward_args(grad_y, grad_stats, x);
   const Basis b = parse_basis(basis);
+  const BoundaryForm f = parse_boundary_form(boundary_form);
   at::Tensor grad_x = at::empty_like(x);
   at::Tensor grad_coeffs = at::empty({coeffs_grad ? coeffs.numel() : 0}, coeffs.options());
   const at::Tensor c = coeffs.contiguous();
   const double g_boundary = grad_stats[0].item<double>();  // a CPU tensor: no device sync
   at::Tensor* gc = coeffs_grad ? &grad_coeffs : nullptr;
   switch (cpu_capability()) {
-    case CpuCapability::kAvx512: cpu::AVX512::backward(grad_y, g_boundary, x, c, bound, alpha, b, grad_x, gc); break;
-    case CpuCapability::kAvx2: cpu::AVX2::backward(grad_y, g_boundary, x, c, bound, alpha, b, grad_x, gc); break;
-    default: cpu::DEFAULT::backward(grad_y, g_boundary, x, c, bound, alpha, b, grad_x, gc); break;
+    case CpuCapability::kAvx512: cpu::AVX512::backward(grad_y, g_boundary, x, c, bound, alpha, b, f, grad_x, gc); break;
+    case CpuCapability::kAvx2: cpu::AVX2::backward(grad_y, g_boundary, x, c, bound, alpha, b, f, grad_x, gc); break;
+    default: cpu::DEFAULT::backward(grad_y, g_boundary, x, c, bound, alpha, b, f, grad_x, gc); break;
   }
   return {grad_x, grad_coeffs};
 }
@@ -101,10 +104,12 @@ const char* cpu_capability_name() {
 }  // namespace pnn
 
 TORCH_LIBRARY(pnn_ext, m) {
-  m.def("poly_act(Tensor x, Tensor coeffs, float bound, float alpha, str basis) -> (Tensor, Tensor)");
+  m.def(
+      "poly_act(Tensor x, Tensor coeffs, float bound, float alpha, str basis, str boundary_form=\"exp\") "
+      "-> (Tensor, Tensor)");
   m.def(
       "poly_act_backward(Tensor grad_y, Tensor grad_stats, Tensor x, Tensor coeffs, float bound, "
-      "float alpha, str basis, bool coeffs_grad) -> (Tensor, Tensor)");
+      "float alpha, str basis, bool coeffs_grad, str boundary_form=\"exp\") -> (Tensor, Tensor)");
 }
 
 TORCH_LIBRARY_IMPL(pnn_ext, CPU, m) {

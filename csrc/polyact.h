@@ -12,6 +12,9 @@
 // restoring gradient exp(E) > 0 far outside the range, and keeps every finite
 // input's term finite (the linear part is summed in float64). Its derivative
 //   dL/dx_j = sign(x_j) * exp(min(e_j, E)) * [e_j > 0] / N.
+// The quadratic form (BoundaryForm::kQuadratic, the paper's suggested check)
+// has f(e) = e^2 for e > 0 (squared and summed in float64, so it stays finite
+// for every finite float32 input) and dL/dx_j = sign(x_j) * 2 e_j [e_j > 0] / N.
 #pragma once
 
 #include <cmath>
@@ -26,6 +29,9 @@
 namespace pnn {
 
 enum class Basis : int { kMonomial = 0, kChebyshev = 1 };
+
+// Shape f of the boundary term (see above); the exponential one is the paper's.
+enum class BoundaryForm : int { kExp = 0, kQuadratic = 1 };
 
 // Exponent cap of the boundary term (see above). exp(30) ~ 1.07e13: finite in
 // float32 even after the x1000 of the paper's lambda.
@@ -142,28 +148,45 @@ PNN_HD A overflow_value(A t, A lead, int m) {
   return neg ? -INFINITY : INFINITY;
 }
 
-// Boundary term of one element whose excess e = |x| - alpha*B is > 0:
-// expm1(min(e, E)) and the linear excess max(e - E, 0) (summed separately, in
-// float64, and scaled by exp(E) once at the end).
+// Boundary term of one element whose excess e = |x| - alpha*B is > 0, as two
+// float64 parts: the one summed as it is, and the linear excess max(e - E, 0) of
+// the exponential form (summed separately, scaled by exp(E) once at the end).
+// exp: expm1(min(e, E)) evaluated in A; quadratic: e^2 squared in float64.
 template <typename A>
-PNN_HD void boundary_term(A e, A& expm1_part, A& linear_part) {
+PNN_HD void boundary_term(A e, BoundaryForm form, double& sum_part, double& linear_part) {
+  if (form == BoundaryForm::kQuadratic) {
+    const double ed = static_cast<double>(e);
+    sum_part = ed * ed;
+    linear_part = 0;
+    return;
+  }
   const A cap = A(kBoundaryExpCap);
   A ec = e < cap ? e : cap;
 #if defined(__CUDA_ARCH__)
-  expm1_part = expm1(ec);
+  sum_part = expm1(ec);
 #else
-  expm1_part = std::expm1(ec);
+  sum_part = std::expm1(ec);
 #endif
   linear_part = e - ec;
 }
 
-// d f(e) / d|x| = exp(min(e, E)) for e > 0.
+// Largest finite value of A (float or double), usable in device code.
 template <typename A>
-PNN_HD A boundary_slope(A e) {
+PNN_HD A max_finite() {
+  return A(sizeof(A) == sizeof(float) ? 3.4028234663852886e38 : 1.7976931348623157e308);
+}
+
+// d f(e) / d|x| for e > 0: exp(min(e, E)), or 2e for the quadratic form. 2e is
+// held at A's largest finite value, so that an infinite x gets the polynomial
+// part's +-inf as its gradient, not inf - inf = NaN (as the capped exp slope does).
+template <typename A>
+PNN_HD A boundary_slope(A e, BoundaryForm form) {
   const A cap = A(kBoundaryExpCap);
 #if defined(__CUDA_ARCH__)
+  if (form == BoundaryForm::kQuadratic) return fmin(e + e, max_finite<A>());
   return exp(e < cap ? e : cap);
 #else
+  if (form == BoundaryForm::kQuadratic) return std::fmin(e + e, max_finite<A>());
   return std::exp(e < cap ? e : cap);
 #endif
 }

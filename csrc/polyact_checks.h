@@ -18,6 +18,12 @@ inline Basis parse_basis(std::string_view basis) {
   TORCH_CHECK(false, "pnn_ext: basis must be 'monomial' or 'chebyshev', got '", basis, "'");
 }
 
+inline BoundaryForm parse_boundary_form(std::string_view form) {
+  if (form == "exp") return BoundaryForm::kExp;
+  if (form == "quadratic") return BoundaryForm::kQuadratic;
+  TORCH_CHECK(false, "pnn_ext: boundary_form must be 'exp' or 'quadratic', got '", form, "'");
+}
+
 // float64 inputs compute in float64, every other floating type in float32.
 inline at::ScalarType accumulate_type(at::ScalarType t) {
   return t == at::kDouble ? at::kDouble : at::kFloat;

@@ -27,11 +27,12 @@ struct PolyParams {
   acc_t bound;          // B
   acc_t inv_bound;      // 1 / B
   acc_t threshold;      // alpha * B, where the boundary term starts
+  BoundaryForm form;    // shape of the boundary term
 };
 
 template <typename acc_t>
 inline PolyParams<acc_t> make_poly_params(const acc_t* coeffs, int degree, Basis basis, double bound,
-                                          double alpha) {
+                                          double alpha, BoundaryForm form = BoundaryForm::kExp) {
   PolyParams<acc_t> P;
   P.coeffs = coeffs;
   P.degree = degree;
@@ -39,6 +40,7 @@ inline PolyParams<acc_t> make_poly_params(const acc_t* coeffs, int degree, Basis
   P.bound = static_cast<acc_t>(bound);
   P.inv_bound = static_cast<acc_t>(1.0 / bound);
   P.threshold = static_cast<acc_t>(alpha * bound);
+  P.form = form;
   return P;
 }
 
@@ -50,7 +52,7 @@ PNN_HD double nan_max(double a, double b) {
 // Partial sums of the forward pass over some elements (a CPU chunk, a CUDA
 // block), all in float64 so that the boundary term of huge inputs stays finite.
 struct ForwardPartial {
-  double expm1_sum;      // sum of expm1(min(e, E)) over elements with e = |x| - alpha*B > 0
+  double expm1_sum;      // sum of expm1(min(e, E)) (quadratic form: of e^2) over elements with e = |x| - alpha*B > 0
   double linear_sum;     // sum of max(e - E, 0): the linear continuation past the cap
   double max_abs;        // max |x|; NaN if any x is NaN
   double count_outside;  // number of |x| > B

@@ -41,11 +41,15 @@ class PolyActivation(nn.Module):
             op; an error where it is unavailable) or "reference"
             (:mod:`pnn_ext.reference`, pure PyTorch). An attribute: set it on a
             built module to switch.
+        boundary_form: shape of the boundary term: "exp" (above, the paper's) or
+            "quadratic" (``mean(max(|x| - alpha*B, 0)^2)``). Training only: it
+            changes neither y nor what pnn_ext.he folds. Saved in the state dict.
     """
 
     def __init__(self, degree: int = fitting.DEGREE, bound: float | None = None, alpha: float | None = None,
                  target: str = fitting.TARGET, basis: str = fitting.BASIS, learnable: bool = False,
-                 method: str = fitting.METHOD, *, coeffs: torch.Tensor | np.ndarray | None = None, impl: str = "auto"):
+                 method: str = fitting.METHOD, *, coeffs: torch.Tensor | np.ndarray | None = None, impl: str = "auto",
+                 boundary_form: str = "exp"):
         super().__init__()
         if not isinstance(degree, int) or degree < 1:
             raise ValueError(f"degree must be an integer >= 1, got {degree!r}")
@@ -60,6 +64,9 @@ class PolyActivation(nn.Module):
             raise ValueError(f"basis must be 'chebyshev' or 'monomial', got {basis!r}")
         if impl not in IMPLS:
             raise ValueError(f"impl must be one of {list(IMPLS)}, got {impl!r}")
+        if boundary_form not in reference.BOUNDARY_FORMS:
+            raise ValueError(f"boundary_form must be one of {list(reference.BOUNDARY_FORMS)}, got {boundary_form!r}")
+        self.boundary_form = boundary_form
         if coeffs is None:
             coeffs = fitting.fit(target, degree, bound, basis=basis, method=method).coeffs
         c = torch.as_tensor(np.asarray(coeffs, dtype=np.float64) if not torch.is_tensor(coeffs) else coeffs,
@@ -124,7 +131,8 @@ class PolyActivation(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         coeffs = self.coeffs.to(reference.compute_dtype(x.dtype))
-        y, stats = ops.poly_act(x, coeffs, self.bound, self.alpha, self.basis, impl=self.impl)
+        y, stats = ops.poly_act(x, coeffs, self.bound, self.alpha, self.basis, impl=self.impl,
+                                boundary_form=self.boundary_form)
         if self._accumulate:
             self.boundary_terms.append(stats[0])
         else:
@@ -135,19 +143,21 @@ class PolyActivation(nn.Module):
     def extra_repr(self) -> str:
         return (f"degree={self.degree}, bound={self.bound:g}, alpha={self.alpha:g}, basis={self.basis}, "
                 f"target={self.target}, learnable={self.learnable}" + (f", impl={self.impl}" if self.impl != "auto"
-                                                                       else ""))
+                                                                       else "")
+                + (f", boundary_form={self.boundary_form}" if self.boundary_form != "exp" else ""))
 
     # The configuration travels with the state dict, so load_state_dict restores
     # an activation built with other settings.
     def get_extra_state(self):
         return {"degree": self.degree, "bound": self.bound, "alpha": self.alpha, "basis": self.basis,
-                "target": self.target}
+                "target": self.target, "boundary_form": self.boundary_form}
 
     def set_extra_state(self, state) -> None:
         if state["degree"] != self.degree:
             raise ValueError(f"state_dict is for degree {state['degree']}, this module has degree {self.degree}")
         self.bound, self.alpha = float(state["bound"]), float(state["alpha"])
         self.basis, self.target = state["basis"], state["target"]
+        self.boundary_form = state.get("boundary_form", "exp")  # states saved before the form existed
 
 
 def poly_modules(model: nn.Module) -> Iterable[PolyActivation]:

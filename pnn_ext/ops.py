@@ -50,31 +50,32 @@ def has_cuda_kernels() -> bool:
 if HAVE_EXTENSION:
 
     @torch.library.register_fake("pnn_ext::poly_act")
-    def _poly_act_fake(x, coeffs, bound, alpha, basis):
+    def _poly_act_fake(x, coeffs, bound, alpha, basis, boundary_form="exp"):
         # Shapes and dtypes only: what torch.compile needs to trace through the op.
-        reference.check_args(x, coeffs, bound, alpha, basis)
+        reference.check_args(x, coeffs, bound, alpha, basis, boundary_form)
         return torch.empty_like(x), x.new_empty(3, dtype=reference.compute_dtype(x.dtype))
 
     @torch.library.register_fake("pnn_ext::poly_act_backward")
-    def _poly_act_backward_fake(grad_y, grad_stats, x, coeffs, bound, alpha, basis, coeffs_grad):
+    def _poly_act_backward_fake(grad_y, grad_stats, x, coeffs, bound, alpha, basis, coeffs_grad,
+                                boundary_form="exp"):
         return torch.empty_like(x), coeffs.new_empty(coeffs.numel() if coeffs_grad else 0)
 
     def _setup_context(ctx, inputs, output):
-        x, coeffs, bound, alpha, basis = inputs
+        x, coeffs, bound, alpha, basis, boundary_form = inputs
         ctx.save_for_backward(x, coeffs)  # only x (and the d+1 coefficients), whatever the degree
-        ctx.params = (bound, alpha, basis)
+        ctx.params = (bound, alpha, basis, boundary_form)
 
     def _backward(ctx, grad_y, grad_stats):
         x, coeffs = ctx.saved_tensors
-        bound, alpha, basis = ctx.params
+        bound, alpha, basis, boundary_form = ctx.params
         if grad_y is None:
             grad_y = torch.zeros_like(x)
         if grad_stats is None:
             grad_stats = x.new_zeros(3, dtype=reference.compute_dtype(x.dtype))
         grad_x, grad_coeffs = torch.ops.pnn_ext.poly_act_backward(
-            grad_y, grad_stats, x, coeffs, bound, alpha, basis, ctx.needs_input_grad[1])
+            grad_y, grad_stats, x, coeffs, bound, alpha, basis, ctx.needs_input_grad[1], boundary_form)
         return (grad_x if ctx.needs_input_grad[0] else None,
-                grad_coeffs if ctx.needs_input_grad[1] else None, None, None, None)
+                grad_coeffs if ctx.needs_input_grad[1] else None, None, None, None, None)
 
     torch.library.register_autograd("pnn_ext::poly_act", _backward, setup_context=_setup_context)
 
@@ -91,7 +92,8 @@ def _fallback_warning(reason: str) -> None:
 
 
 def poly_act(x: torch.Tensor, coeffs: torch.Tensor, bound: float, alpha: float,
-             basis: str = "chebyshev", impl: str = "auto") -> tuple[torch.Tensor, torch.Tensor]:
+             basis: str = "chebyshev", impl: str = "auto",
+             boundary_form: str = "exp") -> tuple[torch.Tensor, torch.Tensor]:
     """Polynomial activation with its boundary term, in one fused pass.
 
     Args:
@@ -105,6 +107,8 @@ def poly_act(x: torch.Tensor, coeffs: torch.Tensor, bound: float, alpha: float,
         impl: "auto" (the compiled op where it serves x's device, else the
             reference with a warning), "fused" (the compiled op, or an error) or
             "reference" (:func:`pnn_ext.reference.poly_act`, e.g. as a baseline).
+        boundary_form: "exp" (the paper's f, below) or "quadratic" (f(e) = e^2
+            for e > 0, the paper's suggested alternative), fused the same way.
 
     Returns:
         y: p(x / B), x's shape, dtype and memory format.
@@ -126,9 +130,9 @@ def poly_act(x: torch.Tensor, coeffs: torch.Tensor, bound: float, alpha: float,
         raise RuntimeError(f"pnn_ext: impl='fused' but the compiled op is unavailable for {x.device.type} "
                            f"tensors ({_IMPORT_ERROR or 'extension built without kernels for it'})")
     if impl == "reference":
-        return reference.poly_act(x, coeffs, float(bound), float(alpha), basis)
+        return reference.poly_act(x, coeffs, float(bound), float(alpha), basis, boundary_form)
     if fused_here:
-        return torch.ops.pnn_ext.poly_act(x, coeffs, float(bound), float(alpha), basis)
+        return torch.ops.pnn_ext.poly_act(x, coeffs, float(bound), float(alpha), basis, boundary_form)
     _fallback_warning(f"compiled extension unavailable ({_IMPORT_ERROR})" if not HAVE_EXTENSION
                       else f"extension built without kernels for {x.device.type}")
-    return reference.poly_act(x, coeffs, float(bound), float(alpha), basis)
+    return reference.poly_act(x, coeffs, float(bound), float(alpha), basis, boundary_form)

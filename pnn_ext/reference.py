@@ -7,6 +7,7 @@ Same semantics as the fused op (csrc/polyact.h documents the math):
     stats = [L, max|x|, fraction of |x| > B]
     L     = mean_j f(|x_j| - alpha*B),  f(e) = 0 (e <= 0), expm1(e) (0 < e <= E),
                                         expm1(E) + exp(E) (e - E) (e > E),  E = 30
+            (boundary_form="quadratic": f(e) = e^2 for e > 0, 0 otherwise)
 
 computed in float32 (float64 for float64 inputs; L always summed in float64) and
 returned in x's dtype (stats in the computation dtype). Gradients come from
@@ -20,6 +21,7 @@ import torch
 
 BOUNDARY_EXP_CAP = 30.0
 BASES = ("monomial", "chebyshev")
+BOUNDARY_FORMS = ("exp", "quadratic")
 
 
 def compute_dtype(dtype: torch.dtype) -> torch.dtype:
@@ -27,7 +29,8 @@ def compute_dtype(dtype: torch.dtype) -> torch.dtype:
     return torch.float64 if dtype == torch.float64 else torch.float32
 
 
-def check_args(x: torch.Tensor, coeffs: torch.Tensor, bound: float, alpha: float, basis: str) -> None:
+def check_args(x: torch.Tensor, coeffs: torch.Tensor, bound: float, alpha: float, basis: str,
+               boundary_form: str = "exp") -> None:
     """The fused op's argument checks, with the same messages."""
     if not x.is_floating_point():
         raise RuntimeError(f"pnn_ext: x must be float16, bfloat16, float32 or float64, got {x.dtype}")
@@ -46,6 +49,8 @@ def check_args(x: torch.Tensor, coeffs: torch.Tensor, bound: float, alpha: float
         raise RuntimeError(f"pnn_ext: alpha must be finite and > 0, got {alpha}")
     if basis not in BASES:
         raise RuntimeError(f"pnn_ext: basis must be 'monomial' or 'chebyshev', got '{basis}'")
+    if boundary_form not in BOUNDARY_FORMS:
+        raise RuntimeError(f"pnn_ext: boundary_form must be 'exp' or 'quadratic', got '{boundary_form}'")
 
 
 def poly_eval(t: torch.Tensor, coeffs: torch.Tensor, basis: str) -> torch.Tensor:
@@ -75,9 +80,12 @@ def overflow_fixup(p: torch.Tensor, x: torch.Tensor, t: torch.Tensor, coeffs: to
     return torch.where(bad, sign.to(p.dtype) * math.inf, p)
 
 
-def boundary_term(x: torch.Tensor, bound: float, alpha: float) -> torch.Tensor:
+def boundary_term(x: torch.Tensor, bound: float, alpha: float, boundary_form: str = "exp") -> torch.Tensor:
     """L = mean f(|x| - alpha*B), summed in float64; 0 for an empty x, NaN if x has NaN."""
     e = x.double().abs() - alpha * bound
+    if boundary_form == "quadratic":
+        term = torch.where(e > 0, e.clamp(min=0).square(), torch.where(e.isnan(), e, torch.zeros_like(e)))
+        return term.sum() / max(x.numel(), 1)
     # The linear part as relu(e - E), not e - min(e, E): the latter's gradient is
     # exp(E) - exp(E) added to exp(e) in float64, which loses ~1e-7 of it (1e13 + 7e3).
     term = torch.expm1(e.clamp(max=BOUNDARY_EXP_CAP)) + math.exp(BOUNDARY_EXP_CAP) * (e - BOUNDARY_EXP_CAP).clamp(min=0)
@@ -86,9 +94,9 @@ def boundary_term(x: torch.Tensor, bound: float, alpha: float) -> torch.Tensor:
 
 
 def poly_act(x: torch.Tensor, coeffs: torch.Tensor, bound: float, alpha: float,
-             basis: str = "chebyshev") -> tuple[torch.Tensor, torch.Tensor]:
+             basis: str = "chebyshev", boundary_form: str = "exp") -> tuple[torch.Tensor, torch.Tensor]:
     """Reference of ``torch.ops.pnn_ext.poly_act``: returns (y, stats)."""
-    check_args(x, coeffs, bound, alpha, basis)
+    check_args(x, coeffs, bound, alpha, basis, boundary_form)
     acc = compute_dtype(x.dtype)
     xa = x.to(acc)
     t = xa * (1.0 / bound)
@@ -97,18 +105,18 @@ def poly_act(x: torch.Tensor, coeffs: torch.Tensor, bound: float, alpha: float,
     n = max(x.numel(), 1)
     max_abs = ax.max() if x.numel() else ax.new_zeros(())
     frac = (ax > bound).sum().double() / n
-    stats = torch.stack([boundary_term(xa, bound, alpha).to(acc), max_abs.to(acc), frac.to(acc)])
+    stats = torch.stack([boundary_term(xa, bound, alpha, boundary_form).to(acc), max_abs.to(acc), frac.to(acc)])
     return y, stats
 
 
 def poly_act_backward(grad_y: torch.Tensor, grad_stats: torch.Tensor, x: torch.Tensor,
                       coeffs: torch.Tensor, bound: float, alpha: float, basis: str,
-                      coeffs_grad: bool) -> tuple[torch.Tensor, torch.Tensor]:
+                      coeffs_grad: bool, boundary_form: str = "exp") -> tuple[torch.Tensor, torch.Tensor]:
     """Reference of ``torch.ops.pnn_ext.poly_act_backward``, by autograd through poly_act."""
     with torch.enable_grad():
         xr = x.detach().requires_grad_(True)
         cr = coeffs.detach().requires_grad_(coeffs_grad)
-        y, stats = poly_act(xr, cr, bound, alpha, basis)
+        y, stats = poly_act(xr, cr, bound, alpha, basis, boundary_form)
         # Only stats[0] (the boundary term) carries a gradient.
         inputs = (xr, cr) if coeffs_grad else (xr,)
         grads = torch.autograd.grad((y, stats[0]), inputs, (grad_y, grad_stats[0]), allow_unused=True)

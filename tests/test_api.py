@@ -18,10 +18,12 @@ def test_opcheck(device, dtype, coeffs_grad):
     c = random_coeffs(8, dtype, device).requires_grad_(coeffs_grad)
     for x in (random_input((3, 33), 20.0, dtype, device).requires_grad_(), random_input((7,), 20.0, dtype, device)):
         torch.library.opcheck(torch.ops.pnn_ext.poly_act, (x, c, 20.0, 0.75, "chebyshev"))
+        torch.library.opcheck(torch.ops.pnn_ext.poly_act, (x, c, 20.0, 0.75, "chebyshev", "quadratic"))
     x = random_input((3, 33), 20.0, dtype, device)
     gs = torch.tensor([1.5, 0.0, 0.0], dtype=reference.compute_dtype(dtype), device=device)
-    torch.library.opcheck(torch.ops.pnn_ext.poly_act_backward,
-                          (torch.randn_like(x), gs, x, c.detach(), 20.0, 0.75, "monomial", coeffs_grad))
+    for form in ("exp", "quadratic"):
+        torch.library.opcheck(torch.ops.pnn_ext.poly_act_backward,
+                              (torch.randn_like(x), gs, x, c.detach(), 20.0, 0.75, "monomial", coeffs_grad, form))
 
 
 @pytest.mark.parametrize("device", DEVICES)
@@ -68,6 +70,7 @@ BAD_ARGS = [
     ("alpha", lambda x, c: (x, c, 20.0, 0.0, "chebyshev")),
     ("basis", lambda x, c: (x, c, 20.0, 0.5, "legendre")),
     ("degree", lambda x, c: (x, torch.zeros(200), 20.0, 0.5, "chebyshev")),
+    ("boundary_form", lambda x, c: (x, c, 20.0, 0.5, "chebyshev", "cubic")),
 ]
 
 
@@ -92,7 +95,8 @@ def test_coeffs_on_wrong_device():
 def test_module_bad_arguments():
     for kwargs, name in [({"degree": 0}, "degree"), ({"degree": 4, "bound": -1.0}, "bound"),
                          ({"degree": 4, "alpha": 0.0}, "alpha"), ({"degree": 4, "basis": "x"}, "basis"),
-                         ({"degree": 4, "target": "swish2"}, "target")]:
+                         ({"degree": 4, "target": "swish2"}, "target"),
+                         ({"degree": 4, "boundary_form": "cubic"}, "boundary_form")]:
         with pytest.raises(ValueError, match=name):
             pnn_ext.PolyActivation(**kwargs)
 
@@ -147,6 +151,24 @@ def test_poly_activation_drop_in_and_state():
     other.load_state_dict({"coeffs": act.coeffs, "_extra_state": act.get_extra_state()})
     assert other.bound == 47.0 and other.alpha == 0.5
     torch.testing.assert_close(other(x), act(x))
+
+
+def test_poly_activation_boundary_form():
+    """The quadratic form changes the boundary term only (y is the same), travels in the
+    state dict, and a state saved before the form existed loads as the exponential one."""
+    exp, quad = pnn_ext.PolyActivation(8), pnn_ext.PolyActivation(8, boundary_form="quadratic")
+    assert "boundary_form=quadratic" in repr(quad) and "boundary_form" not in repr(exp)
+    x = torch.linspace(-60, 60, 1001)
+    assert torch.equal(exp(x), quad(x))
+    e = (x.double().abs() - quad.alpha * quad.bound).clamp(min=0)
+    torch.testing.assert_close(quad.boundary_terms[0].double(), e.square().mean(), rtol=1e-5, atol=0)
+    assert float(exp.boundary_terms[0]) > float(quad.boundary_terms[0]) > 0
+    other = pnn_ext.PolyActivation(8)
+    other.load_state_dict(quad.state_dict())
+    assert other.boundary_form == "quadratic"
+    old_state = {k: v for k, v in quad.get_extra_state().items() if k != "boundary_form"}
+    other.load_state_dict({"coeffs": quad.coeffs, "_extra_state": old_state})
+    assert other.boundary_form == "exp"
 
 
 def test_from_coefficients_x_monomial():

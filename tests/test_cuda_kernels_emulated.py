@@ -7,7 +7,8 @@ report, an over-limit launch or a deadlock fails the whole module; then each cas
 outputs are checked against the float64 reference at the CPU kernels' tolerances, and
 its launch plan against what the case was built to exercise (grid of 1, 2 or 3 blocks,
 n below one block, n not a multiple of the vector width, misaligned pointers on the
-scalar path, every coefficient-gradient slice width, broadcast grad_y, all four dtypes).
+scalar path, every coefficient-gradient slice width, broadcast grad_y, all four dtypes,
+both boundary forms).
 """
 from __future__ import annotations
 
@@ -48,6 +49,7 @@ class Case:
     coeffs_grad: int = 0
     resident: int = 3
     special: bool = False  # NaN, inf and huge finite inputs mixed in
+    form: str = "exp"      # boundary form: exp | quadratic
 
     @property
     def spread(self):
@@ -57,7 +59,8 @@ class Case:
 
     def line(self):
         return (f"{self.name} {self.op} {self.dtype} {self.n} {self.degree} {self.basis} {self.bound!r} "
-                f"{self.alpha!r} {self.x_offset} {self.out_offset} {self.grad_y} {self.coeffs_grad} {self.resident}")
+                f"{self.alpha!r} {self.x_offset} {self.out_offset} {self.grad_y} {self.coeffs_grad} {self.resident} "
+                f"{self.form}")
 
 
 def make_cases() -> list[Case]:
@@ -88,6 +91,15 @@ def make_cases() -> list[Case]:
     for op in ("fwd", "bwd"):
         for dtype in ("f32", "f64"):
             add(op=op, dtype=dtype, n=3 * THREADS * 4 + 9, degree=22, special=True)
+    # The quadratic boundary form (appended, so the cases above keep their names and inputs):
+    # a multi-block grid, the scalar path, and the special inputs.
+    for dtype in DTYPES:
+        for op in ("fwd", "bwd"):
+            add(op=op, dtype=dtype, n=3 * THREADS * ALIGNED_VEC[dtype] + 5, degree=8, form="quadratic")
+            add(op=op, dtype=dtype, n=2 * THREADS * 4 + 7, degree=22, x_offset=1, form="quadratic")
+    for op in ("fwd", "bwd"):
+        for dtype in ("f32", "f64"):
+            add(op=op, dtype=dtype, n=3 * THREADS * 4 + 9, degree=22, special=True, form="quadratic")
     return cases
 
 
@@ -182,7 +194,7 @@ def test_emulated_kernel_matches_reference(emulated_run, case):
 
     xr = x.double().requires_grad_()
     cr = c.double().requires_grad_()
-    yr, sr = reference.poly_act(xr, cr, case.bound, case.alpha, case.basis)
+    yr, sr = reference.poly_act(xr, cr, case.bound, case.alpha, case.basis, case.form)
     if case.op == "fwd":
         y = from_raw(str(work / f"{case.name}.y"), dtype).double()
         stats = from_raw(str(work / f"{case.name}.stats"), reference.compute_dtype(dtype)).double()

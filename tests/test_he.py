@@ -80,6 +80,20 @@ def test_fold_evaluates_each_polynomial_in_t():
     np.testing.assert_allclose(t, pre.double().numpy() / act.bound, rtol=1e-5, atol=1e-6)
 
 
+def test_fold_ignores_the_boundary_form():
+    """The boundary term is training-only: the quadratic form folds to the same HE model."""
+    exp_he = fold(build("small-cnn", "before-bn"), (1, 8, 8))
+    model = build("small-cnn", "before-bn")
+    for m in pnn_ext.nn.poly_modules(model):
+        m.boundary_form = "quadratic"
+    quad_he = fold(model, (1, 8, 8))
+    assert len(exp_he.layers) == len(quad_he.layers)
+    for a, b in zip(exp_he.layers, quad_he.layers):
+        assert vars(a).keys() == vars(b).keys()
+        for k in vars(a):
+            assert np.array_equal(np.asarray(vars(a)[k]), np.asarray(vars(b)[k])), k
+
+
 def test_export_round_trip(tmp_path):
     model = build("small-cnn", "before-bn")
     he = fold(model, (1, 8, 8))

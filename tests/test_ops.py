@@ -6,7 +6,7 @@ import torch
 
 import pnn_ext
 from pnn_ext import reference
-from testing import BASES, DEGREES, DEVICES, SIZES, random_coeffs, random_input, reference64
+from testing import BASES, DEGREES, DEVICES, FORMS, SIZES, random_coeffs, random_input, reference64
 
 B, ALPHA = 20.0, 0.75
 # The compiled op: without the build these tests fail (loudly, by design; the test command
@@ -19,13 +19,14 @@ def scale(y):
 
 
 @pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("form", FORMS)
 @pytest.mark.parametrize("basis", BASES)
 @pytest.mark.parametrize("degree", DEGREES)
-def test_forward_matches_reference_random_coeffs(device, basis, degree):
+def test_forward_matches_reference_random_coeffs(device, basis, degree, form):
     c = random_coeffs(degree, device=device, seed=degree)
     x = random_input((3, 1000, 7), B, device=device, seed=degree)
-    y, stats = op(x, c, B, ALPHA, basis)
-    yr, sr = reference64(x, c, B, ALPHA, basis)
+    y, stats = op(x, c, B, ALPHA, basis, form)
+    yr, sr = reference64(x, c, B, ALPHA, basis, form)
     assert y.dtype == x.dtype and y.shape == x.shape
     # float32 evaluation of a degree-d polynomial: error grows with d and |t|^d (t up to 1.2).
     tol = 1e-6 * (degree + 1) * 1.2 ** degree * scale(yr)
@@ -42,6 +43,13 @@ def test_awkward_sizes(device, size):
     yr, sr = reference64(x, c, B, ALPHA, "chebyshev")
     torch.testing.assert_close(y.cpu(), yr, rtol=1e-12, atol=1e-12)
     torch.testing.assert_close(stats.cpu(), sr, rtol=1e-12, atol=1e-12)
+    # The quadratic form over the same chunk and vector boundaries, in float32 lanes too.
+    for dtype in (torch.float64, torch.float32):
+        xq = x.to(dtype)
+        _, sq = op(xq, c.to(reference.compute_dtype(dtype)), B, ALPHA, "chebyshev", "quadratic")
+        _, sqr = reference64(xq, c, B, ALPHA, "chebyshev", "quadratic")
+        rtol = 1e-12 if dtype == torch.float64 else 1e-5
+        torch.testing.assert_close(sq.double().cpu(), sqr, rtol=rtol, atol=rtol)
 
 
 @pytest.mark.parametrize("device", DEVICES)
@@ -56,9 +64,10 @@ def test_zero_dim_and_empty(device):
 
 
 @pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("form", FORMS)
 @pytest.mark.parametrize("layout", ["transposed", "sliced", "channels_last", "sliced_channels_last", "expanded_grad",
                                     "grad_transposed", "grad_sliced", "unaligned"])
-def test_non_contiguous(device, layout):
+def test_non_contiguous(device, layout, form):
     c = random_coeffs(22, device=device)
     base = random_input((4, 6, 10, 12), B, device=device, seed=1)
     x = {"transposed": base.transpose(1, 3), "sliced": base[:, ::2, 1::3, ::5],
@@ -66,7 +75,7 @@ def test_non_contiguous(device, layout):
          "sliced_channels_last": base.contiguous(memory_format=torch.channels_last)[:, :, ::2],
          "unaligned": base.flatten()[1:]}.get(layout, base)
     x = x.requires_grad_()
-    y, stats = pnn_ext.poly_act(x, c, B, ALPHA, "chebyshev")
+    y, stats = pnn_ext.poly_act(x, c, B, ALPHA, "chebyshev", boundary_form=form)
     # y keeps x's memory format, dense or not, as empty_like(x) (and the fake kernel) does.
     assert y.stride() == torch.empty_like(x).stride()
     if "channels_last" in layout:
@@ -79,24 +88,25 @@ def test_non_contiguous(device, layout):
     gx, = torch.autograd.grad((y, stats[0]), x, (grad, torch.tensor(3.0, device=device)))
     assert gx.stride() == torch.empty_like(x).stride()
     xr = x.detach().double().cpu().requires_grad_()
-    yr, sr = reference.poly_act(xr, c.double().cpu(), B, ALPHA, "chebyshev")
+    yr, sr = reference.poly_act(xr, c.double().cpu(), B, ALPHA, "chebyshev", form)
     gr, = torch.autograd.grad((yr, sr[0]), xr, (grad.double().cpu(), torch.tensor(3.0, dtype=torch.float64)))
     assert (y.double().cpu() - yr).abs().max() <= 1e-4 * scale(yr)
     assert (gx.double().cpu() - gr).abs().max() <= 1e-4 * scale(gr)
 
 
 @pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("form", FORMS)
 @pytest.mark.parametrize("basis", BASES)
 @pytest.mark.parametrize("degree", [1, 2, 8, 22, 64])
-def test_gradients_match_reference(device, basis, degree):
+def test_gradients_match_reference(device, basis, degree, form):
     c = random_coeffs(degree, device=device, seed=3).requires_grad_()
     x = random_input((5000,), B, device=device, seed=4).requires_grad_()
     gy = torch.randn(5000, generator=torch.Generator().manual_seed(5)).to(device)
-    y, stats = pnn_ext.poly_act(x, c, B, ALPHA, basis)
+    y, stats = pnn_ext.poly_act(x, c, B, ALPHA, basis, boundary_form=form)
     gx, gc = torch.autograd.grad((y, stats[0]), (x, c), (gy, torch.tensor(7.0, device=device)))
     xr = x.detach().double().cpu().requires_grad_()
     cr = c.detach().double().cpu().requires_grad_()
-    yr, sr = reference.poly_act(xr, cr, B, ALPHA, basis)
+    yr, sr = reference.poly_act(xr, cr, B, ALPHA, basis, form)
     gxr, gcr = torch.autograd.grad((yr, sr[0]), (xr, cr), (gy.double().cpu(), torch.tensor(7.0, dtype=torch.float64)))
     tol = 1e-6 * (degree + 1) ** 2 * 1.2 ** degree
     assert (gx.double().cpu() - gxr).abs().max() <= tol * scale(gxr)
@@ -110,18 +120,21 @@ def test_gradients_match_reference(device, basis, degree):
 
 
 @pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("form", FORMS)
 @pytest.mark.parametrize("basis", BASES)
-def test_gradcheck_float64(device, basis):
+def test_gradcheck_float64(device, basis, form):
     c = random_coeffs(6, dtype=torch.float64, device=device).requires_grad_()
 
     def f(x, c):
-        y, stats = pnn_ext.poly_act(x, c, B, ALPHA, basis)
+        y, stats = pnn_ext.poly_act(x, c, B, ALPHA, basis, boundary_form=form)
         return y, stats[0]
 
-    # Points inside and past alpha*B = 15 (boundary gradient exp(e) up to e^9).
+    # Points inside and past alpha*B = 15 (boundary gradient exp(e) up to e^9, or 2e).
     x = torch.tensor([-16.0, -3.0, 0.5, 9.0, 15.5, 19.0, 24.0], dtype=torch.float64,
                      device=device).requires_grad_()
     assert torch.autograd.gradcheck(f, (x, c), eps=1e-6, atol=1e-6, rtol=1e-5)
+    if form == "quadratic":
+        return
     # Past the exponent cap (e > 30): the linear continuation, slope e^30.
     x = torch.tensor([-50.0, 47.0], dtype=torch.float64, device=device).requires_grad_()
     assert torch.autograd.gradcheck(f, (x, c), eps=1e-3, atol=1e-3, rtol=1e-6)
@@ -142,6 +155,13 @@ def test_low_precision_within_2x_of_torch(device, dtype):
     err_fused = (y.double().cpu() - exact).abs().max()
     err_torch = (torch_low.double() - exact).abs().max()
     assert err_fused <= 2 * err_torch
+    # The boundary term of either form, from the same half/bf16 inputs (float32 lanes, float64 sums).
+    for form in FORMS:
+        xs = x * 1.5  # some inputs past alpha*B
+        _, stats = op(xs, c, 35.0, 0.5, "chebyshev", form)
+        _, sr = reference64(xs, c, 35.0, 0.5, "chebyshev", form)
+        assert sr[0] > 0
+        torch.testing.assert_close(stats.double().cpu(), sr, rtol=1e-5, atol=1e-7)
 
 
 @pytest.mark.parametrize("device", DEVICES)
@@ -164,26 +184,34 @@ def test_relu_fit_degree22_float32_accuracy(device):
 
 
 @pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("form", FORMS)
 @pytest.mark.parametrize("basis", BASES)
-def test_nan_inf_propagate_and_huge_finite_never_nan(device, basis):
+def test_nan_inf_propagate_and_huge_finite_never_nan(device, basis, form):
     c = random_coeffs(22, device=device)
     x = torch.tensor([0.0, math.nan, math.inf, -math.inf, 1e30, -1e30, 3e38, 10.0], device=device)
-    y, stats = op(x, c, B, ALPHA, basis)
+    y, stats = op(x, c, B, ALPHA, basis, form)
     assert torch.isnan(y[1]) and not torch.isnan(y[[0, 2, 3, 4, 5, 6, 7]]).any()
     assert torch.isinf(y[[2, 3, 4, 5, 6]]).all()
     assert math.isnan(stats[0]) and math.isnan(stats[1])
     # Without the NaN: L is +inf for infinite inputs, never NaN for finite ones; it is
-    # summed in float64 and saturates to +inf in float32 stats only past |x| ~ 3e25.
-    y, stats = op(x[[0, 4, 5, 6, 7]], c, B, ALPHA, basis)
+    # summed in float64 and saturates to +inf in float32 stats only past |x| ~ 3e25
+    # (quadratic form: past |x| ~ 1e19, where e^2 passes float32's range).
+    y, stats = op(x[[0, 4, 5, 6, 7]], c, B, ALPHA, basis, form)
     assert not torch.isnan(stats).any() and not torch.isnan(y).any()
-    y, stats = op(torch.tensor([1e20, -1e20, 3.0], device=device), c, B, ALPHA, basis)
+    huge = 1e20 if form == "exp" else 1e18
+    y, stats = op(torch.tensor([huge, -huge, 3.0], device=device), c, B, ALPHA, basis, form)
     assert torch.isfinite(stats).all()
-    y, stats = op(x[[2, 7]], c, B, ALPHA, basis)
+    y, stats = op(x[[2, 7]], c, B, ALPHA, basis, form)
     assert stats[0] == math.inf
     # Backward of huge finite inputs: no NaN (zero incoming gradient stays zero).
     xg = x[[0, 4, 5, 6, 7]].clone().requires_grad_()
-    y, stats = pnn_ext.poly_act(xg, c, B, ALPHA, basis)
+    y, stats = pnn_ext.poly_act(xg, c, B, ALPHA, basis, boundary_form=form)
     g, = torch.autograd.grad((y, stats[0]), xg, (torch.zeros_like(y), torch.tensor(1.0, device=device)))
+    assert not torch.isnan(g).any()
+    # Infinite inputs with a non-zero incoming gradient: +-inf, never inf - inf = NaN.
+    xi = x[[2, 3, 7]].clone().requires_grad_()
+    y, stats = pnn_ext.poly_act(xi, c, B, ALPHA, basis, boundary_form=form)
+    g, = torch.autograd.grad((y, stats[0]), xi, (torch.ones_like(y), torch.tensor(1.0, device=device)))
     assert not torch.isnan(g).any()
 
 
@@ -217,13 +245,16 @@ def test_every_cpu_build_agrees(capability, tmp_path):
         "c = torch.randn(23, generator=torch.Generator().manual_seed(0)) / torch.arange(1, 24)\n"
         "x = (torch.rand(10_007, generator=torch.Generator().manual_seed(1)) * 2 - 1) * 25\n"
         "x = x.requires_grad_()\n"
-        "y, s = pnn_ext.poly_act(x, c, 20.0, 0.75, 'chebyshev')\n"
-        "g, = torch.autograd.grad((y, s[0]), x, (torch.ones_like(y), torch.tensor(1.0)))\n"
-        "xr = x.detach().double().requires_grad_()\n"
-        "yr, sr = reference.poly_act(xr, c.double(), 20.0, 0.75, 'chebyshev')\n"
-        "gr, = torch.autograd.grad((yr, sr[0]), xr, (torch.ones_like(yr), torch.tensor(1.0, dtype=torch.float64)))\n"
-        "assert (y.double() - yr).abs().max() < 1e-4 * yr.abs().max(), 'forward'\n"
-        "assert (g.double() - gr).abs().max() < 1e-4 * gr.abs().max(), 'backward'\n"
+        "for form in ('exp', 'quadratic'):\n"
+        "    y, s = pnn_ext.poly_act(x, c, 20.0, 0.75, 'chebyshev', boundary_form=form)\n"
+        "    g, = torch.autograd.grad((y, s[0]), x, (torch.ones_like(y), torch.tensor(1.0)))\n"
+        "    xr = x.detach().double().requires_grad_()\n"
+        "    yr, sr = reference.poly_act(xr, c.double(), 20.0, 0.75, 'chebyshev', form)\n"
+        "    one = torch.tensor(1.0, dtype=torch.float64)\n"
+        "    gr, = torch.autograd.grad((yr, sr[0]), xr, (torch.ones_like(yr), one))\n"
+        "    assert (y.double() - yr).abs().max() < 1e-4 * yr.abs().max(), 'forward'\n"
+        "    assert (g.double() - gr).abs().max() < 1e-4 * gr.abs().max(), 'backward'\n"
+        "    assert abs(float(s[0]) - float(sr[0])) <= 1e-5 * float(sr[0]), 'boundary term'\n"
         "print(pnn_ext.cpu_capability())\n")
     import os
     env = dict(os.environ, PNN_EXT_CPU_CAPABILITY=capability)

@@ -10,6 +10,7 @@ from pnn_ext import reference
 
 DEGREES = [1, 2, 3, 4, 8, 16, 22, 32]
 BASES = ["chebyshev", "monomial"]
+FORMS = list(reference.BOUNDARY_FORMS)  # boundary-term forms: exp, quadratic
 # Awkward sizes: below, at and past vector widths and the CPU chunk (32768).
 SIZES = [0, 1, 7, 16, 17, 129, 1134, 32768 + 5, 100_003]
 
@@ -33,8 +34,8 @@ def random_input(shape, bound, dtype=torch.float32, device="cpu", seed=0, spread
     return x.to(dtype=dtype, device=device)
 
 
-def reference64(x, coeffs, bound, alpha, basis):
-    return reference.poly_act(x.double().cpu(), coeffs.double().cpu(), bound, alpha, basis)
+def reference64(x, coeffs, bound, alpha, basis, boundary_form="exp"):
+    return reference.poly_act(x.double().cpu(), coeffs.double().cpu(), bound, alpha, basis, boundary_form)
 
 
 # ---------------------------------------------------------------- training runs

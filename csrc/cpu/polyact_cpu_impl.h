@@ -66,10 +66,11 @@ struct CpuParams : PolyParams<acc_t> {
 };
 
 template <typename acc_t>
-CpuParams<acc_t> make_params(const at::Tensor& coeffs, double bound, double alpha, Basis basis) {
+CpuParams<acc_t> make_params(const at::Tensor& coeffs, double bound, double alpha, Basis basis,
+                             BoundaryForm form) {
   CpuParams<acc_t> P;
   static_cast<PolyParams<acc_t>&>(P) = make_poly_params<acc_t>(
-      coeffs.const_data_ptr<acc_t>(), static_cast<int>(coeffs.numel()) - 1, basis, bound, alpha);
+      coeffs.const_data_ptr<acc_t>(), static_cast<int>(coeffs.numel()) - 1, basis, bound, alpha, form);
   P.lead_index = leading_index(P.coeffs, P.degree);
   P.lead = P.coeffs[P.lead_index];
   return P;
@@ -121,7 +122,12 @@ constexpr int64_t kTile = 128;
 // Boundary contributions of one vector of |x| (lanes past `count` hold 0 and add
 // nothing). float: vectorized with ATen's exp_u20 (max error 20 ulp); the
 // linear excess past the exponent cap (any input beyond alpha*B + 30) is rare
-// and summed lane by lane in float64. double: lane by lane.
+// and summed lane by lane in float64. The quadratic form squares in float
+// lanes too, except in a vector with an excess over kQuadraticLaneMax (lane by
+// lane in float64, where e^2 cannot overflow). double: lane by lane.
+// 256 float squares of at most this add up to 2.6e38 < FLT_MAX (see flush()).
+constexpr double kQuadraticLaneMax = 1e18;
+
 template <typename acc_t>
 struct BoundaryAccumulator {
   using Vec = Vectorized<acc_t>;
@@ -133,6 +139,17 @@ struct BoundaryAccumulator {
     const Vec e = ax - Vec(P.threshold);
     if (!any_lane(e > Vec(0))) return;  // the common case in training
     if constexpr (std::is_same_v<acc_t, float>) {
+      if (P.form == BoundaryForm::kQuadratic) {
+        if (!any_lane(e > Vec(static_cast<acc_t>(kQuadraticLaneMax)))) {
+          expm1_acc = expm1_acc + Vec::blendv(Vec(0), e * e, e > Vec(0));
+          if (++pending == 256) flush();
+          return;
+        }
+        acc_t eb[Vec::size()];
+        e.store(eb);
+        for (int64_t l = 0; l < Vec::size(); ++l) add_scalar(eb[l], P.form);
+        return;
+      }
       const Vec cap(static_cast<acc_t>(kBoundaryExpCap));
       const Vec ec = at::vec::minimum(at::vec::maximum(e, Vec(0)), cap);
       // Masked: exp_u20(0) - 1 need not be exactly 0 in the lanes that contribute nothing.
@@ -147,15 +164,15 @@ struct BoundaryAccumulator {
     } else {
       acc_t eb[Vec::size()];
       e.store(eb);
-      for (int64_t l = 0; l < Vec::size(); ++l) add_scalar(eb[l]);
+      for (int64_t l = 0; l < Vec::size(); ++l) add_scalar(eb[l], P.form);
     }
   }
 
   // One element's excess e = |x| - alpha*B (nothing if e <= 0 or NaN).
-  inline void add_scalar(acc_t e) {
+  inline void add_scalar(acc_t e, BoundaryForm form) {
     if (e > acc_t(0)) {
-      acc_t ex, lin;
-      boundary_term(e, ex, lin);
+      double ex, lin;
+      boundary_term(e, form, ex, lin);
       expm1_sum += ex;
       linear_sum += lin;
     }
@@ -236,7 +253,7 @@ void forward_run(const scalar_t* x, int64_t xs, scalar_t* y, int64_t ys, int64_t
 inline int64_t num_chunks(int64_t numel) { return (numel + kChunk - 1) / kChunk; }
 
 void forward(const at::Tensor& x, const at::Tensor& coeffs, double bound, double alpha,
-             Basis basis, at::Tensor& y, at::Tensor& stats) {
+             Basis basis, BoundaryForm form, at::Tensor& y, at::Tensor& stats) {
   const int64_t numel = x.numel();
   std::vector<ForwardPartial> partials(num_chunks(numel), ForwardPartial::zero());
   if (numel > 0) {
@@ -248,7 +265,7 @@ void forward(const at::Tensor& x, const at::Tensor& coeffs, double bound, double
                     .build();
     AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "pnn_poly_forward", [&] {
       using acc_t = acc_type_t<scalar_t>;
-      const auto P = make_params<acc_t>(coeffs, bound, alpha, basis);
+      const auto P = make_params<acc_t>(coeffs, bound, alpha, basis, form);
       at::parallel_for(0, partials.size(), 1, [&](int64_t c0, int64_t c1) {
         std::array<Vectorized<acc_t>, kMaxDegree + 1> cv;
         for (int k = 0; k <= P.degree; ++k) cv[k] = Vectorized<acc_t>(P.coeffs[k]);
@@ -277,7 +294,7 @@ void forward(const at::Tensor& x, const at::Tensor& coeffs, double bound, double
 
 // ---------------------------------------------------------------- backward
 
-// grad_x = grad_y * p'(x) + g_L/N * sign(x) exp(min(e,E)) [e > 0]
+// grad_x = grad_y * p'(x) + g_L/N * sign(x) f'(e) [e > 0], f' = exp(min(e,E)) or 2e (polyact.h)
 // where p'(x) = dp/dt / B. Elements with grad_y == 0 contribute 0 from the
 // polynomial part even where p' overflowed (no 0 * inf = NaN).
 // Coefficient gradients: dL/dc_k = sum_j grad_y_j phi_k(t_j).
@@ -296,7 +313,7 @@ void backward_run(const scalar_t* gy, int64_t gys, const scalar_t* x, int64_t xs
   auto boundary_grad = [&](acc_t xv) -> acc_t {
     acc_t e = std::abs(xv) - P.threshold;
     if (!(e > acc_t(0))) return acc_t(0);
-    acc_t s = boundary_scale * boundary_slope(e);
+    acc_t s = boundary_scale * boundary_slope(e, P.form);
     return xv < acc_t(0) ? -s : s;
   };
   // grad_x of one vector of `count` elements at index i0 whose dp/dt is known.
@@ -307,8 +324,10 @@ void backward_run(const scalar_t* gy, int64_t gys, const scalar_t* x, int64_t xs
     const Vec e = xv.abs() - vthr;
     if (boundary_scale != acc_t(0) && any_lane(e > zero)) {
       if constexpr (std::is_same_v<acc_t, float>) {
-        const Vec ec = at::vec::minimum(at::vec::maximum(e, zero), cap);
-        Vec s = Vec::blendv(zero, Vec(boundary_scale) * ec.exp_u20(), e > zero);
+        const Vec slope = P.form == BoundaryForm::kQuadratic
+                              ? at::vec::minimum(e + e, Vec(max_finite<acc_t>()))  // see boundary_slope
+                              : at::vec::minimum(at::vec::maximum(e, zero), cap).exp_u20();
+        Vec s = Vec::blendv(zero, Vec(boundary_scale) * slope, e > zero);
         gxv = gxv + Vec::blendv(s, zero - s, xv < zero);
       } else {
         acc_t xb[W], gb[W];
@@ -344,7 +363,7 @@ void backward_run(const scalar_t* gy, int64_t gys, const scalar_t* x, int64_t xs
 }
 
 void backward(const at::Tensor& grad_y, double grad_boundary, const at::Tensor& x,
-              const at::Tensor& coeffs, double bound, double alpha, Basis basis,
+              const at::Tensor& coeffs, double bound, double alpha, Basis basis, BoundaryForm form,
               at::Tensor& grad_x, at::Tensor* grad_coeffs) {
   const int64_t numel = x.numel();
   const int degree = static_cast<int>(coeffs.numel()) - 1;
@@ -362,7 +381,7 @@ void backward(const at::Tensor& grad_y, double grad_boundary, const at::Tensor& 
     AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "pnn_poly_backward", [&] {
       using acc_t = acc_type_t<scalar_t>;
       using Vec = Vectorized<acc_t>;
-      const auto P = make_params<acc_t>(coeffs, bound, alpha, basis);
+      const auto P = make_params<acc_t>(coeffs, bound, alpha, basis, form);
       const acc_t boundary_scale = static_cast<acc_t>(grad_boundary / static_cast<double>(numel));
       at::parallel_for(0, chunks, 1, [&](int64_t c0, int64_t c1) {
         std::array<Vec, kMaxDegree + 1> cv;

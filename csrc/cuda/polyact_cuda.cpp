@@ -51,9 +51,11 @@ at::Tensor grad_y_in_layout_of(const at::Tensor& grad_y, const at::Tensor& walke
 }
 
 std::tuple<at::Tensor, at::Tensor> poly_act_cuda(const at::Tensor& x_in, const at::Tensor& coeffs_in, double bound,
-                                                 double alpha, std::string_view basis_name) {
+                                                 double alpha, std::string_view basis_name,
+                                                 std::string_view boundary_form) {
   check_forward_args(x_in, coeffs_in, bound, alpha);
   const Basis basis = parse_basis(basis_name);
+  const BoundaryForm form = parse_boundary_form(boundary_form);
   const c10::cuda::CUDAGuard guard(x_in.device());
   const at::Tensor x = dense_input(x_in);
   const at::Tensor coeffs = coeffs_in.contiguous();
@@ -63,7 +65,7 @@ std::tuple<at::Tensor, at::Tensor> poly_act_cuda(const at::Tensor& x_in, const a
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "pnn_poly_forward_cuda", [&] {
     using acc_t = acc_type_t<scalar_t>;
     cuda::ForwardArgs<scalar_t> args{x.const_data_ptr<scalar_t>(), y.data_ptr<scalar_t>(), x.numel(),
-                                     make_poly_params<acc_t>(coeffs.const_data_ptr<acc_t>(), degree, basis, bound, alpha),
+                                     make_poly_params<acc_t>(coeffs.const_data_ptr<acc_t>(), degree, basis, bound, alpha, form),
                                      stats.data_ptr<acc_t>(), nullptr};
     const cuda::LaunchPlan plan = cuda::plan_forward(args);
     at::Tensor scratch = at::empty({static_cast<int64_t>(plan.scratch_bytes)}, x.options().dtype(at::kByte));
@@ -77,10 +79,11 @@ std::tuple<at::Tensor, at::Tensor> poly_act_cuda(const at::Tensor& x_in, const a
 std::tuple<at::Tensor, at::Tensor> poly_act_backward_cuda(const at::Tensor& grad_y_in, const at::Tensor& grad_stats_in,
                                                           const at::Tensor& x_in, const at::Tensor& coeffs_in,
                                                           double bound, double alpha, std::string_view basis_name,
-                                                          bool coeffs_grad) {
+                                                          bool coeffs_grad, std::string_view boundary_form) {
   check_forward_args(x_in, coeffs_in, bound, alpha);
   check_backward_args(grad_y_in, grad_stats_in, x_in);
   const Basis basis = parse_basis(basis_name);
+  const BoundaryForm form = parse_boundary_form(boundary_form);
   const c10::cuda::CUDAGuard guard(x_in.device());
   const at::Tensor x = dense_input(x_in);
   const at::Tensor coeffs = coeffs_in.contiguous();
@@ -97,7 +100,7 @@ std::tuple<at::Tensor, at::Tensor> poly_act_backward_cuda(const at::Tensor& grad
     using acc_t = acc_type_t<scalar_t>;
     cuda::BackwardArgs<scalar_t> args{grad_y.const_data_ptr<scalar_t>(), broadcast, x.const_data_ptr<scalar_t>(),
                                       grad_x.data_ptr<scalar_t>(), n,
-                                      make_poly_params<acc_t>(coeffs.const_data_ptr<acc_t>(), degree, basis, bound, alpha),
+                                      make_poly_params<acc_t>(coeffs.const_data_ptr<acc_t>(), degree, basis, bound, alpha, form),
                                       grad_stats.const_data_ptr<acc_t>(),
                                       coeffs_grad ? grad_coeffs.data_ptr<acc_t>() : nullptr, nullptr};
     const cuda::LaunchPlan plan = cuda::plan_backward(args);

@@ -12,7 +12,7 @@
 //           in order) into one ForwardPartial per block. A finalize kernel of one
 //           block merges the partials with a fixed tree and writes stats.
 // Backward: one pass over x and grad_y (or grad_y's one broadcast value):
-//             grad_x = grad_y * p'(x) + g_L/N * sign(x) exp(min(e, E)) [e > 0]
+//             grad_x = grad_y * p'(x) + g_L/N * sign(x) f'(e) [e > 0], f' = exp(min(e, E)) or 2e
 //           with g_L read from device memory (no host sync). With coefficient
 //           gradients dL/dc_k = sum_j grad_y_j phi_k(t_j), grid row y accumulates
 //           coefficients [y*SLICE, (y+1)*SLICE) in registers (row 0 also writes
@@ -134,8 +134,8 @@ __global__ void __launch_bounds__(kThreads) forward_kernel(ForwardArgs<scalar_t>
     count += ax > P.bound;
     const acc_t e = ax - P.threshold;
     if (e > acc_t(0)) {
-      acc_t ex, lin;
-      boundary_term(e, ex, lin);
+      double ex, lin;
+      boundary_term(e, P.form, ex, lin);
       expm1_sum += ex;
       linear_sum += lin;
     }
@@ -198,8 +198,8 @@ __global__ void __launch_bounds__(kFinalizeThreads) forward_finalize_kernel(Forw
 
 // ---------------------------------------------------------------- backward
 
-// SLICE: coefficients accumulated per block row (0: no coefficient gradients).
-template <typename scalar_t, int VEC, bool ALIGNED, int SLICE>
+// SLICE: coefficients per block row (0: none). FORM: a template parameter (a run-time branch spilled: sm_90, f64).
+template <typename scalar_t, int VEC, bool ALIGNED, int SLICE, BoundaryForm FORM>
 __global__ void __launch_bounds__(kThreads) backward_kernel(BackwardArgs<scalar_t> a) {
   using acc_t = acc_type_t<scalar_t>;
   PNN_DYNAMIC_SHARED(unsigned char, smem);
@@ -226,7 +226,7 @@ __global__ void __launch_bounds__(kThreads) backward_kernel(BackwardArgs<scalar_
     acc_t out = g == acc_t(0) ? acc_t(0) : g * dp * P.inv_bound;
     const acc_t e = fabs(xv) - P.threshold;
     if (e > acc_t(0) && boundary_scale != acc_t(0)) {
-      const acc_t s = boundary_scale * boundary_slope(e);
+      const acc_t s = boundary_scale * boundary_slope(e, FORM);
       out += xv < acc_t(0) ? -s : s;
     }
     return out;
@@ -333,12 +333,18 @@ ForwardKernel<scalar_t> forward_kernel_for(const LaunchPlan& p) {
   return forward_kernel<scalar_t, kUnalignedVec, false>;
 }
 
-template <typename scalar_t>
+template <typename scalar_t, BoundaryForm FORM>
 BackwardKernel<scalar_t> backward_kernel_for(const LaunchPlan& p) {
-  if (p.slice == kSliceSmall) return backward_kernel<scalar_t, kCoeffVec, false, kSliceSmall>;
-  if (p.slice == kSliceLarge) return backward_kernel<scalar_t, kCoeffVec, false, kSliceLarge>;
-  if (p.aligned) return backward_kernel<scalar_t, kAlignedVec<scalar_t>, true, 0>;
-  return backward_kernel<scalar_t, kUnalignedVec, false, 0>;
+  if (p.slice == kSliceSmall) return backward_kernel<scalar_t, kCoeffVec, false, kSliceSmall, FORM>;
+  if (p.slice == kSliceLarge) return backward_kernel<scalar_t, kCoeffVec, false, kSliceLarge, FORM>;
+  if (p.aligned) return backward_kernel<scalar_t, kAlignedVec<scalar_t>, true, 0, FORM>;
+  return backward_kernel<scalar_t, kUnalignedVec, false, 0, FORM>;
+}
+
+template <typename scalar_t>
+BackwardKernel<scalar_t> backward_kernel_for(const LaunchPlan& p, BoundaryForm f) {
+  using F = BoundaryForm;
+  return f == F::kQuadratic ? backward_kernel_for<scalar_t, F::kQuadratic>(p) : backward_kernel_for<scalar_t, F::kExp>(p);
 }
 
 inline int grid_blocks(int64_t n, int vec, int resident) {
@@ -377,14 +383,14 @@ LaunchPlan plan_backward_on(const BackwardArgs<scalar_t>& a, Backend& backend) {
   p.aligned = p.slice == 0 && aligned16(a.x) && aligned16(a.grad_x) && (a.grad_y_broadcast || aligned16(a.grad_y));
   p.vec = p.slice > 0 ? kCoeffVec : (p.aligned ? kAlignedVec<scalar_t> : kUnalignedVec);
   p.shared_bytes = backward_shared_bytes<acc_t>(d, p.slice);
-  p.blocks = grid_blocks(a.n, p.vec, backend.resident_blocks(backward_kernel_for<scalar_t>(p), kThreads, p.shared_bytes));
+  p.blocks = grid_blocks(a.n, p.vec, backend.resident_blocks(backward_kernel_for<scalar_t>(p, a.poly.form), kThreads, p.shared_bytes));
   p.scratch_bytes = p.slice == 0 ? 0 : static_cast<size_t>(p.blocks) * (d + 1) * sizeof(double);
   return p;
 }
 
 template <typename scalar_t, typename Backend>
 void launch_backward_on(const BackwardArgs<scalar_t>& a, const LaunchPlan& p, Backend& backend) {
-  backend.launch(backward_kernel_for<scalar_t>(p), dim3(p.blocks, p.slices), dim3(kThreads), p.shared_bytes, a);
+  backend.launch(backward_kernel_for<scalar_t>(p, a.poly.form), dim3(p.blocks, p.slices), dim3(kThreads), p.shared_bytes, a);
   if (p.slice > 0)
     backend.launch(coeff_grad_finalize_kernel<scalar_t>, dim3(a.poly.degree + 1), dim3(kFinalizeThreads),
                    kFinalizeThreads * sizeof(double), a, p.blocks);

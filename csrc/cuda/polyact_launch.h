@@ -40,7 +40,7 @@ struct ForwardArgs {
   ForwardPartial* partials;   // scratch: one per block of the main kernel
 };
 
-// grad_x = grad_y * p'(x) + g_L/N * sign(x) exp(min(e, E)) [e > 0], and the
+// grad_x = grad_y * p'(x) + g_L/N * sign(x) f'(e) [e > 0] (polyact.h), and the
 // coefficient gradients when grad_coeffs is set.
 template <typename scalar_t>
 struct BackwardArgs {

@@ -21,7 +21,7 @@ def main(argv: list[str] | None = None) -> int:
     launcher = f"torchrun --nproc_per_node {world} -m pnn_ext.train" if world != "1" else "pnn-train"
     try:  # set-up errors (data, model, device) are the user's to fix: a message, no traceback
         trainer = Trainer(cfg, command=" ".join([launcher, *args]))
-    except (DataError, FileExistsError, ValueError) as e:
+    except (DataError, FileExistsError, ValueError, CheckpointError) as e:
         print(f"pnn-train: error: {e}", file=sys.stderr)
         return 2
     try:

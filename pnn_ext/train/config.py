@@ -19,7 +19,7 @@ from typing import Any
 
 from .. import fitting, models
 from .. import nn as pnn_nn
-from ..reference import BASES
+from ..reference import BASES, BOUNDARY_FORMS
 
 CHOICES = {
     "model": ("small-cnn", "mlp", "resnet18", "cnn1d"),  # or "torchvision:NAME"
@@ -34,6 +34,8 @@ CHOICES = {
     "device": ("auto", "cpu", "cuda"),
     "augment": ("auto", "on", "off"),
     "layout": ("auto", "image", "sequence", "features"),
+    "boundary_form": BOUNDARY_FORMS,
+    "replace": ("all", "progressive"),
 }
 
 
@@ -79,11 +81,22 @@ class TrainConfig:
     basis: str = _f(fitting.BASIS, "coefficient basis: chebyshev (Clenshaw) or monomial (Horner)")
     fit_method: str = _f(fitting.METHOD, "fit: least squares or remez (minimax)")
     learnable: bool = _f(False, "train the polynomial coefficients (learning rate coeff_lr_scale * lr)")
+    # fine-tuning (pnn_ext.train.finetune)
+    init_from: str = _f("", "start from a trained run's checkpoint or run directory (a ReLU run, or a PNN of "
+                            "another degree): every weight and BatchNorm statistic but the activations, which "
+                            "come from this run's settings (fitted afresh); the architectures must match")
+    replace: str = _f("all", "activations at the start: all polynomial from the first step, or progressive: "
+                             "polynomial one layer after another (in module order, input side first), the others "
+                             "running the function they are fitted to, over the first --replace-epochs epochs")
+    replace_epochs: float = _f(1.0, "with --replace progressive: epochs over which the layers are swapped "
+                                    "(layer i of n from step floor(i/n * replace_epochs * steps per epoch))")
     # objective and optimisation
     epochs: int = _f(10, "training epochs")
     max_steps: int = _f(0, "end the run after this many optimizer steps in total, the epoch it stops in "
                            "counting as complete (0: no limit; for smoke tests)")
     boundary_loss: bool = _f(True, "add lambda * sum of boundary terms to the loss")
+    boundary_form: str = _f("exp", "shape of each boundary term: exp (the paper's, mean expm1(|x| - alpha*B) past "
+                                   "alpha*B) or quadratic (mean max(|x| - alpha*B, 0)^2, the paper's suggested check)")
     lam: float = _f(pnn_nn.LAMBDA, "lambda, the boundary-loss weight (the paper's value)")
     lr: float = _f(1e-3, "AdamW learning rate")
     coeff_lr_scale: float = _f(0.1, "learning rate of learnable coefficients, as a multiple of lr")
@@ -120,7 +133,7 @@ class TrainConfig:
             if value not in allowed:
                 raise ValueError(f"{name} must be one of {list(allowed)}"
                                  f"{' or torchvision:NAME' if name == 'model' else ''}, got {value!r}")
-        positive = ("batch_size", "lr", "clip_norm", "degree", "rollback_lr_factor", "guard_patience")
+        positive = ("batch_size", "lr", "clip_norm", "degree", "rollback_lr_factor", "guard_patience", "replace_epochs")
         for name in positive:
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be > 0, got {getattr(self, name)!r}")
@@ -140,6 +153,11 @@ class TrainConfig:
                 raise ValueError(f"bound must be a number > 0 or auto, got {self.bound!r}")
         if not (0 < self.calibrate_quantile <= 1 and self.calibrate_margin > 0 and self.calibrate_samples > 0):
             raise ValueError("calibrate_quantile must be in (0, 1], calibrate_margin and calibrate_samples > 0")
+        if self.replace == "progressive" and self.activation != "poly":
+            raise ValueError("replace progressive swaps in polynomial activations: it needs --activation poly")
+        if self.replace == "progressive" and self.replace_epochs > self.epochs:
+            raise ValueError(f"replace_epochs ({self.replace_epochs:g}) must not exceed epochs ({self.epochs}): "
+                             f"the run would end before every activation is polynomial")
         try:
             self.hidden_sizes()
         except ValueError:

@@ -16,7 +16,7 @@ from torch.utils.data import DataLoader, DistributedSampler
 
 from ..clip import clip_gradients
 from ..nn import boundary_loss, poly_modules
-from . import artifacts, checkpoint, distributed, optim
+from . import artifacts, checkpoint, distributed, finetune, optim
 from .artifacts import BEST, LAST
 from .calibrate import calibrate_run
 from .config import TrainConfig
@@ -49,9 +49,13 @@ class Trainer:
             raise ValueError("bf16 and channels_last are for CUDA runs; this run is on the CPU")
         checkpoint.seed_everything(cfg.seed)
         self.data = data if data is not None else load(cfg)
-        self.model = build_model(cfg, self.data.in_shape, self.data.layout, self.data.num_classes).to(self.device)
-        # --bound auto: B per layer before the optimizer and DDP see the model (a resumed run's B then
-        # come from its checkpoint, the state dict's extra state)
+        self.model = build_model(cfg, self.data.in_shape, self.data.layout, self.data.num_classes)
+        # A resumed run takes its weights from its own checkpoint; the source is still recorded.
+        self.init_info = finetune.load_init(self.model, cfg.init_from, load_weights=not cfg.resume) \
+            if cfg.init_from else None
+        self.model = self.model.to(self.device)
+        # --bound auto: B per layer (after --init-from's weights) before the optimizer and DDP see the
+        # model (a resumed run's B then come from its checkpoint, the state dict's extra state)
         self.calibration = (calibrate_run(self.model, self.data.train, cfg, self.device) if cfg.bound == "auto"
                             else None)
         if cfg.channels_last:
@@ -73,6 +77,8 @@ class Trainer:
         self.train_loader = DataLoader(self.data.train, batch_size=cfg.batch_size, sampler=self.sampler,
                                        num_workers=cfg.workers, drop_last=len(self.sampler) > cfg.batch_size,
                                        pin_memory=self.device.type == "cuda")
+        self.progressive = finetune.Progressive(self.model, cfg.replace_epochs, len(self.train_loader)) \
+            if cfg.replace == "progressive" else None
         self.out = cfg.out_dir
         self.epoch = 0          # completed epochs
         self.step = 0           # optimizer steps taken
@@ -141,6 +147,9 @@ class Trainer:
                 x = augment_batch(x, gen)
             if cfg.channels_last and x.dim() == 4:
                 x = x.contiguous(memory_format=torch.channels_last)
+            if self.progressive is not None:
+                for name in self.progressive.apply(self.step):
+                    self.log(f"[replace] step {self.step}: activation {name} is polynomial now")
             out = self.train_step(x, y)
             if out is None:
                 self.nonfinite += 1
@@ -250,6 +259,8 @@ class Trainer:
                 row.update(self._evaluate_epoch(row))
                 self.history.append(row)
                 improved = row["val_acc"] > self.best_val if math.isfinite(row["val_acc"]) else True
+                # best.pt is a PNN's: epochs that ended with a stand-in activation do not compete.
+                improved = improved and (self.progressive is None or self.progressive.done())
                 if improved:
                     self.best_val = row["val_acc"] if math.isfinite(row["val_acc"]) else self.best_val
                 self.save(best=improved)
@@ -297,5 +308,6 @@ class Trainer:
             bounds=[m.bound for m in self.polys], calibration=self.calibration,
             max_abs_x_over_b=max(  # over the completed epochs, for pnn-sweep's map
                 (x / m.bound for r in self.history for x, m in zip(r["layer_max_abs_x"], self.polys)), default=None),
+            init_from=self.init_info, replacement=self.progressive.schedule() if self.progressive else None,
             world_size=self.dist.world, command=self.command, environment=artifacts.environment(self.device),
             config=self.cfg.to_dict())

@@ -11,6 +11,7 @@ from torch import nn
 from .. import fitting
 from ..conversion import convert
 from ..models import MLP, CNN1d, ResNet18, SmallCNN, kaiming_uniform_init
+from ..nn import poly_modules
 from ..readiness import polynomial_report
 
 
@@ -90,4 +91,6 @@ def build_model(cfg, in_shape: tuple[int, ...], layout: str, num_classes: int) -
                         learnable=cfg.learnable, method=cfg.fit_method, target=None if own else cfg.target)
         if name.startswith("torchvision:"):
             _torchvision_report(name, model, in_shape)
+        for m in poly_modules(model):
+            m.boundary_form = cfg.boundary_form
     return model

@@ -4,8 +4,9 @@
 // tests/test_cuda_kernels_emulated.py, which writes the cases and checks the results.
 //
 //   run_kernels DIR      runs every case listed in DIR/cases.txt, one per line:
-//     name op dtype n degree basis bound alpha x_offset out_offset grad_y coeffs_grad resident
-//   op: fwd | bwd; dtype: f32 f64 f16 bf16; basis: monomial | chebyshev;
+//     name op dtype n degree basis bound alpha x_offset out_offset grad_y coeffs_grad resident form
+//   op: fwd | bwd; dtype: f32 f64 f16 bf16; basis: monomial | chebyshev; form: exp | quadratic
+//   (the boundary term's);
 //   x_offset / out_offset: elements by which x / the output start past a 16-byte
 //   aligned allocation (misaligned pointers take the scalar path);
 //   grad_y: dense | broadcast; coeffs_grad: 0 | 1; resident: blocks the emulated
@@ -78,7 +79,7 @@ void write_plan(const std::string& path, const LaunchPlan& p) {
 }
 
 struct Case {
-  std::string name, op, dtype, basis, grad_y;
+  std::string name, op, dtype, basis, grad_y, form;
   int64_t n;
   int degree, coeffs_grad, resident;
   double bound, alpha;
@@ -93,7 +94,8 @@ void run(const std::string& dir, const Case& c) {
   const pnn::Basis basis = c.basis == "monomial" ? pnn::Basis::kMonomial : pnn::Basis::kChebyshev;
   auto x = read_array<scalar_t>(base + ".x", n, c.x_offset);
   auto coeffs = read_array<acc_t>(base + ".c", ncoef, 0);
-  const auto poly = pnn::make_poly_params<acc_t>(coeffs.data, c.degree, basis, c.bound, c.alpha);
+  const pnn::BoundaryForm form = c.form == "quadratic" ? pnn::BoundaryForm::kQuadratic : pnn::BoundaryForm::kExp;
+  const auto poly = pnn::make_poly_params<acc_t>(coeffs.data, c.degree, basis, c.bound, c.alpha, form);
   EmulatedDevice device{c.resident};
   if (c.op == "fwd") {
     Buffer<scalar_t> y(n, c.out_offset);
@@ -144,8 +146,8 @@ int main(int argc, char** argv) {
     std::istringstream in(line);
     Case c;
     in >> c.name >> c.op >> c.dtype >> c.n >> c.degree >> c.basis >> c.bound >> c.alpha >> c.x_offset >>
-        c.out_offset >> c.grad_y >> c.coeffs_grad >> c.resident;
-    if (!in) {
+        c.out_offset >> c.grad_y >> c.coeffs_grad >> c.resident >> c.form;
+    if (!in || (c.form != "exp" && c.form != "quadratic")) {
       std::cerr << "run_kernels: bad case line: " << line << "\n";
       return 2;
     }
