@@ -74,7 +74,8 @@ REGION = {"model": "the model's tensor data", "optimizer": "the optimizer state"
 
 def nonfinite_entries(state: dict) -> list[str]:
     """Names of the floating tensors of a state dict that hold NaN or inf."""
-    return [k for k, v in state.items() if torch.is_tensor(v) and v.is_floating_point() and not bool(v.isfinite().all())]
+    return [k for k, v in state.items()
+            if torch.is_tensor(v) and v.is_floating_point() and not bool(v.isfinite().all())]
 
 
 def save_atomic(obj: dict, path: str) -> None:
