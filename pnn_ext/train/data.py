@@ -212,7 +212,8 @@ def _as_float32(x: np.ndarray, key: str) -> torch.Tensor:
         bad = ~np.isfinite(x)
         if bad.any():
             raise DataError(f"{key} contains NaN or inf ({int(bad.sum())} values)")
-    out = x.astype(np.float32)
+    with np.errstate(over="ignore"):  # the overflow is reported below, by name, not as a numpy warning
+        out = x.astype(np.float32)
     if np.issubdtype(x.dtype, np.floating) and not np.isfinite(out).all():
         big = float(np.abs(x).max())
         raise DataError(f"{key} overflows in the cast to float32: its largest magnitude {big:.3g} is beyond "

@@ -4,7 +4,10 @@ checkpoints and exact resume.
 
 Everything a run could refuse is checked in ``Trainer.__init__`` (settings, data, the
 model, one forward pass on a training batch, the checkpoint to resume, the output
-directory) before ``run()`` removes or writes anything."""
+directory) before ``run()`` removes or writes anything.
+
+Over 400 lines: the step, the epoch, the guard's rollbacks, the checkpoints and the
+checks before the run all work on the Trainer's state; apart, they would pass it around."""
 from __future__ import annotations
 
 import dataclasses
