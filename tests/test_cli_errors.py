@@ -6,7 +6,9 @@ Every command-line case must end with its exit code (2 for a user's mistake), on
 stderr that names the problem, no traceback, and the finished run in RUN byte-identical
 (most cases point --out-dir at it with --overwrite or --resume). Every op case must raise
 an error naming the problem in one line, or give the correct result. A few cases also
-run as real ``python -m`` processes, to show the fork server changes nothing."""
+run as real ``python -m`` processes, to show the fork server changes nothing.
+Over 400 lines: the case tables are most of it, and one table per command reads better
+than the cases spread over files."""
 import json
 import os
 import re
@@ -217,7 +219,8 @@ OPS = [
     ("from-coefficients-variable", "PolyActivation.from_coefficients([1.0, 2.0], bound=2.0, variable='y')",
      r"variable must be 't' or 'x'"),
     ("module-int-input", "PolyActivation(4)(torch.arange(4))", r"x must be float16.*got Long"),
-    ("convert-degree-true", "convert(nn.Sequential(nn.ReLU()), degree=True)", r"degree must be an integer from 1 to 128"),
+    ("convert-degree-true", "convert(nn.Sequential(nn.ReLU()), degree=True)",
+     r"degree must be an integer from 1 to 128"),
     ("convert-degree-200", "convert(nn.Sequential(nn.ReLU()), degree=200)", r"degree must be an integer from 1 to 128"),
     ("convert-types", "convert(nn.Sequential(nn.Tanh()), types=(nn.Tanh,))", r"types must be among"),
     ("set-impl", "set_impl(nn.Sequential(PolyActivation(2)), 'gpu')", r"impl must be one of"),
