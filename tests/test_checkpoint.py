@@ -218,7 +218,7 @@ def test_resume_with_changed_settings_needs_allow_changes(finished, tmp_path):
     assert trainer.history[-1]["lr"] == pytest.approx(0.01)         # applied, not only recorded
     assert all(m.bound == 9.0 for m in trainer.polys)
     again = Trainer(TrainConfig(**{**base, "lr": 0.01, "lam": 10.0, "bound": 9.0, "epochs": 3}))
-    assert again.resume_ck["epoch"] == 2                              # the new settings are the run's now
+    assert again.resume_ck["epoch"] == 2 and again.resume_ck["resume_changes"] == {}   # the run's settings now
 
 
 def test_metrics_and_summary_are_strict_json(tmp_path):

@@ -168,7 +168,7 @@ def open_for_resume(path: str, cfg, spec=None) -> dict:
     data of DataSpec ``spec``: a CheckpointError if it is damaged, holds non-finite
     values, is of another model or data, or (without cfg.allow_changes) was made with
     other training settings, each named. Reads only; the checkpoint's "changes" entry
-    gains this resume's changes."""
+    gains this resume's changes, which "resume_changes" holds alone."""
     # On the CPU: the RNG states must stay CPU tensors; load_state_dict moves the rest.
     ck = load(path, map_location="cpu")
     check_same_model(ck["config"], cfg, path)
@@ -192,6 +192,7 @@ def open_for_resume(path: str, cfg, spec=None) -> dict:
         raise CheckpointError(f"resuming {path!r}: the scheduler cannot change on resume "
                               f"({changes['scheduler'][0]!r} -> {changes['scheduler'][1]!r})")
     ck["changes"] = list(ck.get("changes", [])) + ([{"epoch": ck["epoch"], "settings": changes}] if changes else [])
+    ck["resume_changes"] = changes  # for the loop to apply; not saved (the next state() is built afresh)
     return ck
 
 

@@ -329,7 +329,7 @@ class Trainer:
             path, ck = self.resume_path, self.resume_ck
             self.resume_ck = None
             self.restore(ck)
-            new = ck["changes"][-1]["settings"] if ck["changes"] and ck["changes"][-1]["epoch"] == ck["epoch"] else {}
+            new = ck["resume_changes"]
             if new:
                 self._apply_changes(new)
                 self.log("resuming with changed settings (--allow-changes): " +
