@@ -144,6 +144,7 @@ PNN_HD V next_basis(V t, V two_t, V phi_k, V phi_km1, Basis basis) {
 // highest non-zero coefficient; the leading coefficient of T_m is 2^(m-1) > 0).
 template <typename A>
 PNN_HD A overflow_value(A t, A lead, int m) {
+  if (lead != lead) return lead;  // a NaN coefficient (see leading_index): p is NaN, not an overflow
   bool neg = (lead < A(0)) != ((m & 1) && t < A(0));
   return neg ? -INFINITY : INFINITY;
 }
@@ -191,9 +192,12 @@ PNN_HD A boundary_slope(A e, BoundaryForm form) {
 #endif
 }
 
-// Index of the highest non-zero coefficient (0 if all are zero).
+// Index of the highest non-zero coefficient (0 if all are zero), or of a NaN
+// coefficient if there is one: then p is NaN everywhere and overflow_value keeps it so.
 template <typename A>
 PNN_HD int leading_index(const A* c, int d) {
+  for (int k = 0; k <= d; ++k)
+    if (c[k] != c[k]) return k;
   int m = d;
   while (m > 0 && c[m] == A(0)) --m;
   return m;

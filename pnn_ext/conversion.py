@@ -19,7 +19,6 @@ from . import fitting
 from .fx_convert import ConvertedGraphModule, ConvertError, _tuple, convert_functional
 from .nn import PolyActivation, poly_modules, track
 
-MAX_DEGREE = 128  # far above any published degree; a typo (degree=2200) is refused before a long fit
 MAX_POOL = ("keep", "avg")
 
 
@@ -82,11 +81,6 @@ def _avg_pool(m: nn.Module) -> nn.Module | None:
     if type(m) in _ADAPTIVE_MAX_TO_AVG:
         return None if m.return_indices else _ADAPTIVE_MAX_TO_AVG[type(m)](m.output_size)
     return None
-
-
-def _check_degree(degree) -> None:
-    if isinstance(degree, bool) or not isinstance(degree, int) or not 1 <= degree <= MAX_DEGREE:
-        raise ValueError(f"degree must be an integer in 1..{MAX_DEGREE}, got {degree!r}")
 
 
 class _Factory:
@@ -176,7 +170,7 @@ def convert(model: nn.Module, degree: int = fitting.DEGREE, bound: float | None 
     is passed to every PolyActivation. Boundary terms are tracked per call
     (:func:`pnn_ext.track`), so :func:`pnn_ext.boundary_loss` counts every call.
     """
-    _check_degree(degree)
+    fitting.check_degree(degree)  # before any fit: degree=2200 is a typo, not a long fit
     types = tuple(ACTIVATION_MODULES) if types is None else tuple(types)
     unknown = [t for t in types if t not in ACTIVATION_MODULES]
     if unknown:

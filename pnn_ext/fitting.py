@@ -30,6 +30,7 @@ TARGET = "relu"
 BASIS = "chebyshev"
 METHOD = "lstsq"
 METHODS = ("lstsq", "remez")
+MAX_DEGREE = 128  # the fused op's limit (kMaxDegree in csrc/polyact.h): its kernels keep d + 1 coefficients on chip
 
 # Published settings (arXiv 2505.11589): degree -> (B, alpha).
 PRESETS: dict[int, tuple[float, float]] = {
@@ -39,6 +40,15 @@ PRESETS: dict[int, tuple[float, float]] = {
     16: (40.0, 0.5),
     22: (47.0, 0.5),
 }
+
+
+def check_degree(degree) -> int:
+    """``degree`` as the int it must be: 1..MAX_DEGREE, an int and not a bool (True is not
+    degree 1). The one rule for every place a degree enters (PolyActivation, convert,
+    pnn-train's settings); a ValueError naming ``degree`` otherwise."""
+    if isinstance(degree, bool) or not isinstance(degree, int) or not 1 <= degree <= MAX_DEGREE:
+        raise ValueError(f"degree must be an integer from 1 to {MAX_DEGREE}, got {degree!r}")
+    return degree
 
 
 def preset(degree: int) -> tuple[float, float]:

@@ -29,7 +29,7 @@ class PolyActivation(nn.Module):
     * ``range_stats``: tensor [max|x|, fraction of |x| > B] of the last call.
 
     Args:
-        degree: polynomial degree (>= 1).
+        degree: polynomial degree, 1..fitting.MAX_DEGREE (the fused op's limit).
         bound: B; default from :func:`pnn_ext.fitting.preset`.
         alpha: the penalty starts at alpha*B; default from the preset.
         target: function fitted ("relu", "silu", "gelu", "sigmoid", "tanh").
@@ -51,8 +51,7 @@ class PolyActivation(nn.Module):
                  method: str = fitting.METHOD, *, coeffs: torch.Tensor | np.ndarray | None = None, impl: str = "auto",
                  boundary_form: str = "exp"):
         super().__init__()
-        if not isinstance(degree, int) or degree < 1:
-            raise ValueError(f"degree must be an integer >= 1, got {degree!r}")
+        fitting.check_degree(degree)
         preset_bound, preset_alpha = fitting.preset(degree)
         bound = preset_bound if bound is None else float(bound)
         alpha = preset_alpha if alpha is None else float(alpha)

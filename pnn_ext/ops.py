@@ -58,6 +58,10 @@ if HAVE_EXTENSION:
     @torch.library.register_fake("pnn_ext::poly_act_backward")
     def _poly_act_backward_fake(grad_y, grad_stats, x, coeffs, bound, alpha, basis, coeffs_grad,
                                 boundary_form="exp"):
+        # The dispatcher sends a call with any meta tensor here, CPU tensors beside it
+        # included: without the checks that call returned uninitialised CPU memory.
+        reference.check_args(x, coeffs, bound, alpha, basis, boundary_form)
+        reference.check_backward_args(grad_y, grad_stats, x)
         return torch.empty_like(x), coeffs.new_empty(coeffs.numel() if coeffs_grad else 0)
 
     def _setup_context(ctx, inputs, output):
@@ -78,6 +82,16 @@ if HAVE_EXTENSION:
                 grad_coeffs if ctx.needs_input_grad[1] else None, None, None, None, None)
 
     torch.library.register_autograd("pnn_ext::poly_act", _backward, setup_context=_setup_context)
+
+    def _no_double_backward(ctx, grad_x, grad_coeffs):
+        raise RuntimeError("pnn_ext: poly_act has no second derivative yet (double backward, e.g. "
+                           "torch.autograd.grad(..., create_graph=True) then differentiating the gradient); "
+                           "impl='reference' supports it")
+
+    # Without a formula, autograd let a second derivative through as None (with a
+    # warning): a gradient penalty would silently drop the activation's part.
+    torch.library.register_autograd("pnn_ext::poly_act_backward", _no_double_backward,
+                                    setup_context=lambda ctx, inputs, output: None)
 
 
 _warned = False

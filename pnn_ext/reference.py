@@ -10,7 +10,8 @@ Same semantics as the fused op (csrc/polyact.h documents the math):
             (boundary_form="quadratic": f(e) = e^2 for e > 0, 0 otherwise)
 
 computed in float32 (float64 for float64 inputs; L always summed in float64) and
-returned in x's dtype (stats in the computation dtype). Gradients come from
+returned in x's dtype (stats in the computation dtype). A NaN coefficient makes y NaN
+everywhere (no overflow fix-up turns it into inf). Gradients come from
 PyTorch's autograd through these expressions.
 """
 from __future__ import annotations
@@ -53,6 +54,20 @@ def check_args(x: torch.Tensor, coeffs: torch.Tensor, bound: float, alpha: float
         raise RuntimeError(f"pnn_ext: boundary_form must be 'exp' or 'quadratic', got '{boundary_form}'")
 
 
+def check_backward_args(grad_y: torch.Tensor, grad_stats: torch.Tensor, x: torch.Tensor) -> None:
+    """The fused backward op's checks of its incoming gradients, with the same messages."""
+    if grad_y.shape != x.shape:
+        raise RuntimeError(f"pnn_ext: grad_y must have x's shape {list(x.shape)}, got {list(grad_y.shape)}")
+    if grad_y.dtype != x.dtype:
+        raise RuntimeError(f"pnn_ext: grad_y must have x's dtype {x.dtype}, got {grad_y.dtype}")
+    if grad_y.device != x.device:
+        raise RuntimeError(f"pnn_ext: grad_y must be on x's device {x.device}, got {grad_y.device}")
+    if grad_stats.dim() != 1 or grad_stats.numel() != 3:
+        raise RuntimeError(f"pnn_ext: grad_stats must have shape (3,), got {list(grad_stats.shape)}")
+    if grad_stats.device != x.device:
+        raise RuntimeError(f"pnn_ext: grad_stats must be on x's device {x.device}, got {grad_stats.device}")
+
+
 def poly_eval(t: torch.Tensor, coeffs: torch.Tensor, basis: str) -> torch.Tensor:
     """p(t) = sum_k c_k phi_k(t): Horner (monomial) or Clenshaw (Chebyshev)."""
     d = coeffs.numel() - 1
@@ -69,8 +84,9 @@ def poly_eval(t: torch.Tensor, coeffs: torch.Tensor, basis: str) -> torch.Tensor
 
 def overflow_fixup(p: torch.Tensor, x: torch.Tensor, t: torch.Tensor, coeffs: torch.Tensor) -> torch.Tensor:
     """Where evaluation overflowed into NaN for a non-NaN x, return +-inf with the sign
-    of the leading term (lead * t^m, m = index of the highest non-zero coefficient)."""
-    bad = p.isnan() & ~x.isnan()
+    of the leading term (lead * t^m, m = index of the highest non-zero coefficient).
+    A NaN coefficient makes p NaN everywhere: that NaN is not an overflow and stays."""
+    bad = p.isnan() & ~x.isnan() & ~coeffs.detach().isnan().any()
     # Index of the highest non-zero coefficient, as a tensor (no host sync, no graph break
     # under torch.compile).
     k = torch.arange(coeffs.numel(), device=coeffs.device)
@@ -113,6 +129,7 @@ def poly_act_backward(grad_y: torch.Tensor, grad_stats: torch.Tensor, x: torch.T
                       coeffs: torch.Tensor, bound: float, alpha: float, basis: str,
                       coeffs_grad: bool, boundary_form: str = "exp") -> tuple[torch.Tensor, torch.Tensor]:
     """Reference of ``torch.ops.pnn_ext.poly_act_backward``, by autograd through poly_act."""
+    check_backward_args(grad_y, grad_stats, x)
     with torch.enable_grad():
         xr = x.detach().requires_grad_(True)
         cr = coeffs.detach().requires_grad_(coeffs_grad)

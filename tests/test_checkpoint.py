@@ -2,6 +2,7 @@
 mix runs, the safe loader, and opening a run with load_run."""
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -102,8 +103,137 @@ def test_load_run_returns_model_config_and_data_spec(tmp_path):
     torch.testing.assert_close(again.load_data().test.tensors[0], trainer.data.test.tensors[0], rtol=0, atol=0)
     # A checkpoint without the data spec (older format): the dataset is loaded to find it.
     ck = torch.load(tmp_path / "r" / "best.pt", weights_only=True)
-    del ck["data"]
+    del ck["data"], ck["digest"]
+    ck["format"] = 1
     torch.save(ck, tmp_path / "old.pt")
     assert load_run(str(tmp_path / "old.pt")).data == spec
     with pytest.raises(CheckpointError, match="holds no checkpoint"):
         load_run(str(tmp_path))
+
+
+def _record_offset(path, suffix: str) -> int:
+    """Byte offset of the data of the zip record (torch's checkpoint archive) named ``...suffix``."""
+    import struct
+    import zipfile
+    with zipfile.ZipFile(path) as z:
+        info = next(i for i in z.infolist() if i.filename.endswith(suffix))
+    with open(path, "rb") as fh:
+        fh.seek(info.header_offset)
+        name_len, extra_len = struct.unpack("<HH", fh.read(30)[26:30])
+    return info.header_offset + 30 + name_len + extra_len
+
+
+def _flip(path, offset: int, mask: int = 0x40) -> None:
+    blob = bytearray(path.read_bytes())
+    blob[offset] ^= mask
+    path.write_bytes(bytes(blob))
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory):
+    """A finished one-epoch run (its directory), copied by each test that damages it."""
+    tmp = tmp_path_factory.mktemp("finished")
+    run(tmp, "r", epochs=1, model="mlp", hidden="16", degree=2)
+    return tmp / "r"
+
+
+def _storages(tree) -> int:
+    """Distinct tensor storages in a checkpoint entry: the zip records it occupies."""
+    seen = set()
+
+    def walk(v):
+        if torch.is_tensor(v):
+            seen.add(v.untyped_storage().data_ptr())
+        elif isinstance(v, dict):
+            for w in v.values():
+                walk(w)
+        elif isinstance(v, (list, tuple)):
+            for w in v:
+                walk(w)
+    walk(tree)
+    return len(seen)
+
+
+@pytest.mark.parametrize("region", ["zip-header", "model-data", "optimizer-state", "central-directory"])
+def test_corruption_of_each_region_is_detected(finished, tmp_path, region):
+    """One flipped bit anywhere: torch's zip reader checks no CRC, so tensor data would
+    load silently changed; the digest names the damaged entry and the intact checkpoint."""
+    shutil.copytree(finished, tmp_path / "r")
+    last = tmp_path / "r" / "last.pt"
+    ck = torch.load(last, weights_only=True)
+    n_model = _storages(ck["model"])   # records data/0.. are numbered in the order the dict is written
+    offset = {"zip-header": 0, "model-data": _record_offset(last, "data/0") + 1,
+              "optimizer-state": _record_offset(last, f"data/{n_model}") + 2,
+              "central-directory": len(last.read_bytes()) - 30}[region]
+    _flip(last, offset)
+    expected = {"model-data": r"is corrupted: the digest written with it does not match the model's tensor data",
+                "optimizer-state": r"is corrupted: the digest written with it does not match the optimizer state"
+                }.get(region, r"truncated or corrupted")
+    with pytest.raises(CheckpointError, match=expected + r".*best\.pt \(intact, epoch 1\)"):
+        checkpoint.load(str(last))
+    cfg = TrainConfig(**{**QUICK, "model": "mlp", "hidden": "16", "degree": 2, "out_dir": str(tmp_path / "r"),
+                         "resume": "last"})
+    with pytest.raises(CheckpointError, match=expected):
+        Trainer(cfg)                                     # refused before anything is written
+    assert checkpoint.load(str(tmp_path / "r" / "best.pt"))["epoch"] == 1
+
+
+def test_rollback_skips_damaged_and_nonfinite_checkpoints(finished, tmp_path):
+    shutil.copytree(finished, tmp_path / "r")
+    cfg = TrainConfig(**{**QUICK, "model": "mlp", "hidden": "16", "degree": 2, "out_dir": str(tmp_path / "r"),
+                         "resume": "last", "epochs": 3})
+    trainer = Trainer(cfg)
+    last, best = tmp_path / "r" / "last.pt", tmp_path / "r" / "best.pt"
+    _flip(last, _record_offset(last, "data/0") + 1)
+    assert trainer._rollback_target()["epoch"] == 1                 # best.pt
+    ck = checkpoint.load(str(best))
+    next(v for k, v in ck["model"].items() if k.endswith("weight")).view(-1)[0] = float("nan")
+    checkpoint.save_atomic(ck, str(best))                           # intact, but not finite
+    assert trainer._rollback_target() is None
+
+
+def test_nonfinite_batchnorm_statistics_are_never_completed_nor_saved(tmp_path):
+    """The issue's case: a bound far too small makes BatchNorm's running variance inf
+    while the loss stays finite; the run must end diverged, with finite checkpoints."""
+    for guard in (True, False):
+        summary, trainer = run(tmp_path, f"g{guard}", epochs=2, bound=0.5, degree=22, guard=guard)
+        assert summary["status"] == "diverged" and summary["nonfinite_steps"] > 0, summary
+        for name in ("last.pt", "best.pt"):
+            if (tmp_path / f"g{guard}" / name).exists():
+                assert not checkpoint.nonfinite_entries(checkpoint.load(str(tmp_path / f"g{guard}" / name))["model"])
+        json.loads((tmp_path / f"g{guard}" / "summary.json").read_text())  # strict JSON: no bare NaN
+
+
+def test_resume_with_changed_settings_needs_allow_changes(finished, tmp_path):
+    shutil.copytree(finished, tmp_path / "r")
+    base = {**QUICK, "model": "mlp", "hidden": "16", "degree": 2, "out_dir": str(tmp_path / "r"), "resume": "last"}
+    with pytest.raises(CheckpointError, match=r"lam 1000\.0 -> 10\.0, lr 0\.001 -> 0\.01.*--allow-changes"):
+        Trainer(TrainConfig(**{**base, "lr": 0.01, "lam": 10.0, "epochs": 2}))
+    trainer = Trainer(TrainConfig(**{**base, "lr": 0.01, "lam": 10.0, "bound": 9.0, "epochs": 2,
+                                     "allow_changes": True}))
+    summary = trainer.run()
+    assert summary["status"] == "completed" and summary["epochs_completed"] == 2
+    assert summary["resumed_with_changes"] == [{"epoch": 1, "settings": {"lr": [0.001, 0.01], "bound": [None, 9.0],
+                                                                        "lam": [1000.0, 10.0]}}]
+    assert trainer.history[-1]["lr"] == pytest.approx(0.01)         # applied, not only recorded
+    assert all(m.bound == 9.0 for m in trainer.polys)
+    again = Trainer(TrainConfig(**{**base, "lr": 0.01, "lam": 10.0, "bound": 9.0, "epochs": 3}))
+    assert again.resume_ck["epoch"] == 2 and again.resume_ck["resume_changes"] == {}   # the run's settings now
+
+
+def test_metrics_and_summary_are_strict_json(tmp_path):
+    summary, _ = run(tmp_path, "r", epochs=1, val_fraction=0.0)      # no validation set: val_loss is NaN
+    for line in (tmp_path / "r" / "metrics.jsonl").read_text().splitlines():
+        row = json.loads(line, parse_constant=lambda c: pytest.fail(f"bare {c} in metrics.jsonl"))
+        assert row["val_loss"] is None and row["val_acc"] is None
+    json.loads((tmp_path / "r" / "summary.json").read_text(),
+               parse_constant=lambda c: pytest.fail(f"bare {c} in summary.json"))
+
+
+def test_overwrite_keeps_the_old_run_when_the_new_one_cannot_start(finished, tmp_path):
+    shutil.copytree(finished, tmp_path / "r")
+    before = {p.name: p.read_bytes() for p in (tmp_path / "r").iterdir()}
+    for bad in ({"batch_size": 1, "model": "small-cnn"}, {"dataset": "npz:" + str(tmp_path / "none.npz")}):
+        with pytest.raises(ValueError):
+            Trainer(TrainConfig(**{**QUICK, "out_dir": str(tmp_path / "r"), "overwrite": True, **bad}))
+    assert {p.name: p.read_bytes() for p in (tmp_path / "r").iterdir()} == before

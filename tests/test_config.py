@@ -86,10 +86,10 @@ def test_setting_types_are_type_objects():
         config.setting_types(Odd)
 
 
-def test_flag_values_are_checked_by_type(capsys):
-    with pytest.raises(SystemExit):
+def test_flag_values_are_checked_by_type():
+    from pnn_ext.errors import UsageError
+    with pytest.raises(UsageError, match=r"epochs must be int, got '2\.5'"):
         parse_config(["--epochs", "2.5"])
-    assert "epochs must be int, got '2.5'" in capsys.readouterr().err
     assert parse_config(["--bound", "none"]).bound is None and parse_config(["--bound", "40"]).bound == 40.0
 
 
@@ -119,3 +119,13 @@ def test_library_and_command_line_share_their_defaults():
         assert params["method"].default == cfg.fit_method, fn
     assert inspect.signature(pnn_ext.PolyActivation).parameters["target"].default == cfg.target
     assert cfg.lam == pnn_ext.nn.LAMBDA
+
+
+def test_settings_from_python_are_held_to_their_types():
+    for bad, match in (({"degree": True}, r"degree must be int, got True"), ({"lr": "0.1"}, r"lr must be float"),
+                       ({"degree": 129}, r"degree must be an integer from 1 to 128"),
+                       ({"lam": float("nan")}, r"lam must be a finite number"),
+                       ({"seed": -1}, r"seed must be in 0\.\.2\*\*32-1")):
+        with pytest.raises(ValueError, match=match):
+            TrainConfig(**bad)
+    assert TrainConfig(lr=1).lr == 1.0 and isinstance(TrainConfig(lr=1).lr, float)

@@ -14,12 +14,15 @@ ablation continues where it stopped.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import sys
 
+from .. import fitting
+from ..errors import ArgumentParser, UsageError, run_main
 from . import artifacts
+from .checkpoint import CheckpointError
+from .data import DataError
 
 VARIANTS = {
     "full": ["--boundary-loss", "--clip", "selective"],
@@ -39,14 +42,43 @@ DESCRIPTION = {
 
 
 def _ints(text: str) -> list[int]:
-    return [int(s) for s in text.split(",") if s.strip()]
+    try:
+        values = [int(s) for s in text.split(",") if s.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be comma-separated integers, got {text!r}") from None
+    if not values:
+        raise argparse.ArgumentTypeError(f"must list at least one integer, got {text!r}")
+    return values
+
+
+def _degrees(text: str) -> list[int]:
+    values = _ints(text)
+    for d in values:
+        try:
+            fitting.check_degree(d)
+        except ValueError as e:
+            raise argparse.ArgumentTypeError(str(e)) from None
+    return values
+
+
+def _seeds(text: str) -> list[int]:
+    values = _ints(text)
+    bad = [s for s in values if not 0 <= s < 2 ** 32]
+    if bad:
+        raise argparse.ArgumentTypeError(f"seeds must be in 0..2**32-1, got {bad}")
+    return values
+
+
+# Flags pnn-ablate gives every run itself; passed after -- they would be overridden or
+# would break the run layout.
+OWN_FLAGS = ("--out-dir", "--degree", "--seed", "--resume", "--overwrite", "--activation", "--boundary-loss",
+             "--no-boundary-loss", "--clip", "--guard", "--no-guard", "--allow-changes")
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="pnn-ablate", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--degrees", type=_ints, default=[8, 22], help="polynomial degrees (default: 8,22)")
-    p.add_argument("--seeds", type=_ints, default=[0, 1], help="seeds (default: 0,1)")
+    p = ArgumentParser(prog="pnn-ablate", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--degrees", type=_degrees, default=[8, 22], help="polynomial degrees (default: 8,22)")
+    p.add_argument("--seeds", type=_seeds, default=[0, 1], help="seeds (default: 0,1)")
     p.add_argument("--variants", default=",".join(DEFAULT_VARIANTS),
                    help=f"comma-separated subset of {list(VARIANTS)} (default: {','.join(DEFAULT_VARIANTS)})")
     p.add_argument("--out-dir", default="runs/ablation", help="root of the runs and the table (default: runs/ablation)")
@@ -60,35 +92,59 @@ def run_dir(root: str, degree: int, variant: str, seed: int) -> str:
     return os.path.join(root, f"degree{degree}", variant, f"seed{seed}")
 
 
-def run_all(args) -> list[dict]:
+def _plan(args) -> list[tuple[int, str, int, str, list[str] | None]]:
+    """(degree, variant, seed, run directory, pnn-train arguments or None when the run
+    is done) of every run, each run's arguments parsed: a bad one is an error here,
+    before any run starts."""
     from .config import parse_config
-    from .loop import Trainer
     variants = [v for v in args.variants.split(",") if v]
     bad = [v for v in variants if v not in VARIANTS]
-    if bad:
-        raise SystemExit(f"pnn-ablate: error: unknown variants {bad}; choose from {list(VARIANTS)}")
+    if bad or not variants:
+        raise UsageError(f"unknown variants {bad or args.variants!r}; choose from {list(VARIANTS)}")
     extra = args.train_args[1:] if args.train_args[:1] == ["--"] else args.train_args
-    results = []
+    own = [a for a in extra if a.split("=")[0] in OWN_FLAGS]
+    if own:
+        raise UsageError(f"pnn-train flags after -- must not include {own}: pnn-ablate sets them for each run")
+    if os.path.exists(args.out_dir) and not os.path.isdir(args.out_dir):
+        raise UsageError(f"out-dir {args.out_dir!r} exists and is not a directory")
+    plan = []
     for degree in args.degrees:
         for variant in variants:
             for seed in args.seeds:
                 out = run_dir(args.out_dir, degree, variant, seed)
                 summary = artifacts.read_summary(out)
                 if summary is not None and summary["status"] in ("completed", "diverged"):
-                    print(f"[ablation] degree {degree} {variant} seed {seed}: done before ({summary['status']})")
-                    results.append({"degree": degree, "variant": variant, "seed": seed, "summary": summary})
+                    plan.append((degree, variant, seed, out, None))
                     continue
                 argv = extra + ["--activation", "poly", "--degree", str(degree), "--seed", str(seed),
                                 "--out-dir", out, *VARIANTS[variant]] + ([] if args.guard else ["--no-guard"])
                 if os.path.isfile(artifacts.path(out, artifacts.LAST)):  # interrupted before: continue it
                     argv += ["--resume", "last"]
-                print(f"[ablation] degree {degree} {variant} seed {seed}: pnn-train {' '.join(argv)}", flush=True)
-                summary = Trainer(parse_config(argv), command="pnn-train " + " ".join(argv)).run()
-                acc = summary["final_test_acc"]
-                print(f"[ablation] -> {summary['status']}, final test accuracy "
-                      f"{'n/a' if acc is None else f'{100 * acc:.2f}%'}, non-finite steps {summary['nonfinite_steps']}",
-                      flush=True)
-                results.append({"degree": degree, "variant": variant, "seed": seed, "summary": summary})
+                try:
+                    parse_config(argv)
+                except ValueError as e:
+                    raise UsageError(f"pnn-train arguments after --: {e}") from None
+                plan.append((degree, variant, seed, out, argv))
+    return plan
+
+
+def run_all(args) -> list[dict]:
+    from .config import parse_config
+    from .loop import Trainer
+    results = []
+    for degree, variant, seed, out, argv in _plan(args):
+        if argv is None:
+            summary = artifacts.read_summary(out)
+            print(f"[ablation] degree {degree} {variant} seed {seed}: done before ({summary['status']})")
+            results.append({"degree": degree, "variant": variant, "seed": seed, "summary": summary})
+            continue
+        print(f"[ablation] degree {degree} {variant} seed {seed}: pnn-train {' '.join(argv)}", flush=True)
+        summary = Trainer(parse_config(argv), command="pnn-train " + " ".join(argv)).run()
+        acc = summary["final_test_acc"]
+        print(f"[ablation] -> {summary['status']}, final test accuracy "
+              f"{'n/a' if acc is None else f'{100 * acc:.2f}%'}, non-finite steps {summary['nonfinite_steps']}",
+              flush=True)
+        results.append({"degree": degree, "variant": variant, "seed": seed, "summary": summary})
     return results
 
 
@@ -145,22 +201,27 @@ def plot(results: list[dict], path: str) -> None:
     plt.close(fig)
 
 
-def main(argv: list[str] | None = None) -> int:
+def _ablate(argv: list[str] | None) -> int:
     args = parser().parse_args(argv)
     command = "pnn-ablate " + " ".join(sys.argv[1:] if argv is None else argv)
     results = run_all(args)
     os.makedirs(args.out_dir, exist_ok=True)
     md = table(results, command, args.guard)
-    with open(os.path.join(args.out_dir, "ablation.md"), "w") as fh:
-        fh.write(md)
-    with open(os.path.join(args.out_dir, "ablation.json"), "w") as fh:
-        json.dump([{k: v for k, v in r.items() if k != "summary"} | {
+    artifacts.write_text(os.path.join(args.out_dir, "ablation.md"), md)
+    artifacts.write_json(os.path.join(args.out_dir, "ablation.json"), [
+        {k: v for k, v in r.items() if k != "summary"} | {
             "status": r["summary"]["status"], "final_test_acc": r["summary"]["final_test_acc"],
             "diverged_at": r["summary"]["diverged_at"], "nonfinite_steps": r["summary"]["nonfinite_steps"]}
-            for r in results], fh, indent=2)
+        for r in results])
     plot(results, os.path.join(args.out_dir, "ablation.png"))
     print(md)
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """pnn-ablate; a bad argument (its own or one for pnn-train), a damaged run or
+    missing data is one line and exit code 2 before any run starts (see pnn_ext.errors)."""
+    return run_main("pnn-ablate", _ablate, argv, (ValueError, DataError, CheckpointError, FileNotFoundError))
 
 
 if __name__ == "__main__":

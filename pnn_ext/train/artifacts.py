@@ -5,6 +5,7 @@ run's files takes the names from here.
     last.pt, best.pt            checkpoints (pnn_ext.train.checkpoint)
     metrics.csv, metrics.jsonl  one row per epoch, rewritten from the history each epoch
     summary.json                how the run ended, accuracies, config, command, environment
+All JSON is strict: NaN and inf are written as null.
     curves.png, activation.png, ranges.png   plots (pnn_ext.train.plots)
 """
 from __future__ import annotations
@@ -48,8 +49,26 @@ def write_text(file: str, text: str) -> None:
     os.replace(tmp, file)
 
 
+def strict(obj):
+    """``obj`` with every NaN or infinite float replaced by None: JSON has no NaN, and
+    Python's json writes the bare token NaN, which strict readers (jq, JavaScript,
+    most languages' parsers) reject."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: strict(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [strict(v) for v in obj]
+    return obj
+
+
+def dumps(obj, **kw) -> str:
+    """Strict JSON (NaN and inf as null, see :func:`strict`) of ``obj``."""
+    return json.dumps(strict(obj), allow_nan=False, default=str, **kw)
+
+
 def write_json(file: str, obj) -> None:
-    write_text(file, json.dumps(obj, indent=2, default=str) + "\n")
+    write_text(file, dumps(obj, indent=2) + "\n")
 
 
 def clear(out_dir: str) -> None:
@@ -62,7 +81,7 @@ def clear(out_dir: str) -> None:
 def write_metrics(out_dir: str, history: list[dict]) -> None:
     """metrics.jsonl and metrics.csv, rewritten from the history (so a resumed run
     never holds rows of the epochs it redid)."""
-    write_text(path(out_dir, METRICS_JSONL), "".join(json.dumps(r) + "\n" for r in history))
+    write_text(path(out_dir, METRICS_JSONL), "".join(dumps(r) + "\n" for r in history))
     rows = [",".join(CSV_COLUMNS)]
     for r in history:
         r = {**r, "max_abs_x": max(r["layer_max_abs_x"], default=float("nan")),

@@ -1,34 +1,40 @@
-"""``pnn-train`` / ``python -m pnn_ext.train``: parse the configuration, train, print the result."""
+"""``pnn-train`` / ``python -m pnn_ext.train``: parse the configuration, train, print the result.
+
+Exit codes: 0 completed, 1 diverged, 2 a user's mistake (one line, nothing written),
+130 Ctrl-C and 143 SIGTERM (summary.json says interrupted); see pnn_ext.errors."""
 from __future__ import annotations
 
 import os
 import sys
 
+from ..errors import run_main
 from .checkpoint import CheckpointError
 from .config import parse_config
 from .data import DataError
 
+# Mistakes of the user's, reported in one line: settings and flags (ValueError), data
+# (DataError), checkpoints, an existing run, files and directories that are missing.
+USER_ERRORS = (ValueError, DataError, CheckpointError, FileExistsError, FileNotFoundError)
 
-def main(argv: list[str] | None = None) -> int:
-    try:
-        cfg = parse_config(argv)
-    except (ValueError, FileNotFoundError) as e:
-        print(f"pnn-train: error: {e}", file=sys.stderr)
-        return 2
+
+def _train(argv: list[str] | None) -> int:
+    cfg = parse_config(argv)
     from .loop import Trainer
     args = sys.argv[1:] if argv is None else argv
     world = os.environ.get("WORLD_SIZE", "1")
     launcher = f"torchrun --nproc_per_node {world} -m pnn_ext.train" if world != "1" else "pnn-train"
-    try:  # set-up errors (data, model, device) are the user's to fix: a message, no traceback
-        trainer = Trainer(cfg, command=" ".join([launcher, *args]))
-    except (DataError, FileExistsError, ValueError, CheckpointError) as e:
-        print(f"pnn-train: error: {e}", file=sys.stderr)
-        return 2
+    trainer = Trainer(cfg, command=" ".join([launcher, *args]))  # every check before anything is written
     try:
         summary = trainer.run()
-    except CheckpointError as e:
-        print(f"pnn-train: error: {e}", file=sys.stderr)
-        return 2
+    except (CheckpointError, DataError):
+        raise
+    except ValueError as e:  # not a setting (those were all checked above): a bug, with its traceback
+        raise RuntimeError(f"pnn-train: internal error during the run: {e}") from e
+    except KeyboardInterrupt:
+        if trainer.dist.main:
+            print(f"pnn-train: stopped; summary.json (status interrupted) and the last epoch's checkpoint are in "
+                  f"{cfg.out_dir}; --resume last continues", file=sys.stderr)
+        raise
     if trainer.dist.main:
         acc = summary["final_test_acc"]
         acc_s = f"{100 * acc:.2f}%" if acc is not None else "n/a"
@@ -42,6 +48,10 @@ def main(argv: list[str] | None = None) -> int:
     from .distributed import shutdown
     shutdown(trainer.dist)
     return 1 if summary["status"] == "diverged" else 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_main("pnn-train", _train, argv, USER_ERRORS)
 
 
 if __name__ == "__main__":

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import math
 import os
 import types
 import typing
@@ -19,6 +20,7 @@ from typing import Any
 
 from .. import fitting, models
 from .. import nn as pnn_nn
+from ..errors import ArgumentParser
 from ..reference import BASES, BOUNDARY_FORMS
 
 CHOICES = {
@@ -50,6 +52,8 @@ class TrainConfig:
     data_dir: str = _f("", "where datasets live: MNIST's original idx files (in DATA_DIR, DATA_DIR/raw or "
                            "DATA_DIR/MNIST/raw; nothing is downloaded when they are present), CIFAR archives",
                        shown="$PNN_DATA, else ./data")
+    num_classes: int = _f(0, "classes K: labels must be 0..K-1 (0: K is one more than the largest label, and "
+                              "every class below it must have a sample)")
     layout: str = _f("auto", "how npz inputs are read: auto (4-D and 3-D arrays are images N×C×H×W / N×H×W, "
                              "2-D are features N×F), image, sequence (3-D N×C×T), features")
     val_fraction: float = _f(0.1, "fraction of the training set held out for validation")
@@ -68,7 +72,7 @@ class TrainConfig:
     dropout: float = _f(0.0, "dropout probability before the classifier (and after MLP activations)")
     # activation
     activation: str = _f("poly", "poly (polynomial, fused op) or relu (baseline)")
-    degree: int = _f(fitting.DEGREE, "polynomial degree")
+    degree: int = _f(fitting.DEGREE, f"polynomial degree, 1..{fitting.MAX_DEGREE}")
     # str, not float: "auto" is a value; __post_init__ turns numbers into floats.
     bound: str | None = _f(None, "B: the fit interval [-B, B], a number or auto: per layer, B = calibrate_margin x "
                                  "the calibrate_quantile of |x| at initialisation / alpha^2 (default: preset for "
@@ -119,7 +123,11 @@ class TrainConfig:
     channels_last: bool = _f(False, "channels_last memory format for image models (CUDA only)")
     out_dir: str = _f("runs/default", "directory for checkpoints, metrics, summary and plots")
     resume: str = _f("", "resume from a checkpoint: 'last' (OUT_DIR/last.pt) or a path")
-    overwrite: bool = _f(False, "start afresh in an OUT_DIR that already holds a run (its checkpoints are replaced)")
+    overwrite: bool = _f(False, "start afresh in an OUT_DIR that already holds a run (its checkpoints are replaced, "
+                                "once every setting, the data, the model and one forward pass have been checked)")
+    allow_changes: bool = _f(False, "with --resume: accept training settings that differ from the checkpoint's "
+                                    "(they apply from the resumed epoch on and are recorded in summary.json); "
+                                    "without it such a resume is refused, naming each difference")
     progress: bool = _f(True, "tqdm progress bar per epoch")
     plots: bool = _f(True, "write PNG plots at the end of the run")
 
@@ -133,13 +141,33 @@ class TrainConfig:
             if value not in allowed:
                 raise ValueError(f"{name} must be one of {list(allowed)}"
                                  f"{' or torchvision:NAME' if name == 'model' else ''}, got {value!r}")
-        positive = ("batch_size", "lr", "clip_norm", "degree", "rollback_lr_factor", "guard_patience", "replace_epochs")
+        self._check_types()
+        fitting.check_degree(self.degree)
+        for name, value in self.to_dict().items():
+            if isinstance(value, float) and not math.isfinite(value):
+                raise ValueError(f"{name} must be a finite number, got {value!r}")
+        positive = ("batch_size", "lr", "clip_norm", "rollback_lr_factor", "guard_patience", "coeff_lr_scale",
+                    "plateau_factor", "alpha", "replace_epochs")
         for name in positive:
-            if not getattr(self, name) > 0:
+            if getattr(self, name) is not None and not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be > 0, got {getattr(self, name)!r}")
-        for name in ("epochs", "max_steps", "train_subset", "workers", "max_rollbacks", "lam", "weight_decay"):
+        for name in ("epochs", "max_steps", "train_subset", "workers", "max_rollbacks", "lam", "weight_decay",
+                     "plateau_patience", "num_classes"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)!r}")
+        if not self.plateau_factor < 1:
+            raise ValueError(f"plateau_factor must be < 1, got {self.plateau_factor!r}")
+        if not self.rollback_lr_factor <= 1:
+            raise ValueError(f"rollback_lr_factor must be <= 1, got {self.rollback_lr_factor!r}")
+        if not 0 <= self.seed < 2 ** 32:  # numpy's seed range
+            raise ValueError(f"seed must be in 0..2**32-1, got {self.seed!r}")
+        if self.resume and self.overwrite:
+            raise ValueError("resume and overwrite exclude each other: --resume continues the run in OUT_DIR, "
+                             "--overwrite replaces it")
+        if self.allow_changes and not self.resume:
+            raise ValueError("allow_changes is for --resume (settings that differ from the checkpoint's)")
+        if not self.out_dir:
+            raise ValueError("out_dir must not be empty")
         if not 0 <= self.val_fraction < 1:
             raise ValueError(f"val_fraction must be in [0, 1), got {self.val_fraction!r}")
         if not 0 <= self.dropout < 1:
@@ -162,6 +190,24 @@ class TrainConfig:
             self.hidden_sizes()
         except ValueError:
             raise ValueError(f"hidden must be comma-separated positive integers, got {self.hidden!r}") from None
+
+    def _check_types(self) -> None:
+        """Settings given from Python (train(lr="0.1"), TrainConfig(degree=True)) are held to
+        their annotations as the command line and config files are."""
+        for name, hint in setting_types().items():
+            kind, optional = _unwrap(hint)
+            value = getattr(self, name)
+            if value is None and optional:
+                continue
+            if name == "bound" and isinstance(value, (int, float)) and not isinstance(value, bool):
+                continue  # str so that "auto" is a value; a number is checked (and made a float) below
+            ok = (isinstance(value, bool) if kind is bool else
+                  isinstance(value, (int, float)) and not isinstance(value, bool) if kind is float else
+                  isinstance(value, int) and not isinstance(value, bool) if kind is int else isinstance(value, kind))
+            if not ok:
+                raise ValueError(f"{name} must be {_type_name(hint)}, got {value!r}")
+            if kind is float:
+                setattr(self, name, float(value))
 
     def hidden_sizes(self) -> list[int]:
         sizes = [int(s) for s in str(self.hidden).split(",") if s.strip()]
@@ -216,7 +262,7 @@ def build_parser() -> argparse.ArgumentParser:
     """Every field of TrainConfig is a flag (underscores become dashes); booleans
     get --x / --no-x. Defaults are SUPPRESSed so that only flags actually given
     override the config file."""
-    p = argparse.ArgumentParser(
+    p = ArgumentParser(
         prog="pnn-train",
         description="Train a polynomial neural network (fused polynomial activations, exponential boundary "
                     "loss, selective gradient clipping). Also: python -m pnn_ext.train; distributed: "
@@ -252,13 +298,18 @@ def _flag_parser(hint, name: str):
 def load_file(path: str) -> dict[str, Any]:
     if not os.path.isfile(path):
         raise FileNotFoundError(f"config file {path!r} does not exist")
-    with open(path) as fh:
-        text = fh.read()
-    if path.endswith(".json"):
-        data = json.loads(text)
-    else:
-        import yaml
-        data = yaml.safe_load(text)
+    try:
+        with open(path) as fh:
+            text = fh.read()
+    except (OSError, UnicodeDecodeError) as e:
+        raise ValueError(f"config file {path!r} cannot be read: {e}") from None
+    import yaml
+    try:
+        data = json.loads(text) if path.endswith(".json") else yaml.safe_load(text)
+    except (json.JSONDecodeError, yaml.YAMLError) as e:
+        where = " ".join(str(e).split())
+        raise ValueError(f"config file {path!r} is not valid {'JSON' if path.endswith('.json') else 'YAML'}: "
+                         f"{where}") from None
     if data is None:
         data = {}
     if not isinstance(data, dict):

@@ -10,6 +10,7 @@ from __future__ import annotations
 import gzip
 import os
 import struct
+import zlib
 from dataclasses import dataclass
 
 import numpy as np
@@ -63,8 +64,8 @@ def read_idx(path: str) -> np.ndarray:
     try:
         with opener(path, "rb") as fh:
             raw = fh.read()
-    except (OSError, EOFError) as e:
-        raise DataError(f"cannot read idx file {path}: {e}") from None
+    except (OSError, EOFError, zlib.error) as e:  # zlib.error: a damaged deflate stream inside a .gz
+        raise DataError(f"cannot read idx file {path}: {type(e).__name__}: {e}") from None
     if len(raw) < 4 or raw[:2] != b"\0\0" or raw[2] != 0x08:
         raise DataError(f"{path} is not an idx file of unsigned bytes")
     ndim = raw[3]
@@ -168,6 +169,58 @@ def _labels(y: np.ndarray, key: str, n: int) -> np.ndarray:
     return y
 
 
+def _counted(labels: dict[str, np.ndarray], values) -> str:
+    """'255 (1 in y_train), 300 (2 in y_test)' for the given label values."""
+    parts = []
+    for v in values:
+        where = ", ".join(f"{int((y == v).sum())} in {key}" for key, y in labels.items() if (y == v).any())
+        parts.append(f"{int(v)} ({where})")
+    shown = parts[:5] + ([f"... {len(parts) - 5} more"] if len(parts) > 5 else [])
+    return ", ".join(shown)
+
+
+def num_classes_of(labels: dict[str, np.ndarray], num_classes: int = 0) -> int:
+    """K, the number of classes, for labels that must be 0..K-1. With ``num_classes``
+    given a label outside it is an error; without it K is one more than the largest
+    label, and a class below that without any sample is an error naming the labels past
+    the gap (one stray label 255 must not make a 256-class model)."""
+    every = np.concatenate([y for y in labels.values()])
+    if num_classes:
+        outside = np.unique(every[every >= num_classes])
+        if outside.size:
+            raise DataError(f"labels must be 0..{num_classes - 1} (num_classes {num_classes}); found "
+                            f"{_counted(labels, outside)}")
+        return num_classes
+    present = np.unique(every)
+    k = int(present.max()) + 1
+    if present.size != k:
+        gap = int(np.setdiff1d(np.arange(k), present)[0])
+        strays = present[present > gap]
+        raise DataError(f"labels must be 0..K-1 with a sample of every class, but class {gap} has none and "
+                        f"larger labels occur: {_counted(labels, strays)}; pass --num-classes K if the classes "
+                        f"are 0..K-1 and some have no sample")
+    return k
+
+
+def _as_float32(x: np.ndarray, key: str) -> torch.Tensor:
+    """``x`` as float32, refusing what the cast would change silently: complex values
+    (the imaginary part would be dropped), NaN or inf, and finite values past float32's
+    range (they would become inf)."""
+    if np.iscomplexobj(x):
+        raise DataError(f"{key} is complex (dtype {x.dtype}); inputs must be real numbers")
+    if np.issubdtype(x.dtype, np.floating):
+        bad = ~np.isfinite(x)
+        if bad.any():
+            raise DataError(f"{key} contains NaN or inf ({int(bad.sum())} values)")
+    with np.errstate(over="ignore"):  # the overflow is reported below, by name, not as a numpy warning
+        out = x.astype(np.float32)
+    if np.issubdtype(x.dtype, np.floating) and not np.isfinite(out).all():
+        big = float(np.abs(x).max())
+        raise DataError(f"{key} overflows in the cast to float32: its largest magnitude {big:.3g} is beyond "
+                        f"float32's {float(np.finfo(np.float32).max):.3g}; rescale the data")
+    return torch.as_tensor(out)
+
+
 def _layout(x: np.ndarray, requested: str, key: str) -> str:
     if x.ndim == 4:
         layout = "image"
@@ -196,7 +249,7 @@ def load_arrays(dataset: str, data_dir: str) -> dict[str, np.ndarray]:
 
 
 def prepare(arrays: dict[str, np.ndarray], *, name: str, layout: str = "auto", val_fraction: float = 0.1,
-            train_subset: int = 0, augment: str = "auto", seed: int = 0) -> Data:
+            train_subset: int = 0, augment: str = "auto", seed: int = 0, num_classes: int = 0) -> Data:
     """Check shapes and labels, split off validation, normalise with training statistics."""
     if layout not in LAYOUTS:
         raise DataError(f"layout must be one of {LAYOUTS}, got {layout!r}")
@@ -207,14 +260,15 @@ def prepare(arrays: dict[str, np.ndarray], *, name: str, layout: str = "auto", v
     kind = _layout(x_tr, layout, "x_train")
     if x_te.shape[1:] != x_tr.shape[1:]:
         raise DataError(f"x_test samples have shape {x_te.shape[1:]}, x_train samples {x_tr.shape[1:]}")
+    if 0 in x_tr.shape[1:]:
+        raise DataError(f"x_train samples have shape {x_tr.shape[1:]}: no values to learn from")
     y_tr, y_te = _labels(arrays["y_train"], "y_train", len(x_tr)), _labels(arrays["y_test"], "y_test", len(x_te))
     if len(x_tr) < 2:
         raise DataError(f"x_train needs at least 2 samples, got {len(x_tr)}")
-    num_classes = int(max(y_tr.max(), y_te.max() if y_te.size else 0)) + 1
-    x_tr = torch.as_tensor(x_tr.astype(np.float32))
-    x_te = torch.as_tensor(x_te.astype(np.float32))
-    if not (torch.isfinite(x_tr).all() and torch.isfinite(x_te).all()):
-        raise DataError(f"{name}: the inputs contain NaN or inf")
+    if len(x_te) == 0:
+        raise DataError("x_test has no samples: the test set must not be empty")
+    num_classes = num_classes_of({"y_train": y_tr, "y_test": y_te}, num_classes)
+    x_tr, x_te = _as_float32(x_tr, "x_train"), _as_float32(x_te, "x_test")
     if kind == "image" and x_tr.dim() == 3:  # N×H×W: one channel
         x_tr, x_te = x_tr.unsqueeze(1), x_te.unsqueeze(1)
     y_tr, y_te = torch.as_tensor(y_tr), torch.as_tensor(y_te)
@@ -259,7 +313,8 @@ def load(cfg, arrays: dict[str, np.ndarray] | None = None) -> Data:
         arrays = {**arrays, **{k: np.swapaxes(arrays[k], 1, 2) for k in ("x_train", "x_test")}}
         layout = "sequence"
     return prepare(arrays, name=cfg.dataset, layout=layout, val_fraction=cfg.val_fraction,
-                   train_subset=cfg.train_subset, augment=cfg.augment, seed=cfg.seed)
+                   train_subset=cfg.train_subset, augment=cfg.augment, seed=cfg.seed,
+                   num_classes=cfg.num_classes)
 
 
 def augment_batch(x: torch.Tensor, generator: torch.Generator | None = None, pad: int = 4) -> torch.Tensor:

@@ -11,8 +11,8 @@ from torch.utils.data import DataLoader, Dataset
 def evaluate(model: nn.Module, dataset: Dataset | None, device: torch.device | str = "cpu", batch_size: int = 256,
              bf16: bool = False, channels_last: bool = False) -> tuple[float, float]:
     """(mean cross-entropy, accuracy) of ``model`` in eval mode over ``dataset`` (pairs
-    x, y); (nan, nan) for no dataset. The loss is summed in float64."""
-    if dataset is None:
+    x, y); (nan, nan) for no dataset or an empty one. The loss is summed in float64."""
+    if dataset is None or len(dataset) == 0:
         return float("nan"), float("nan")
     model.eval()
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False)

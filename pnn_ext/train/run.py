@@ -41,9 +41,12 @@ def load_run(path: str, data_dir: str | None = None) -> Run:
     last.pt) or a checkpoint file. ``data_dir`` replaces the run's data directory
     (for Run.load_data, and for checkpoints that predate the saved data spec, whose
     dataset is loaded here to find the sample shape). Raises CheckpointError for a
-    missing or damaged checkpoint and DataError when the data is needed and missing."""
+    missing, damaged or non-finite checkpoint and DataError when the data is needed and missing."""
     path = checkpoint_path(path)
     ck = checkpoint.load(path)
+    bad = checkpoint.nonfinite_entries(ck["model"])
+    if bad:  # a model that cannot be evaluated (nor encrypted): refused here, not deep inside a tool
+        raise checkpoint.CheckpointError(f"checkpoint {path!r} holds non-finite values ({', '.join(bad[:3])})")
     known = {f.name for f in dataclasses.fields(TrainConfig)}
     settings = {k: v for k, v in ck["config"].items() if k in known}
     settings.update(resume="", overwrite=False)
