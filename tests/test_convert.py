@@ -220,7 +220,7 @@ def test_torch_export_where_fx_cannot_trace():
 
 @pytest.mark.parametrize("degree", [0, 129, True, 2.0, "8"])
 def test_degree_validated(degree):
-    with pytest.raises(ValueError, match="degree must be an integer in 1..128"):
+    with pytest.raises(ValueError, match="degree must be an integer from 1 to 128"):
         pnn_ext.convert(nn.ReLU(), degree=degree)
 
 
