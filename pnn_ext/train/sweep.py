@@ -34,19 +34,9 @@ import time
 import traceback
 
 from . import artifacts
-from .ablation import VARIANTS as ABLATION_VARIANTS
+from .ablation import DEFAULT_VARIANTS, VARIANTS
 
 FINISHED = ("completed", "diverged")
-
-
-def variants() -> dict[str, list[str]]:
-    """pnn-ablate's variants, plus the quadratic boundary form where pnn-train offers
-    ``--boundary-form`` (the hook for that variant: it appears with the flag)."""
-    from .config import TrainConfig
-    out = dict(ABLATION_VARIANTS)
-    if "boundary_form" in TrainConfig.__dataclass_fields__:
-        out["quadratic"] = ["--boundary-loss", "--boundary-form", "quadratic", "--clip", "selective"]
-    return out
 
 
 def _ints(text: str) -> list[int]:
@@ -80,9 +70,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--grid", type=_axis, action="append", default=[], metavar="NAME=V1,V2,...",
                    help="an axis of the grid: a pnn-train setting and its values (repeat for more axes; the "
                         "first two are the heat maps' rows and columns)")
-    p.add_argument("--variants", default=",".join(ABLATION_VARIANTS),
-                   help="comma-separated method variants (default: the four of pnn-ablate; 'quadratic' too "
-                        "where pnn-train has --boundary-form)")
+    p.add_argument("--variants", default=",".join(DEFAULT_VARIANTS),
+                   help=f"comma-separated subset of {list(VARIANTS)} (pnn-ablate's; default: "
+                        f"{','.join(DEFAULT_VARIANTS)}; quadratic: the boundary loss's quadratic form)")
     p.add_argument("--seeds", type=_ints, default=[0, 1, 2], help="seeds (default: 0,1,2)")
     p.add_argument("--out-dir", default="runs/sweep", help="root of the runs and the reports (default: runs/sweep)")
     p.add_argument("--guard", action="store_true",
@@ -134,7 +124,7 @@ def run_argv(cell: dict, extra: list[str], out: str, guard: bool) -> list[str]:
     flags = []
     for name, value in cell["axes"].items():
         flags += ["--" + name.replace("_", "-"), value]
-    return (["--activation", "poly", "--no-progress", "--no-plots"] + extra + flags + variants()[cell["variant"]]
+    return (["--activation", "poly", "--no-progress", "--no-plots"] + extra + flags + VARIANTS[cell["variant"]]
             + ["--seed", str(cell["seed"]), "--out-dir", out] + ([] if guard else ["--no-guard"]))
 
 
@@ -241,7 +231,7 @@ def main(argv: list[str] | None = None) -> int:
     from . import sweep_report
     args = parser().parse_args(argv)
     command = "pnn-sweep " + " ".join(sys.argv[1:] if argv is None else argv)
-    known = variants()
+    known = VARIANTS
     names = [v for v in args.variants.split(",") if v]
     bad = [v for v in names if v not in known]
     if bad:
