@@ -33,6 +33,7 @@ import sys
 import time
 import traceback
 
+from ..errors import ArgumentParser, UsageError, run_main
 from . import artifacts
 from .ablation import DEFAULT_VARIANTS, VARIANTS
 
@@ -65,8 +66,7 @@ def _axis(text: str) -> tuple[str, list[str]]:
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="pnn-sweep", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = ArgumentParser(prog="pnn-sweep", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--grid", type=_axis, action="append", default=[], metavar="NAME=V1,V2,...",
                    help="an axis of the grid: a pnn-train setting and its values (repeat for more axes; the "
                         "first two are the heat maps' rows and columns)")
@@ -201,7 +201,7 @@ def run_submitit(todo: list[tuple[list[str], str]], args, say) -> None:
     try:
         import submitit
     except ImportError:
-        raise SystemExit("pnn-sweep: --engine submitit needs submitit (pip install submitit)") from None
+        raise UsageError("--engine submitit needs submitit (pip install submitit)") from None
     folder = args.submitit_folder or os.path.join(args.out_dir, "submitit")
     executor = submitit.AutoExecutor(folder=folder, cluster=args.submitit_cluster)
     params = {"timeout_min": args.timeout_min, "cpus_per_task": args.cpus_per_task, "mem_gb": args.mem_gb,
@@ -228,6 +228,11 @@ def run_submitit(todo: list[tuple[list[str], str]], args, say) -> None:
 # ------------------------------------------------------------------ main
 
 def main(argv: list[str] | None = None) -> int:
+    """pnn-sweep; a user's mistake is one line and exit 2, as in pnn-train (pnn_ext.errors)."""
+    return run_main("pnn-sweep", _sweep, argv, user_errors=(ValueError, FileExistsError, FileNotFoundError))
+
+
+def _sweep(argv: list[str] | None) -> int:
     from . import sweep_report
     args = parser().parse_args(argv)
     command = "pnn-sweep " + " ".join(sys.argv[1:] if argv is None else argv)
@@ -235,9 +240,9 @@ def main(argv: list[str] | None = None) -> int:
     names = [v for v in args.variants.split(",") if v]
     bad = [v for v in names if v not in known]
     if bad:
-        raise SystemExit(f"pnn-sweep: error: unknown variants {bad}; choose from {list(known)}")
+        raise UsageError(f"unknown variants {bad}; choose from {list(known)}")
     if len({a for a, _ in args.grid}) != len(args.grid):
-        raise SystemExit("pnn-sweep: error: a setting appears in two --grid axes")
+        raise UsageError("a setting appears in two --grid axes")
     extra = args.train_args[1:] if args.train_args[:1] == ["--"] else args.train_args
     grid = cells(args.grid, names, args.seeds)
     todo = [(run_argv(c, extra, run_dir(args.out_dir, c), args.guard), run_dir(args.out_dir, c)) for c in grid]
