@@ -1,4 +1,4 @@
-"""How the commands (pnn-train, pnn-ablate, pnn-he) end on a user's mistake or a signal:
+"""How the commands (pnn-train, pnn-ablate, pnn-sweep, pnn-he) end on a user's mistake or a signal:
 one line on stderr and an exit code, never a traceback.
 
     2    a bad flag, setting, file or dataset (``prog: error: ...``), before anything is written

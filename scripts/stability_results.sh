@@ -25,6 +25,9 @@ sweep --grid bound=none,6,12,24 "${LR[@]}" --grid degree=2,8,22,32 --out-dir "$O
 sweep --grid bound=auto "${LR[@]}" --grid degree=2,8,22,32 --variants full --out-dir "$OUT/digits-map" -- "${DIGITS[@]}"
 sweep --grid bound=1,2,3,4,6,8,12,16,24,32,47,64,94,128 --grid degree=2,8,22,32 --variants full,no-boundary \
   --out-dir "$OUT/digits-cliff" -- "${DIGITS[@]}"
+# the quadratic boundary form (--boundary-form quadratic) beside the exponential one and none
+sweep --grid bound=none,24 "${LR[@]}" --grid degree=8,22,32 --variants full,no-boundary,quadratic \
+  --out-dir "$OUT/digits-map" --report-dir "$OUT/digits-quadratic" -- "${DIGITS[@]}"
 # finer between the high-degree cliff and the wide B, and between lr 1e-3 and 1e-2
 sweep --grid bound=12,16,20,24 --grid lr=1e-3,3e-3,1e-2 --grid degree=22,32 --out-dir "$OUT/digits-map" \
   --report-dir "$OUT/digits-fine" -- "${DIGITS[@]}"
