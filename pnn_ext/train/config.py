@@ -22,7 +22,7 @@ from .. import nn as pnn_nn
 from ..reference import BASES
 
 CHOICES = {
-    "model": ("small-cnn", "mlp", "resnet18"),  # or "torchvision:NAME"
+    "model": ("small-cnn", "mlp", "resnet18", "cryptonets"),  # or "torchvision:NAME"
     "activation": ("poly", "relu"),
     "act_position": models.ACT_POSITIONS,
     "norm": models.NORMS,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..models import MLP, ResNet18, SmallCNN, kaiming_uniform_init
+from ..models import MLP, CryptoNets, ResNet18, SmallCNN, kaiming_uniform_init
 from ..nn import convert
 
 
@@ -37,7 +37,7 @@ def build_model(cfg, in_shape: tuple[int, ...], layout: str, num_classes: int) -
     """The model a TrainConfig asks for, for samples of ``in_shape``: kaiming-uniform
     initialised, and polynomial (converted) when cfg.activation == "poly"."""
     name = cfg.model
-    if name in ("small-cnn", "resnet18") or name.startswith("torchvision:"):
+    if name in ("small-cnn", "cryptonets", "resnet18") or name.startswith("torchvision:"):
         if layout != "image":
             raise ValueError(f"model {name} needs images (N, C, H, W); {cfg.dataset} has layout {layout}: "
                              f"use --model mlp")
@@ -48,6 +48,8 @@ def build_model(cfg, in_shape: tuple[int, ...], layout: str, num_classes: int) -
         model = MLP(features, num_classes, cfg.hidden_sizes(), cfg.norm, cfg.act_position, cfg.dropout)
     elif name == "small-cnn":
         model = SmallCNN(in_shape[0], num_classes, in_shape[1:], cfg.norm, cfg.act_position, cfg.dropout)
+    elif name == "cryptonets":
+        model = CryptoNets(in_shape[0], num_classes, in_shape[1:], cfg.norm, cfg.act_position, cfg.dropout)
     elif name == "resnet18":
         model = ResNet18(in_shape[0], num_classes, cfg.norm, cfg.act_position, cfg.dropout)
     else:
