@@ -160,6 +160,14 @@ class Engine:
             self._pub.encrypt(pt, ct)
         return ct
 
+    def encrypt_seeded(self, values, secret_key):
+        """Like encrypt with the secret key, but as SEAL's Serializable: saved, half of it is a seed."""
+        pt = self.s.Plaintext()
+        self.encoder.encode([float(v) for v in values], self.scale, pt)
+        if self._sym is None:
+            self._sym = self.s.Encryptor(self.sc, secret_key)
+        return self._sym.encrypt_symmetric(pt)
+
     def decrypt(self, ct, n: int):
         if not self.ctx.has_secret_key():
             raise ValueError("this context holds no secret key: it cannot decrypt")
