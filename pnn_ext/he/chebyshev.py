@@ -157,6 +157,7 @@ def evaluate(engine, x, p: Plan, level: int | None = None, scale: float | None =
         raise ValueError(f"the polynomial needs {p.depth} levels, {level - base} given")
     if p.root.const:
         raise ValueError("a constant polynomial has no ciphertext to carry it")
+    engine._check_level(level)
     T = {1: x}
 
     def t(k: int):
