@@ -19,13 +19,24 @@ ts = pytest.importorskip("tenseal")
 from pnn_ext.he.batch import BatchRunner, run_batches  # noqa: E402
 from pnn_ext.he.engine import Engine  # noqa: E402
 from pnn_ext.he.protocol import make_context  # noqa: E402
-from test_he import randomize_batchnorm  # noqa: E402
+
+
+def randomize_batchnorm(model, seed):
+    """Non-trivial running statistics and affine parameters, so folding has work to do."""
+    g = torch.Generator().manual_seed(seed)
+    for m in model.modules():
+        if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
+            m.running_mean.copy_(torch.randn(m.running_mean.shape, generator=g))
+            m.running_var.copy_(torch.rand(m.running_var.shape, generator=g) * 3 + 0.2)
+            m.weight.data.copy_(torch.randn(m.weight.shape, generator=g))
+            m.bias.data.copy_(torch.randn(m.bias.shape, generator=g))
+    return model
 
 
 def he_model(kind, degree=2, seed=0):
     torch.manual_seed(seed)
     if kind == "cryptonets":
-        model = models.CryptoNets(1, 10, (8, 8))
+        model = models.CryptoNets(1, 10, (8, 8), hidden=20)
     else:
         model = models.MLP(64, 10, kind)
     models.kaiming_uniform_init(model)
@@ -44,10 +55,10 @@ def test_batch_agrees_with_plaintext(kind):
     params = recommend(he, packing="batch")
     assert params.poly_modulus_degree == 16384 and params.levels == depth(he) == 7
     engine = Engine(make_context(params))
-    x = inputs(300)
-    out = run_batches(BatchRunner(he, engine), x.reshape(300, -1), 128)    # 3 batches, the last partial
+    x = inputs(200)
+    out = run_batches(BatchRunner(he, engine), x.reshape(200, -1), 128)    # 2 batches, the last partial
     plain = he(x)
-    assert out["logits"].shape == plain.shape and len(out["batches"]) == 3
+    assert out["logits"].shape == plain.shape and len(out["batches"]) == 2
     err = np.abs(out["logits"] - plain).max()
     assert err < 1e-4 * max(1.0, np.abs(plain).max()), err
     assert (out["logits"].argmax(1) == plain.argmax(1)).all()
@@ -55,7 +66,8 @@ def test_batch_agrees_with_plaintext(kind):
         w = he.layers[0].weight
         assert w.shape == (45, 64) and (np.count_nonzero(w, axis=1) <= 25).all()
         per_batch = sum(np.count_nonzero(a.weight) for a in he.layers[::2])
-        assert engine.counts["plain_mult"] >= 3 * per_batch
+        polys = 45 + 20                            # each degree-2 polynomial: 2 plaintext products (c1 T1 + c2 T2)
+        assert engine.counts["plain_mult"] == 2 * (per_batch + 2 * polys)
 
 
 def test_inputs_are_fetched_once():

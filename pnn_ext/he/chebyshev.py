@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from functools import lru_cache
+from functools import cache
 
 import numpy as np
 
@@ -139,7 +139,7 @@ def plan(coeffs, rtol: float = 1e-14) -> Plan:
     return best
 
 
-@lru_cache(maxsize=None)
+@cache
 def depth_for_degree(degree: int) -> int:
     """Levels a generic (all coefficients non-zero) polynomial of this degree needs."""
     if degree < 1:
