@@ -14,7 +14,8 @@ until the pieces are linear combinations of baby steps (one plaintext product
 per term, one rescale). The plan is built once per polynomial; m is chosen to
 minimise the depth, then the ciphertext products. The depth is
 ceil(log2(d+1)) for every degree tried (2..32; tests/test_he_chebyshev.py counts
-the levels a ciphertext actually loses).
+the levels a ciphertext actually loses). A polynomial whose odd coefficients above
+c_1 vanish (a fitted ReLU) is evaluated as c_1 t + e(T_2(t)), e of half the degree.
 """
 from __future__ import annotations
 
@@ -92,16 +93,19 @@ class Plan:
     giants: list[int]
     root: Node
     steps: list[int] = field(default_factory=list)   # every T_k built, k >= 2
+    even: Plan | None = None            # p = c_1 T_1 + e(u), u = T_2: the plan of e (see plan())
 
     @property
     def depth(self) -> int:
-        return self.root.level
+        return 1 + self.even.depth if self.even is not None else self.root.level
 
     @property
     def ct_mults(self) -> int:
         """Ciphertext-ciphertext products: one per T_k built, one per split with a non-constant q."""
         def splits(n: Node) -> int:
             return 0 if n.coeffs is not None else int(not n.q.const) + splits(n.q) + splits(n.r)
+        if self.even is not None:
+            return 1 + self.even.ct_mults
         return len(self.steps) + splits(self.root)
 
 
@@ -136,6 +140,13 @@ def plan(coeffs, rtol: float = 1e-14) -> Plan:
         p = Plan(c, m, giants, root, _steps(c, m, giants))
         if best is None or (p.depth, p.ct_mults) < (best.depth, best.ct_mults):
             best = p
+    # A fitted ReLU is x/2 plus an even function: its odd coefficients above c_1 vanish. Since
+    # T_2k(t) = T_k(T_2(t)), the even part is a polynomial of half the degree in u = T_2(t), at
+    # the same depth and fewer products (7 instead of 9 at degree 22).
+    if d >= 4 and not c[3::2].any():
+        inner = plan(c[0::2], rtol=0.0)
+        if (1 + inner.depth, 1 + inner.ct_mults) < (best.depth, best.ct_mults):
+            best = Plan(c, best.m, best.giants, best.root, best.steps, even=inner)
     return best
 
 
@@ -158,6 +169,14 @@ def evaluate(engine, x, p: Plan, level: int | None = None, scale: float | None =
     if p.root.const:
         raise ValueError("a constant polynomial has no ciphertext to carry it")
     engine._check_level(level)
+    if p.even is not None:
+        u = engine.multiply(x, x)
+        engine.add_inplace(u, u)
+        engine.add_const(u, -1.0)                            # u = T_2(x)
+        y = evaluate(engine, u, p.even, level, scale)
+        if p.coeffs[1]:
+            engine.add_inplace(y, engine.lincomb([(p.coeffs[1], x)], 0.0, level, scale))
+        return y
     T = {1: x}
 
     def t(k: int):
