@@ -157,12 +157,16 @@ def test_client_server_split(checkpoint, tmp_path, capsys):
 
 
 def test_batch_mode_command(checkpoint, tmp_path, capsys):
+    import glob
+    import tempfile
+    scratch = set(glob.glob(f"{tempfile.gettempdir()}/pnn-he-*.ct"))
     rc, out, _ = he([checkpoint, "--packing", "batch", "--samples", "100", "--batch-size", "64", "--fill",
                      "--json", str(tmp_path / "r.json")], capsys)
     assert rc == 0 and "agreement with plaintext 100.00%" in out
     r = json.loads((tmp_path / "r.json").read_text())
     assert r["predictions"] == 128 and r["batches"] == 2 and r["agreement"] == 1.0 and r["depth"] == 4
     assert r["public_context_bytes"] > 0 and r["seeded_ciphertext_bytes"] < r["ciphertext_bytes"]
+    assert set(glob.glob(f"{tempfile.gettempdir()}/pnn-he-*.ct")) <= scratch      # scratch files removed
 
 
 BAD = [

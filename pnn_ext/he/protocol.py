@@ -22,6 +22,7 @@ import json
 import os
 import struct
 import tempfile
+import weakref
 
 import numpy as np
 
@@ -77,12 +78,21 @@ def load_context(path: str):
         raise FormatError(f"{path} is not a TenSEAL context ({type(e).__name__})") from None
 
 
+def _unlink(path: str) -> None:
+    try:
+        os.unlink(path)
+    except OSError:
+        pass
+
+
 class _Scratch:
-    """SEAL's Python binding saves and loads ciphertexts by file name only: one scratch file."""
+    """SEAL's Python binding saves and loads ciphertexts by file name only: one scratch file,
+    removed by close(), when the object is collected, or at exit, whichever comes first."""
 
     def __init__(self):
         fd, self.path = tempfile.mkstemp(prefix="pnn-he-", suffix=".ct")
         os.close(fd)
+        self._remove = weakref.finalize(self, _unlink, self.path)
 
     def to_bytes(self, obj) -> bytes:
         obj.save(self.path)
@@ -97,10 +107,7 @@ class _Scratch:
         return ct
 
     def close(self):
-        try:
-            os.unlink(self.path)
-        except OSError:
-            pass
+        self._remove()
 
 
 class CiphertextWriter:
