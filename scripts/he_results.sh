@@ -30,6 +30,7 @@ train cn-22 "${MNIST[@]}" --degree 22 --epochs 30 --dropout 0.25
 train mlp-22 --dataset digits --model mlp --hidden 64,32 --degree 22 --epochs 40 --batch-size 64
 measure batch-cn-2 "$OUT/cn-2/best.pt" --data-dir "$DATA" --batch --fill
 measure batch-mlp-22 "$OUT/mlp-22/best.pt" --batch --fill
+measure batch-mlp-22-s45 "$OUT/mlp-22/best.pt" --batch --fill --scale-bits 45
 measure sample-mlp-22 "$OUT/mlp-22/best.pt" --samples 2
 measure sample-cn-2 "$OUT/cn-2/best.pt" --data-dir "$DATA" --samples 1
 measure batch-cn-8 "$OUT/cn-8/best.pt" --data-dir "$DATA" --batch --fill
