@@ -201,7 +201,7 @@ def test_one_line_errors(checkpoint, tmp_path, capsys):
         assert rc == 2, (argv, err)
         lines = err.strip().splitlines()
         assert len(lines) == 1 and lines[0].startswith("pnn-he: error: ") and message in lines[0], (argv, err)
-    assert not (tmp_path / "no").exists()
+    assert not (tmp_path / "no").exists() and not (tmp_path / "k").exists()     # nothing made on a mistake
 
 
 def test_one_line_error_in_a_subprocess(tmp_path):

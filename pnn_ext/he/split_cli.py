@@ -86,10 +86,10 @@ def fold_cmd(a) -> dict:
 def keygen_cmd(a) -> dict:
     from .params import depth
     from .protocol import context_bytes, make_context
-    os.makedirs(a.out_dir, exist_ok=True)
-    check_writable(os.path.join(a.out_dir, "public.ctx"), "--out-dir")
     he = _load_model(a.model)
     params = choose_params(he, *parse_params(a), packing="batch")
+    os.makedirs(a.out_dir, exist_ok=True)
+    check_writable(os.path.join(a.out_dir, "public.ctx"), "--out-dir")
     t0 = time.perf_counter()
     ctx = make_context(params)
     secs = time.perf_counter() - t0
