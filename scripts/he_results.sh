@@ -35,4 +35,5 @@ measure sample-mlp-22 "$OUT/mlp-22/best.pt" --samples 2
 measure sample-cn-2 "$OUT/cn-2/best.pt" --data-dir "$DATA" --samples 1
 measure batch-cn-8 "$OUT/cn-8/best.pt" --data-dir "$DATA" --batch --fill
 measure batch-cn-22 "$OUT/cn-22/best.pt" --data-dir "$DATA" --batch --fill
+measure batch-cn-22-s45 "$OUT/cn-22/best.pt" --data-dir "$DATA" --batch --fill --scale-bits 45
 python "$(dirname "$0")/he_table.py" "${reports[@]}" | tee "$OUT/he.md"
