@@ -12,6 +12,8 @@ forward)::
 * ``MLP``: linear blocks (published hidden sizes 256-128-64-32-16), for feature or
   sequence inputs (flattened).
 * ``ResNet18``: the published CIFAR form: 3x3 stem, no max-pool, global average pool.
+* ``CryptoNets``: the network of CryptoNets (ICML 2016), the encrypted-inference
+  anchor: one 5x5 stride-2 conv with 5 maps, 100 hidden units.
 
 pnn-train's ``--model`` names map to these in :func:`pnn_ext.train.build_model`
 (which also offers any torchvision classifier).
@@ -24,8 +26,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-__all__ = ["ACT_POSITION", "ACT_POSITIONS", "MLP", "MLP_HIDDEN", "NORM", "NORMS", "BasicBlock", "CNN1d", "ResNet18",
-           "SmallCNN", "kaiming_uniform_init"]
+__all__ = ["ACT_POSITION", "ACT_POSITIONS", "MLP", "MLP_HIDDEN", "NORM", "NORMS", "BasicBlock", "CNN1d", "CryptoNets",
+           "ResNet18", "SmallCNN", "kaiming_uniform_init"]
 
 # Defaults shared with pnn-train's flags (pnn_ext.train.config reads them from here).
 ACT_POSITION = "before-bn"
@@ -83,6 +85,25 @@ class SmallCNN(nn.Sequential):
             *_block(nn.Conv2d(c1, c2, 3, padding=1), _norm(norm, 2, c2), act_position), nn.AvgPool2d(2),
             nn.Flatten(),
             *_block(nn.Linear(c2 * h * w, hidden), _norm(norm, 1, hidden), act_position),
+            *([nn.Dropout(dropout)] if dropout else []),
+            nn.Linear(hidden, num_classes))
+
+
+class CryptoNets(nn.Sequential):
+    """x (N, C, H, W) -> Conv5x5 stride 2 (5 maps, padding 1), act, BN -> Linear(100),
+    act, BN -> Linear (the CryptoNets network, ICML 2016, with BatchNorm that folds away
+    for HE). 28x28 MNIST gives 5x13x13 = 845 activations after the convolution: small
+    enough that a batch of ciphertexts, one per activation value, fits in memory."""
+
+    def __init__(self, in_channels: int, num_classes: int, image_size: tuple[int, int], norm: str = NORM,
+                 act_position: str = ACT_POSITION, dropout: float = 0.0, maps: int = 5, hidden: int = 100):
+        h, w = (image_size[0] - 3) // 2 + 1, (image_size[1] - 3) // 2 + 1
+        if h < 1 or w < 1:
+            raise ValueError(f"cryptonets needs images of at least 3x3, got {image_size}")
+        super().__init__(
+            *_block(nn.Conv2d(in_channels, maps, 5, stride=2, padding=1), _norm(norm, 2, maps), act_position),
+            nn.Flatten(),
+            *_block(nn.Linear(maps * h * w, hidden), _norm(norm, 1, hidden), act_position),
             *([nn.Dropout(dropout)] if dropout else []),
             nn.Linear(hidden, num_classes))
 

@@ -25,7 +25,6 @@ import torch
 from testing import QUICK, ROOT
 
 RUN_ARGS = ["--model", "mlp", "--hidden", "16", "--degree", "2", "--batch-size", "64", "--no-progress", "--no-plots"]
-HE_XFAIL = pytest.mark.xfail(strict=False, reason="pnn-he, issue13 branch")
 cuda = torch.cuda.is_available()
 
 # (id, argv with {placeholders}, exit code, what the one error line must say)
@@ -151,12 +150,11 @@ HE = [
     ("truncated-checkpoint", ["{TRUNCATED}/last.pt"], 2, r"truncated or corrupted"),
     ("nonfinite-checkpoint", ["{NONFINITE}/last.pt"], 2, r"non-finite"),
     ("no-checkpoint-in-dir", ["{DATA}"], 2, r"holds no checkpoint"),
-    pytest.param("samples-zero", ["{RUN}", "--samples", "0"], 2, r"samples must be >= 1", marks=HE_XFAIL),
-    pytest.param("samples-text", ["{RUN}", "--samples", "ten"], 2, r"--samples", marks=HE_XFAIL),
-    pytest.param("modulus-text", ["{RUN}", "--coeff-mod-bit-sizes", "a,b"], 2, r"coeff-mod-bit-sizes",
-                 marks=HE_XFAIL),
+    pytest.param("samples-zero", ["{RUN}", "--samples", "0"], 2, r"samples must be >= 1"),
+    pytest.param("samples-text", ["{RUN}", "--samples", "ten"], 2, r"--samples"),
+    pytest.param("modulus-text", ["{RUN}", "--coeff-mod-bit-sizes", "a,b"], 2, r"coeff-mod-bit-sizes"),
     pytest.param("json-missing-dir", ["{RUN}", "--samples", "1", "--json", "{DATA}/no/such/dir/r.json"], 2,
-                 r"no/such/dir", marks=HE_XFAIL),
+                 r"no/such/dir"),
 ]
 MODULES = {"pnn-train": "pnn_ext.train", "pnn-ablate": "pnn_ext.train.ablation", "pnn-he": "pnn_ext.he.cli"}
 

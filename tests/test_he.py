@@ -136,7 +136,7 @@ def test_parameter_choice_and_errors():
     assert p.poly_modulus_degree == 16384 and p.total_bits <= 438          # 128-bit security bound
     he22 = fold(build("mlp", "before-bn", degree=22), (1, 8, 8))
     p22 = recommend(he22)
-    assert p22.poly_modulus_degree == 32768 and p22.scale_bits > 40       # large monomial coefficients
+    assert p22.poly_modulus_degree == 32768 and p22.scale_bits == 40      # Chebyshev coefficients are O(1)
     check(he22, p22)
     with pytest.raises(HEParameterError, match="too small for the depth: the model needs 13 levels"):
         check(he22, CKKSParams(32768, [60] + [40] * 12 + [60], 40))
@@ -209,26 +209,20 @@ def test_polyval_depth_matches_tenseal():
         assert runs(degree, need) and not runs(degree, need - 1), degree
 
 
-@pytest.mark.parametrize("degree", [8, 22])
-def test_scale_rule_bounds_the_polyval_error(degree):
-    """At the chosen scale the CKKS error of the folded ReLU fit stays within the tolerance, and
-    where the coefficients are large (degree 22) within sum|c_k| * 2^(18 - bits)."""
+def test_monomial_polyval_error_grows_with_the_coefficients():
+    """Why the evaluator works in the Chebyshev basis: TenSEAL's monomial polyval of the folded
+    degree-22 ReLU fit (sum |c_k| ~ 2.8e5) at a 2^40 scale is off by more than the 1e-2 tolerance,
+    (The Chebyshev evaluator: ~6e-8, tests/test_he_chebyshev.py.)"""
     ts = pytest.importorskip("tenseal")
-    from pnn_ext.he.fold import HEModel
-    from pnn_ext.he.params import DEFAULT_TOLERANCE, coefficient_mass, needed_scale_bits
-    fit = pnn_ext.fit("relu", degree)
+    fit = pnn_ext.fit("relu", 22)
     c = fit.monomial_coeffs_t() / fit.bound                       # as fold() leaves it
-    model = HEModel([Poly(c, degree, fit.bound, fit.bound, "p")], (256,))
-    bits, mass = needed_scale_bits(model), coefficient_mass(model)
-    ctx = ts.context(ts.SCHEME_TYPE.CKKS, poly_modulus_degree=16384,
-                     coeff_mod_bit_sizes=[min(60, bits + 20)] + [bits] * poly_depth(degree) + [min(60, bits + 20)])
-    ctx.global_scale = 2.0 ** bits
+    mass = float(np.abs(c).sum())
+    ctx = ts.context(ts.SCHEME_TYPE.CKKS, poly_modulus_degree=16384, coeff_mod_bit_sizes=[60] + [40] * 5 + [60])
+    ctx.global_scale = 2.0 ** 40
     t = np.linspace(-1, 1, 256)
     err = np.abs(np.array(ts.ckks_vector(ctx, t.tolist()).polyval(c.tolist()).decrypt())
                  - np.polynomial.polynomial.polyval(t, c)).max()
-    assert err <= DEFAULT_TOLERANCE
-    if mass > 1e3:   # below that a floor of a few 1e-6 (at 2^40) dominates
-        assert err <= mass * 2.0 ** (18 - bits)
+    assert mass > 1e5 and err > 1e-2
 
 
 def test_plain_vector_bias_would_corrupt_the_next_product():

@@ -1,43 +1,43 @@
-"""Encrypted inference of an HE-ready model with TenSEAL (CKKS).
+"""Sample packing (latency mode): one sample is one ciphertext vector, with TenSEAL.
 
-One sample is one ciphertext vector: the flattened input is encrypted, each
-affine layer is a vector-matrix product with the plaintext weights
-(``CKKSVector.mm``) plus the bias, each polynomial is ``CKKSVector.polyval`` on
-every slot at once, and the logits are decrypted at the end. TenSEAL is an
-optional dependency: ``pip install .[he]``.
+The flattened input is encrypted, each affine layer is a vector-matrix product
+with the plaintext weights (``CKKSVector.mm``: TenSEAL's diagonal method, one
+rotation per input value) plus the bias, each polynomial is the Chebyshev
+evaluator (pnn_ext.he.chebyshev) on every slot at once, and the logits are
+decrypted at the end. One context holds the secret key; for throughput and the
+client/server split use batch packing (pnn_ext.he.batch, pnn_ext.he.protocol).
+TenSEAL is an optional dependency: ``pip install .[he]``.
 """
 from __future__ import annotations
 
+import struct
 import time
 
 import numpy as np
 
+from . import chebyshev
+from .engine import Engine
 from .fold import Affine, HEModel
-from .params import CKKSParams, check
+from .params import CKKSParams, check, poly_depth
+from .protocol import _Scratch, _ts, make_context
 
 
-def _tenseal():
-    try:
-        import tenseal as ts
-    except ImportError:
-        raise ImportError("encrypted inference needs TenSEAL: pip install 'pnn_ext[he]' (or pip install tenseal)") \
-            from None
-    return ts
+def _varint(n: int) -> bytes:
+    out = bytearray()
+    while True:
+        b, n = n & 0x7F, n >> 7
+        out.append(b | (0x80 if n else 0))
+        if not n:
+            return bytes(out)
 
 
-def make_context(params: CKKSParams):
-    """A CKKS context with the secret key (it both encrypts and decrypts here), the
-    global scale and the Galois keys the vector-matrix products rotate with."""
-    ts = _tenseal()
-    try:
-        ctx = ts.context(ts.SCHEME_TYPE.CKKS, poly_modulus_degree=params.poly_modulus_degree,
-                         coeff_mod_bit_sizes=list(params.coeff_mod_bit_sizes))
-    except ValueError as e:
-        from .params import HEParameterError
-        raise HEParameterError(f"TenSEAL rejected {params}: {e}") from None
-    ctx.global_scale = 2.0 ** params.scale_bits
-    ctx.generate_galois_keys()
-    return ctx
+def _vector_bytes(ct_bytes: bytes, size: int, scale: float) -> bytes:
+    """A serialised TenSEAL CKKSVector (its protobuf: 1 packed sizes, 2 ciphertexts, 3 scale)
+    around one SEAL ciphertext: how a ciphertext the Chebyshev evaluator made goes back
+    into TenSEAL's vector API."""
+    sizes = _varint(size)
+    return (b"\x0a" + _varint(len(sizes)) + sizes + b"\x12" + _varint(len(ct_bytes)) + ct_bytes
+            + b"\x19" + struct.pack("<d", scale))
 
 
 class EncryptedRunner:
@@ -46,26 +46,35 @@ class EncryptedRunner:
     def __init__(self, model: HEModel, params: CKKSParams):
         check(model, params)
         self.model, self.params = model, params
-        self.ctx = make_context(params)
+        self.ctx = make_context(params, galois=True)
+        self.engine = Engine(self.ctx)
+        self.scratch = _Scratch()
         # Plaintext operands converted once: TenSEAL takes nested lists.
         # The biases are encrypted once, here: TenSEAL encodes a plain vector added to a
         # ciphertext replicated over all slots, and the next vector-matrix product
         # then sums those copies in (measured: logit errors of order 1); a ciphertext
         # bias has zeros past its length.
-        ts = _tenseal()
-        self.ops = [("mm", layer.weight.T.tolist(), ts.ckks_vector(self.ctx, layer.bias.tolist()))
-                    if isinstance(layer, Affine) else ("poly", layer.coeffs.tolist(), None)
-                    for layer in model.layers]
+        ts = _ts()
+        self.ops = []
+        for layer in model.layers:
+            if isinstance(layer, Affine):
+                self.ops.append(("mm", layer.weight.T.tolist(), ts.ckks_vector(self.ctx, layer.bias.tolist())))
+            else:
+                self.ops.append(("poly", chebyshev.plan(chebyshev.cheb_from_monomial(layer.coeffs)),
+                                 poly_depth(layer.degree)))
+
+    def _poly(self, v, plan, levels: int):
+        ts = _ts()
+        ct = v.data.ciphertext()[0]
+        out = chebyshev.evaluate(self.engine, ct, plan, self.engine.level(ct) + levels)
+        return ts.ckks_vector_from(self.ctx, _vector_bytes(self.scratch.to_bytes(out), v.size(), out.scale))
 
     def logits(self, x: np.ndarray) -> np.ndarray:
         """Encrypt one sample, evaluate every layer on the ciphertext, decrypt the logits."""
-        ts = _tenseal()
+        ts = _ts()
         v = ts.ckks_vector(self.ctx, np.asarray(x, dtype=np.float64).ravel().tolist())
         for kind, a, b in self.ops:
-            if kind == "mm":
-                v = v.mm(a) + b
-            else:
-                v = v.polyval(a)
+            v = v.mm(a) + b if kind == "mm" else self._poly(v, a, b)
         return np.asarray(v.decrypt())
 
     def run(self, xs: np.ndarray) -> tuple[np.ndarray, list[float]]:

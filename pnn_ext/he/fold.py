@@ -99,6 +99,16 @@ class HEModel:
                                        "out_scale": layer.out_scale, "name": layer.name})
         np.savez(path, meta=np.array(json.dumps(meta)), **arrays)
 
+    @classmethod
+    def load(cls, path) -> HEModel:
+        """The model :meth:`export` wrote (what the server of the client/server split holds)."""
+        with np.load(path, allow_pickle=False) as z:
+            meta = json.loads(str(z["meta"]))
+            layers = [Affine(z[f"layer{i}_weight"], z[f"layer{i}_bias"]) if m["kind"] == "affine" else
+                      Poly(z[f"layer{i}_coeffs"], m["degree"], m["bound"], m["out_scale"], m["name"])
+                      for i, m in enumerate(meta["layers"])]
+        return cls(layers, tuple(meta["in_shape"]))
+
 
 def _chain(module: nn.Module, prefix: str = ""):
     """(name, module) of the leaves of a chain of modules, nested Sequentials flattened."""

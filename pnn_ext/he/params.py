@@ -1,23 +1,25 @@
 """Multiplicative depth of an HE-ready model and CKKS parameters for it.
 
 Depth (levels of the modulus chain consumed):
-* an affine layer: 1 (one plaintext-ciphertext product and its rescale);
-* a polynomial of degree d with TenSEAL's ``polyval``: ``d.bit_length()``
-  (floor(log2 d) + 1: the powers by repeated squaring, then the products with the
-  coefficients). Measured on TenSEAL 0.3.18: degree 2 needs 2 levels, 8 needs 4,
-  16 and 22 need 5, 32 needs 6; one level fewer fails.
+* an affine layer: 1 (plaintext products, one rescale);
+* a polynomial of degree d: ceil(log2(d + 1)) with the Chebyshev evaluator
+  (pnn_ext.he.chebyshev): degree 2 needs 2 levels, 8 needs 4, 16 and 22 need 5,
+  32 needs 6. (TenSEAL's monomial ``polyval`` happens to need the same,
+  d.bit_length(), but its error grows with the monomial coefficients.)
 
 Parameters: a chain ``[edge] + [scale_bits] * depth + [edge]`` with edge = min(60,
 scale_bits + 20) (integer part of 20 bits), scale 2^scale_bits, and the smallest
 ring dimension N whose total modulus respects 128-bit security (the
 HomomorphicEncryption.org standard, as SEAL enforces it: N=8192: 218 bits,
-16384: 438, 32768: 881). The vector of each layer must fit in N/2 slots.
+16384: 438, 32768: 881). With sample packing the widest layer must fit in N/2
+slots; with batch packing (slot = sample) any width fits and N/2 is the batch.
 
-The scale is chosen from the coefficients: for large coefficients, CKKS evaluation
-of sum c_k t^k on |t| <= 1 loses about ``sum|c_k| * 2^(18 - scale_bits)`` (TenSEAL
-0.3.18; below sum|c_k| ~ 1e3 a floor of a few 1e-6 at 2^40 dominates; checked in
-tests/test_he.py), so scale_bits is the smallest multiple of 5 >= 40 that keeps it
-under ``tolerance``.
+The scale is chosen from the coefficients the evaluator multiplies by: the CKKS
+error of sum c_k T_k(t) on |t| <= 1 grows as ``sum|c_k| * 2^(18 - scale_bits)``
+(below sum|c_k| ~ 1e3 a floor of ~1e-7 at 2^40 dominates; checked in
+tests/test_he.py). Chebyshev coefficients of a fitted activation sum to ~1, so
+2^40 serves every degree tried; scale_bits is the smallest multiple of 5 >= 40
+that keeps the bound under ``tolerance``.
 """
 from __future__ import annotations
 
@@ -26,6 +28,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .chebyshev import cheb_from_monomial, depth_for_degree
 from .fold import Affine, HEModel, Poly
 
 # Largest total coefficient modulus (bits) for 128-bit classical security, by ring dimension.
@@ -39,10 +42,8 @@ class HEParameterError(ValueError):
 
 
 def poly_depth(degree: int) -> int:
-    """Levels TenSEAL's polyval consumes for a polynomial of this degree."""
-    if degree < 1:
-        raise ValueError(f"degree must be >= 1, got {degree}")
-    return int(degree).bit_length()
+    """Levels the Chebyshev evaluator consumes for a polynomial of this degree: ceil(log2(d + 1))."""
+    return depth_for_degree(int(degree))
 
 
 def layer_depths(model: HEModel) -> list[int]:
@@ -60,8 +61,10 @@ def max_width(model: HEModel) -> int:
 
 
 def coefficient_mass(model: HEModel) -> float:
-    """Largest sum |c_k| of the model's polynomials (what their CKKS error scales with)."""
-    return max([float(np.abs(layer.coeffs).sum()) for layer in model.layers if isinstance(layer, Poly)], default=1.0)
+    """Largest sum |c_k| of the model's polynomials in the Chebyshev basis (what their CKKS error
+    scales with)."""
+    return max([float(np.abs(cheb_from_monomial(layer.coeffs)).sum()) for layer in model.layers
+                if isinstance(layer, Poly)], default=1.0)
 
 
 def needed_scale_bits(model: HEModel, tolerance: float = DEFAULT_TOLERANCE) -> int:
@@ -92,7 +95,11 @@ class CKKSParams:
                 f"({self.total_bits} bits), scale=2^{self.scale_bits}")
 
 
-def recommend(model: HEModel, scale_bits: int | None = None, tolerance: float = DEFAULT_TOLERANCE) -> CKKSParams:
+PACKINGS = ("sample", "batch")
+
+
+def recommend(model: HEModel, scale_bits: int | None = None, tolerance: float = DEFAULT_TOLERANCE,
+              packing: str = "sample") -> CKKSParams:
     """The smallest 128-bit-secure parameters that carry ``model``; HEParameterError if none."""
     d = depth(model)
     bits = scale_bits if scale_bits is not None else needed_scale_bits(model, tolerance)
@@ -103,7 +110,7 @@ def recommend(model: HEModel, scale_bits: int | None = None, tolerance: float = 
                                f"too large for CKKS at this degree (or pass a smaller scale_bits)")
     sizes = [edge] + [bits] * d + [edge]
     total = sum(sizes)
-    slots_needed = max_width(model)
+    slots_needed = max_width(model) if packing == "sample" else 1
     for n, limit in sorted(MAX_MODULUS_BITS.items()):
         if total <= limit and n // 2 >= slots_needed:
             return CKKSParams(n, sizes, bits)
@@ -113,7 +120,7 @@ def recommend(model: HEModel, scale_bits: int | None = None, tolerance: float = 
         f"({MAX_MODULUS_BITS[32768]} bits). Use a lower degree, fewer polynomial layers or a smaller scale.")
 
 
-def check(model: HEModel, params: CKKSParams) -> None:
+def check(model: HEModel, params: CKKSParams, packing: str = "sample") -> None:
     """Raise HEParameterError naming what is short when ``params`` cannot carry ``model``."""
     d = depth(model)
     if params.levels < d:
@@ -128,6 +135,6 @@ def check(model: HEModel, params: CKKSParams) -> None:
     if params.total_bits > limit:
         raise HEParameterError(f"coeff_mod_bit_sizes total {params.total_bits} bits: over the {limit} bits "
                                f"that N={params.poly_modulus_degree} allows at 128-bit security")
-    if params.poly_modulus_degree // 2 < max_width(model):
+    if packing == "sample" and params.poly_modulus_degree // 2 < max_width(model):
         raise HEParameterError(f"a layer holds {max_width(model)} values: more than the "
                                f"{params.poly_modulus_degree // 2} slots of N={params.poly_modulus_degree}")

@@ -24,7 +24,7 @@ from ..errors import ArgumentParser
 from ..reference import BASES, BOUNDARY_FORMS
 
 CHOICES = {
-    "model": ("small-cnn", "mlp", "resnet18", "cnn1d"),  # or "torchvision:NAME"
+    "model": ("small-cnn", "mlp", "resnet18", "cnn1d", "cryptonets"),  # or "torchvision:NAME"
     "activation": ("poly", "relu"),
     "act_position": models.ACT_POSITIONS,
     "norm": models.NORMS,

@@ -10,7 +10,7 @@ from torch import nn
 
 from .. import fitting
 from ..conversion import convert
-from ..models import MLP, CNN1d, ResNet18, SmallCNN, kaiming_uniform_init
+from ..models import MLP, CNN1d, CryptoNets, ResNet18, SmallCNN, kaiming_uniform_init
 from ..nn import poly_modules
 from ..readiness import polynomial_report
 
@@ -59,7 +59,7 @@ def build_model(cfg, in_shape: tuple[int, ...], layout: str, num_classes: int) -
     """The model a TrainConfig asks for, for samples of ``in_shape``: kaiming-uniform
     initialised, and polynomial (converted) when cfg.activation == "poly"."""
     name = cfg.model
-    if name in ("small-cnn", "resnet18") or name.startswith("torchvision:"):
+    if name in ("small-cnn", "cryptonets", "resnet18") or name.startswith("torchvision:"):
         if layout != "image":
             raise ValueError(f"model {name} needs images (N, C, H, W); {cfg.dataset} has layout {layout}: "
                              f"use --model mlp")
@@ -76,6 +76,8 @@ def build_model(cfg, in_shape: tuple[int, ...], layout: str, num_classes: int) -
                              f"use --layout sequence")
         model = CNN1d(in_shape[0], num_classes, in_shape[1], norm=cfg.norm, act_position=cfg.act_position,
                       dropout=cfg.dropout)
+    elif name == "cryptonets":
+        model = CryptoNets(in_shape[0], num_classes, in_shape[1:], cfg.norm, cfg.act_position, cfg.dropout)
     elif name == "resnet18":
         model = ResNet18(in_shape[0], num_classes, cfg.norm, cfg.act_position, cfg.dropout)
     else:
