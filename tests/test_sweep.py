@@ -9,6 +9,7 @@ import sys
 
 import pytest
 
+from pnn_ext.strict_json import strict
 from pnn_ext.train import sweep, sweep_report
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -105,7 +106,7 @@ def test_unknown_variant_and_strict_json(capsys):
     assert sweep.main(["--grid", "lr=1e-3", "--variants", "full,quadratik", "--out-dir", "/nonexistent"]) == 2
     assert capsys.readouterr().err == ("pnn-sweep: error: unknown variants ['quadratik']; choose from "
                                        f"{list(sweep.VARIANTS)}\n")
-    assert sweep_report._strict({"a": [float("nan"), 1.0, float("inf")]}) == {"a": [None, 1.0, None]}
+    assert strict({"a": [float("nan"), 1.0, float("inf")]}) == {"a": [None, 1.0, None]}
     assert set(sweep.VARIANTS) >= {"full", "no-boundary", "no-clip", "standard-clip", "quadratic"}
 
 

@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import json
-import math
 import os
 import sys
 import time
@@ -20,31 +18,11 @@ import time
 import numpy as np
 import torch
 
+from ..errors import ArgumentParser as Parser
+from ..errors import UsageError
+from ..strict_json import dumps
+
 SUBCOMMANDS = ("fold", "keygen", "encrypt", "infer", "decrypt")
-
-
-class UsageError(ValueError):
-    """A bad command line or input file: reported in one line, exit code 2."""
-
-
-class Parser(argparse.ArgumentParser):
-    """argparse whose errors raise UsageError instead of printing the usage block."""
-
-    def error(self, message: str):
-        raise UsageError(f"{message} (see {self.prog} --help)")
-
-
-def strict(obj):
-    """``obj`` with NaN and infinities as None, so that json.dump(allow_nan=False) writes JSON."""
-    if isinstance(obj, dict):
-        return {k: strict(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [strict(v) for v in obj]
-    if isinstance(obj, (float, np.floating)):
-        return float(obj) if math.isfinite(obj) else None
-    if isinstance(obj, np.integer):
-        return int(obj)
-    return obj
 
 
 def check_writable(path: str | None, what: str) -> None:
@@ -58,7 +36,7 @@ def check_writable(path: str | None, what: str) -> None:
 
 def write_json(path: str, report: dict) -> None:
     with open(path, "w") as fh:
-        json.dump(strict(report), fh, indent=2, allow_nan=False)
+        fh.write(dumps(report, indent=2))
 
 
 def add_param_flags(p: argparse.ArgumentParser) -> None:

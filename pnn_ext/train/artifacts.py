@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from .. import ops
+from ..strict_json import dumps
 
 LAST = "last.pt"
 BEST = "best.pt"
@@ -47,24 +48,6 @@ def write_text(file: str, text: str) -> None:
     with open(tmp, "w") as fh:
         fh.write(text)
     os.replace(tmp, file)
-
-
-def strict(obj):
-    """``obj`` with every NaN or infinite float replaced by None: JSON has no NaN, and
-    Python's json writes the bare token NaN, which strict readers (jq, JavaScript,
-    most languages' parsers) reject."""
-    if isinstance(obj, float):
-        return obj if math.isfinite(obj) else None
-    if isinstance(obj, dict):
-        return {k: strict(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [strict(v) for v in obj]
-    return obj
-
-
-def dumps(obj, **kw) -> str:
-    """Strict JSON (NaN and inf as null, see :func:`strict`) of ``obj``."""
-    return json.dumps(strict(obj), allow_nan=False, default=str, **kw)
 
 
 def write_json(file: str, obj) -> None:

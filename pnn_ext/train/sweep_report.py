@@ -10,6 +10,7 @@ import math
 import os
 import statistics
 
+from ..strict_json import dumps
 from . import artifacts
 
 
@@ -74,17 +75,6 @@ def collect(grid: list[dict], dirs: list[str], axes: list[tuple[str, list[str]]]
                       "max_abs_x_over_b": max(ratios) if ratios else None})
     return {"axes": [[a, v] for a, v in axes], "variants": list(dict.fromkeys(c["variant"] for c in grid)),
             "cells": cells}
-
-
-def _strict(obj):
-    """NaN and inf as null: sweep.json is strict JSON."""
-    if isinstance(obj, float):
-        return obj if math.isfinite(obj) else None
-    if isinstance(obj, dict):
-        return {k: _strict(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_strict(v) for v in obj]
-    return obj
 
 
 def cell_text(c: dict) -> str:
@@ -214,7 +204,6 @@ def write(report: dict, out_dir: str, command: str, guard: bool) -> str:
     md = table(report, command, guard)
     artifacts.write_text(os.path.join(out_dir, "sweep.md"), md)
     artifacts.write_text(os.path.join(out_dir, "sweep.json"),
-                         json.dumps(_strict({"command": command, "guard": guard, **report}), indent=1,
-                                    allow_nan=False) + "\n")
+                         dumps({"command": command, "guard": guard, **report}, indent=1) + "\n")
     heatmaps(report, out_dir)
     return md
