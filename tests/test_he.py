@@ -109,11 +109,13 @@ def test_export_round_trip(tmp_path):
     np.testing.assert_allclose(v, he(x.reshape(3, 1, 8, 8)), rtol=1e-12)
 
 
-@pytest.mark.parametrize("layer, name", [(nn.MaxPool2d(2), "MaxPool2d"), (nn.ReLU(), "ReLU"), (nn.Tanh(), "Tanh")])
-def test_unsupported_layer_is_named(layer, name):
+@pytest.mark.parametrize("layer, name, hint", [
+    (nn.MaxPool2d(2), "MaxPool2d", r'max_pool="avg"'), (nn.ReLU(), "ReLU", "convert the model"),
+    (nn.Tanh(), "Tanh", "convert the model"), (nn.Hardswish(), "Hardswish", "convert the model")])
+def test_unsupported_layer_is_named(layer, name, hint):
     model = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), pnn_ext.PolyActivation(2), nn.Sequential(layer),
                           nn.Flatten(), nn.Linear(4 * 8 * 8 if name != "MaxPool2d" else 4 * 4 * 4, 10))
-    with pytest.raises(UnsupportedLayerError, match=rf"unsupported layer '2\.0' \({name}\)"):
+    with pytest.raises(UnsupportedLayerError, match=rf"unsupported layer '2\.0' \({name}\).*{hint}"):
         fold(model, (1, 8, 8))
 
 

@@ -25,6 +25,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..conversion import ACTIVATION_MODULES
 from ..fitting import monomial_in_t
 from ..nn import PolyActivation
 
@@ -119,10 +120,11 @@ def _chain(module: nn.Module, prefix: str = ""):
     if isinstance(module, PolyActivation) or isinstance(module, AFFINE):
         yield prefix or type(module).__name__, module
         return
-    if isinstance(module, (nn.ReLU, nn.SiLU, nn.GELU)):
+    if isinstance(module, tuple(ACTIVATION_MODULES)):
         hint = " (not a polynomial: convert the model with pnn_ext.convert first)"
-    elif isinstance(module, (nn.MaxPool1d, nn.MaxPool2d)):
-        hint = " (max-pooling is not a polynomial: use average pooling)"
+    elif isinstance(module, (nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d, nn.AdaptiveMaxPool1d, nn.AdaptiveMaxPool2d,
+                             nn.AdaptiveMaxPool3d)):
+        hint = " (max-pooling is not a polynomial: pnn_ext.convert(..., max_pool=\"avg\") replaces it)"
     elif list(module.children()):
         hint = " (only chains of modules, nn.Sequential, are folded; residual blocks and custom forwards are not)"
     else:
