@@ -16,6 +16,13 @@ LAMBDA = 1000.0  # the boundary-loss weight of the paper: loss = task loss + LAM
 IMPLS = ops.IMPLS  # "auto", "fused", "reference": see pnn_ext.ops.poly_act
 
 
+def _positive(name: str, value) -> float:
+    value = float(value)
+    if not (math.isfinite(value) and value > 0):
+        raise ValueError(f"{name} must be finite and > 0, got {value!r}")
+    return value
+
+
 class PolyActivation(nn.Module):
     """y = p(x / B), a polynomial fitted to ``target`` on [-B, B], evaluated by the fused op.
 
@@ -53,12 +60,9 @@ class PolyActivation(nn.Module):
         super().__init__()
         fitting.check_degree(degree)
         preset_bound, preset_alpha = fitting.preset(degree)
-        bound = preset_bound if bound is None else float(bound)
-        alpha = preset_alpha if alpha is None else float(alpha)
-        if not (math.isfinite(bound) and bound > 0):
-            raise ValueError(f"bound must be finite and > 0, got {bound!r}")
-        if not (math.isfinite(alpha) and alpha > 0):
-            raise ValueError(f"alpha must be finite and > 0, got {alpha!r}")
+        bound = preset_bound if bound is None else bound
+        alpha = preset_alpha if alpha is None else alpha
+        bound, alpha = _positive("bound", bound), _positive("alpha", alpha)
         if basis not in reference.BASES:
             raise ValueError(f"basis must be 'chebyshev' or 'monomial', got {basis!r}")
         if impl not in IMPLS:
@@ -118,11 +122,13 @@ class PolyActivation(nn.Module):
         """Move the fit interval to [-bound, bound]: the coefficients (in t = x / B)
         are refitted to ``target`` there, in place (a learnable Parameter stays the
         same object; what it had learned is replaced)."""
-        if self.target not in fitting.TARGETS:
+        try:  # a registered target, with parameters or not ("leaky_relu(negative_slope=0.2)")
+            refittable = fitting.parse_target(self.target)[0] in fitting.TARGETS
+        except ValueError:
+            refittable = False
+        if not refittable:
             raise ValueError(f"set_bound refits the target function; this activation's target is {self.target!r}")
-        bound = float(bound)
-        if not (math.isfinite(bound) and bound > 0):
-            raise ValueError(f"bound must be finite and > 0, got {bound!r}")
+        bound = _positive("bound", bound)
         c = fitting.fit(self.target, self.degree, bound, basis=self.basis, method=method).coeffs
         with torch.no_grad():
             self.coeffs.copy_(torch.as_tensor(np.asarray(c), dtype=self.coeffs.dtype))

@@ -28,6 +28,10 @@ def test_set_bound_refits_in_place():
     for bad in (0.0, -1.0, float("inf"), float("nan")):
         with pytest.raises(ValueError, match="bound must be finite"):
             act.set_bound(bad)
+    leaky = pnn_ext.PolyActivation(8, 10.0, target="leaky_relu(negative_slope=0.2)")  # a key convert() makes
+    leaky.set_bound(4.0)
+    np.testing.assert_allclose(leaky.coeffs.double().numpy(), fitting.fit("leaky_relu(negative_slope=0.2)", 8, 4.0)
+                               .coeffs, rtol=1e-6, atol=1e-6)
     custom = pnn_ext.PolyActivation.from_coefficients([0.0, 1.0, 0.5], bound=2.0)
     with pytest.raises(ValueError, match="refits the target"):
         custom.set_bound(3.0)

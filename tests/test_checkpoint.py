@@ -9,6 +9,7 @@ import sys
 import pytest
 import torch
 
+from pnn_ext import fitting
 from pnn_ext.train import CheckpointError, DataSpec, checkpoint, load_run
 from pnn_ext.train.config import TrainConfig
 from pnn_ext.train.loop import Trainer
@@ -217,6 +218,10 @@ def test_resume_with_changed_settings_needs_allow_changes(finished, tmp_path):
                                                                         "lam": [1000.0, 10.0]}}]
     assert trainer.history[-1]["lr"] == pytest.approx(0.01)         # applied, not only recorded
     assert all(m.bound == 9.0 for m in trainer.polys)
+    refit = torch.as_tensor(fitting.fit("relu", 2, 9.0).coeffs, dtype=torch.float32)  # in t = x / B: refitted
+    assert all(torch.allclose(m.coeffs, refit) for m in trainer.polys)
+    with pytest.raises(CheckpointError, match=r"bound 9\.0 -> 'auto'.*--bound auto calibrates at initialisation"):
+        Trainer(TrainConfig(**{**base, "lr": 0.01, "lam": 10.0, "bound": "auto", "epochs": 3, "allow_changes": True}))
     again = Trainer(TrainConfig(**{**base, "lr": 0.01, "lam": 10.0, "bound": 9.0, "epochs": 3}))
     assert again.resume_ck["epoch"] == 2 and again.resume_ck["resume_changes"] == {}   # the run's settings now
 

@@ -188,6 +188,9 @@ def open_for_resume(path: str, cfg, spec=None) -> dict:
         listed = ", ".join(f"{k} {old!r} -> {new!r}" for k, (old, new) in changes.items())
         raise CheckpointError(f"resuming {path!r} with settings that differ from its run: {listed}; pass "
                               f"--allow-changes to apply them (recorded in summary.json), or drop them")
+    if "auto" in changes.get("bound", []):
+        raise CheckpointError(f"resuming {path!r}: bound {changes['bound'][0]!r} -> {changes['bound'][1]!r}; "
+                              f"--bound auto calibrates at initialisation, so a resume cannot switch to or from it")
     if changes and "scheduler" in changes:
         raise CheckpointError(f"resuming {path!r}: the scheduler cannot change on resume "
                               f"({changes['scheduler'][0]!r} -> {changes['scheduler'][1]!r})")

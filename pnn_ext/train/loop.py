@@ -274,7 +274,8 @@ class Trainer:
     def _apply_changes(self, changes: dict[str, list]) -> None:
         """Make settings changed at a resume (--allow-changes) take effect where the
         checkpoint holds their old values: learning rates, weight decay, the plateau
-        schedule, B and alpha. The others are read from the config at every step."""
+        schedule, B (refitted on the new interval), alpha and the boundary form. The others
+        are read from the config at every step."""
         cfg = self.cfg
         old_lr = changes.get("lr", [cfg.lr])[0]
         old_cs = changes.get("coeff_lr_scale", [cfg.coeff_lr_scale])[0]
@@ -290,8 +291,12 @@ class Trainer:
             self.scheduler.factor, self.scheduler.patience = cfg.plateau_factor, cfg.plateau_patience
         bound, alpha = fitting.preset(cfg.degree)
         for m in self.polys:
-            m.bound = cfg.bound if cfg.bound is not None else bound
-            m.alpha = cfg.alpha if cfg.alpha is not None else alpha
+            if "bound" in changes:  # coefficients are in t = x / B: a new interval needs a new fit
+                m.set_bound(cfg.bound if cfg.bound is not None else bound, method=cfg.fit_method)
+            if "alpha" in changes:
+                m.alpha = cfg.alpha if cfg.alpha is not None else alpha
+            if "boundary_form" in changes:  # the restored state dict brought the checkpoint's form
+                m.boundary_form = cfg.boundary_form
 
     def _rollback_target(self) -> dict | None:
         """The newest intact checkpoint of this run with finite model state (last.pt,
