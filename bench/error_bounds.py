@@ -47,6 +47,13 @@ def unit_roundoff(dtype: torch.dtype) -> float:
     return torch.finfo(dtype).eps / 2
 
 
+def underflow_step(dtype: torch.dtype) -> float:
+    """Half the spacing of ``dtype``'s subnormals: the absolute rounding error of a result
+    below its smallest normal number (float16 gradients of size 1e-5 land there)."""
+    info = torch.finfo(dtype)
+    return info.eps * info.tiny / 2
+
+
 def compute_roundoff(dtype: torch.dtype) -> float:
     """u of the dtype the evaluation runs in: float64 for float64, float32 otherwise."""
     return unit_roundoff(torch.float64 if dtype == torch.float64 else torch.float32)
@@ -95,20 +102,28 @@ def _derivatives(t: np.ndarray, coeffs: np.ndarray, basis: str) -> tuple[np.ndar
     return val(t, coeffs), val(t, d1), val(t, d2)
 
 
-def value_bound(x, coeffs, bound: float, basis: str, dtype: torch.dtype) -> np.ndarray:
+def _roundoffs(dtype: torch.dtype, own_dtype: bool) -> tuple[float, float]:
+    """(u, u_out): ``own_dtype`` when the evaluation runs in x's dtype itself (the power
+    variant of bench/cases.py), else in float32 (float64 for float64)."""
+    return (unit_roundoff(dtype) if own_dtype else compute_roundoff(dtype)), unit_roundoff(dtype)
+
+
+def value_bound(x, coeffs, bound: float, basis: str, dtype: torch.dtype, own_dtype: bool = False) -> np.ndarray:
     """Per-element bound on |y - p(x/B)| for y evaluated from x of ``dtype``."""
-    u, u_out = compute_roundoff(dtype), unit_roundoff(dtype)
+    u, u_out = _roundoffs(dtype, own_dtype)
     c = _as_numpy(coeffs)
     t = _as_numpy(x) / bound
     with np.errstate(over="ignore", invalid="ignore"):
         s0, _ = condition_sums(t, c, basis)
         p, p1, _ = _derivatives(t, c, basis)
-        return degree_factor(len(c) - 1) * u * s0 + 2 * u * np.abs(t * p1) + u_out * np.abs(p)
+        return (degree_factor(len(c) - 1) * u * s0 + 2 * u * np.abs(t * p1) + u_out * np.abs(p)
+                + underflow_step(dtype))
 
 
-def poly_grad_bound(x, grad_y, coeffs, bound: float, basis: str, dtype: torch.dtype) -> np.ndarray:
+def poly_grad_bound(x, grad_y, coeffs, bound: float, basis: str, dtype: torch.dtype,
+                    own_dtype: bool = False) -> np.ndarray:
     """Per-element bound on |grad_x - grad_y p'(x/B)/B| (the polynomial part of grad_x)."""
-    u, u_out = compute_roundoff(dtype), unit_roundoff(dtype)
+    u, u_out = _roundoffs(dtype, own_dtype)
     c = _as_numpy(coeffs)
     t = _as_numpy(x) / bound
     g = np.abs(_as_numpy(grad_y))
@@ -116,7 +131,7 @@ def poly_grad_bound(x, grad_y, coeffs, bound: float, basis: str, dtype: torch.dt
         _, s1 = condition_sums(t, c, basis)
         _, p1, p2 = _derivatives(t, c, basis)
         own = degree_factor(len(c) - 1) * u * s1 + 2 * u * np.abs(t * p2)
-        return g * own / bound + (2 * u + u_out) * g * np.abs(p1) / bound
+        return g * own / bound + (2 * u + u_out) * g * np.abs(p1) / bound + underflow_step(dtype)
 
 
 def boundary_slopes(x, bound: float, alpha: float, form: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -131,26 +146,28 @@ def boundary_slopes(x, bound: float, alpha: float, form: str) -> tuple[np.ndarra
 
 
 def boundary_grad_bound(x, grad_boundary: float, bound: float, alpha: float, form: str,
-                        dtype: torch.dtype) -> np.ndarray:
+                        dtype: torch.dtype, own_dtype: bool = False) -> np.ndarray:
     """Per-element bound on |grad_x - g_L sign(x) f'(e) / N| (the boundary part of grad_x).
     Where |e| is within its own rounding, the side of alpha*B is not decided: the bound
     then admits either side's slope."""
-    u, u_out = compute_roundoff(dtype), unit_roundoff(dtype)
+    u, u_out = _roundoffs(dtype, own_dtype)
     ax = np.abs(_as_numpy(x))
     scale = abs(grad_boundary) / max(ax.size, 1)
-    e, f1, f2 = boundary_slopes(x, bound, alpha, form)
-    de = 2 * u * (ax + alpha * bound)
-    _, f1_edge, _ = boundary_slopes(np.full_like(ax, alpha * bound) + de, bound, alpha, form)
-    undecided = np.where(np.abs(e) <= de, f1_edge, 0.0)
-    return scale * (SLOPE_ULPS[form] * u * f1 + f2 * de + u_out * f1 + undecided)
+    with np.errstate(invalid="ignore", over="ignore"):  # infinite x: an infinite bound
+        e, f1, f2 = boundary_slopes(x, bound, alpha, form)
+        de = 2 * u * (ax + alpha * bound)
+        _, f1_edge, _ = boundary_slopes(np.full_like(ax, alpha * bound) + de, bound, alpha, form)
+        undecided = np.where(np.abs(e) <= de, f1_edge, 0.0)
+        return scale * (SLOPE_ULPS[form] * u * f1 + f2 * de + u_out * f1 + undecided) + underflow_step(dtype)
 
 
 def boundary_value_bound(x, bound: float, alpha: float, form: str, dtype: torch.dtype,
-                         float32_sum: bool = False) -> float:
+                         own_dtype: bool = False) -> float:
     """Bound on |L - mean f(e)|: each term's rounding (its slope times de, and c_f u of
-    itself), summed in float64 by the fused op and the reference; ``float32_sum`` adds
-    the pairwise summation error of a float32 mean (the power variant of bench/cases.py)."""
-    u = compute_roundoff(dtype)
+    itself), summed in float64 by the fused op and the reference; ``own_dtype`` (the power
+    variant of bench/cases.py: exp and mean in x's dtype) adds a float32 mean's pairwise
+    summation error and the rounding of the result to x's dtype."""
+    u, u_out = _roundoffs(dtype, own_dtype)
     ax = np.abs(_as_numpy(x))
     e, f1, _ = boundary_slopes(x, bound, alpha, form)
     de = 2 * u * (ax + alpha * bound)
@@ -158,8 +175,8 @@ def boundary_value_bound(x, bound: float, alpha: float, form: str, dtype: torch.
     terms = f1 * de + SLOPE_ULPS[form] * u * value
     n = max(ax.size, 1)
     total = float(terms.sum()) / n
-    if float32_sum:
-        total += (math.log2(n) + 2) * unit_roundoff(torch.float32) * float(value.sum()) / n
+    if own_dtype:
+        total += ((math.log2(n) + 2) * unit_roundoff(torch.float32) + u_out) * float(value.sum()) / n
     return total
 
 

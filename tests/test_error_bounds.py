@@ -98,3 +98,23 @@ def test_boundary_closed_forms():
     grad = error_bounds.boundary_grad64(x, 5.0, B, ALPHA, "exp")
     np.testing.assert_allclose(grad, [0, 0, -np.e, np.exp(2.5), np.exp(30.0)], rtol=1e-15)
     np.testing.assert_allclose(error_bounds.boundary_grad64(x, 5.0, B, ALPHA, "quadratic"), [0, 0, -2, 5, 70])
+
+
+@pytest.mark.parametrize("fault", ["forward off by 1e-3 max|y|", "backward without p'"])
+def test_bench_agreement_check_catches(fault, monkeypatch):
+    """The benchmark's agreement check (bench/cases.py) uses the same bounds: at degree 22,
+    where the boundary gradient reaches 1e10, a backward that drops p' still fails."""
+    from cases import Case
+
+    case = Case(22, 4096)
+    real = case.forward
+
+    def broken(variant):
+        y, boundary = real(variant)
+        if fault.startswith("forward"):
+            return y + 1e-3 * float(y.detach().abs().max()), boundary
+        return y.detach() + 0 * case.x, boundary   # same values, no gradient through p
+    case.check_agreement("fused")
+    monkeypatch.setattr(case, "forward", broken)
+    with pytest.raises(AssertionError, match="inside" if fault.startswith("forward") else "polynomial part"):
+        case.check_agreement("fused")
