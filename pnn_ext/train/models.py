@@ -9,10 +9,9 @@ import torch
 from torch import nn
 
 from .. import fitting
-from ..conversion import convert
+from ..conversion import convert, polynomial_report
 from ..models import MLP, CNN1d, CryptoNets, ResNet18, SmallCNN, kaiming_uniform_init
 from ..nn import poly_modules
-from ..readiness import polynomial_report
 
 
 class RepeatChannels(nn.Module):
