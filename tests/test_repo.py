@@ -9,7 +9,7 @@ import pytest
 
 from testing import ROOT
 
-SOURCE_DIRS = ("pnn_ext", "tests", "bench", "scripts", "csrc")
+SOURCE_DIRS = ("pnn_ext", "tests", "bench", "scripts", "experiments", "csrc")
 SOURCE_EXT = (".py", ".sh", ".h", ".cuh", ".cpp", ".cu")
 MAX_LINES = 400
 
@@ -64,7 +64,7 @@ def test_readme_links_stay_inside_the_repository():
 
 def test_no_default_points_outside_the_repository():
     outside = os.path.join("..", "shared")  # the workspace beside the clone (spelt so, this file does not match)
-    for path in _files("pnn_ext", "scripts", "bench", "tests"):
+    for path in _files("pnn_ext", "scripts", "experiments", "bench", "tests"):
         assert outside not in open(path).read(), os.path.relpath(path, ROOT)
 
 
