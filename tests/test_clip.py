@@ -1,8 +1,11 @@
 """Gradient clipping in the training loop's three modes (clip_gradients)."""
+import math
+
 import pytest
 import torch
 from torch import nn
 
+import pnn_ext
 from pnn_ext.clip import clip_gradients
 from pnn_ext.models import SmallCNN
 
@@ -39,3 +42,19 @@ def test_clipping_modes_touch_exactly_the_right_parameters(mode):
         assert other_norm.item() == pytest.approx(0.1, rel=1e-4)
     if mode == "all":
         assert total_norm.item() == pytest.approx(0.1, rel=1e-4)
+
+
+def test_selective_clipping_spares_batchnorm():
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), pnn_ext.PolyActivation(2), nn.Flatten(),
+                          nn.LazyLinear(3), nn.BatchNorm1d(3))
+    model(torch.randn(5, 3, 8, 8))
+    for p in model.parameters():
+        p.grad = torch.full_like(p, 10.0)
+    total = pnn_ext.clip_grad_norm_selective_(model, max_norm=1.0)
+    bn = {id(p) for m in (model[1], model[5]) for p in m.parameters()}
+    others = [p for p in model.parameters() if id(p) not in bn]
+    assert total == pytest.approx(10.0 * math.sqrt(sum(p.numel() for p in others)), rel=1e-5)
+    assert torch.cat([p.grad.flatten() for p in others]).norm() == pytest.approx(1.0, rel=1e-4)
+    for p in model.parameters():
+        if id(p) in bn:
+            assert torch.equal(p.grad, torch.full_like(p, 10.0))
