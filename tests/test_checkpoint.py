@@ -227,6 +227,25 @@ def test_resume_with_changed_settings_needs_allow_changes(finished, tmp_path):
     assert again.resume_ck["epoch"] == 2 and again.resume_ck["resume_changes"] == {}   # the run's settings now
 
 
+def test_allow_changes_applies_alpha_and_the_boundary_form(finished, tmp_path):
+    """--allow-changes with a new alpha and boundary form: the modules take both (the
+    checkpoint's state dict had brought back alpha = 1.0 and the exponential form), and
+    the boundary terms of the resumed epoch are the quadratic form's, past alpha*B."""
+    shutil.copytree(finished, tmp_path / "r")
+    base = {**QUICK, "model": "mlp", "hidden": "16", "degree": 2, "out_dir": str(tmp_path / "r"), "resume": "last"}
+    trainer = Trainer(TrainConfig(**{**base, "alpha": 0.25, "boundary_form": "quadratic", "epochs": 2,
+                                     "allow_changes": True}))
+    summary = trainer.run()
+    assert summary["resumed_with_changes"] == [{"epoch": 1, "settings": {"alpha": [None, 0.25],
+                                                                        "boundary_form": ["exp", "quadratic"]}}]
+    assert [(m.alpha, m.boundary_form) for m in trainer.polys] == [(0.25, "quadratic")] * len(trainer.polys)
+    m = trainer.polys[0]
+    x = torch.tensor([0.0, 0.3 * m.bound, -0.5 * m.bound])       # excesses past 0.25 B: 0, 0.05 B, 0.25 B
+    m(x)
+    want = ((0.05 * m.bound) ** 2 + (0.25 * m.bound) ** 2) / 3
+    assert float(m.boundary_terms[-1]) == pytest.approx(want, rel=1e-6)  # this forward's term
+
+
 def test_metrics_and_summary_are_strict_json(tmp_path):
     summary, _ = run(tmp_path, "r", epochs=1, val_fraction=0.0)      # no validation set: val_loss is NaN
     for line in (tmp_path / "r" / "metrics.jsonl").read_text().splitlines():

@@ -153,3 +153,19 @@ def test_augment_batch_crops_and_flips():
     for i in range(2):   # each output is a window of the padded image, maybe mirrored
         windows = [padded[i, :, r:r + 6, c:c + 6] for r in range(5) for c in range(5)]
         assert any(torch.equal(out[i], w) or torch.equal(out[i], w.flip(-1)) for w in windows)
+
+
+def test_augment_batch_changes_the_input_reproducibly():
+    """With a seed the batch is moved: of 64 samples, the ones drawn unshifted and unflipped
+    (1/50 each, at pad 2) stay, the others change; the same seed draws the same batch."""
+    x = torch.randn(64, 3, 6, 6, generator=torch.Generator().manual_seed(1))
+    out = data.augment_batch(x, torch.Generator().manual_seed(0), pad=2)
+    changed = [not torch.equal(out[i], x[i]) for i in range(64)]
+    assert sum(changed) >= 56
+    assert torch.equal(out, data.augment_batch(x, torch.Generator().manual_seed(0), pad=2))
+    assert not torch.equal(out, data.augment_batch(x, torch.Generator().manual_seed(1), pad=2))
+    # Both flips are drawn: some outputs are mirror images of a window, some are not.
+    padded = torch.nn.functional.pad(x, (2, 2, 2, 2))
+    mirrored = [any(torch.equal(out[i], padded[i, :, r:r + 6, c:c + 6].flip(-1)) for r in range(5) for c in range(5))
+                for i in range(64)]
+    assert 10 <= sum(mirrored) <= 54

@@ -40,7 +40,10 @@ def test_tiny_grid_reports_and_resume(tmp_path, capsys):
         assert s["status"] == "diverged" and s["config"]["bound"] == 2.0
     for variant in ("full", "no-clip"):  # B = 47 keeps them well inside
         c = cells[("47", variant)]
-        assert c["finished"] == 2 and c["diverged"] == 0 and 0 <= c["acc_mean"] <= 100
+        accs = [100 * json.loads((out / "bound=47" / "lr=1e-3" / variant / f"seed{i}" / "summary.json").read_text())
+                ["final_test_acc"] for i in range(2)]
+        assert c["finished"] == 2 and c["diverged"] == 0 and c["acc_mean"] == pytest.approx(sum(accs) / 2)
+        assert 0 < min(accs) and max(accs) <= 100
         assert 0 < c["max_abs_x_over_b"] < 1
         run = out / "bound=47" / "lr=1e-3" / variant / "seed1"
         s = json.loads((run / "summary.json").read_text())
