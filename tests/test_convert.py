@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+import error_bounds
 import pnn_ext
 from pnn_ext import fitting
 from pnn_ext.activations import BY_MODULE
@@ -151,9 +152,12 @@ class Mode(nn.Module):
 def test_train_and_eval_graphs_and_copies():
     gm = pnn_ext.convert(Mode(), degree=DEGREE).eval()
     x = torch.ones(1000)
-    torch.testing.assert_close(gm(x), gm(x))  # eval: no dropout baked in
+    act = next(poly_modules(gm))
+    p1 = float(error_bounds.poly_value64(torch.ones(1), act.coeffs, act.bound, act.basis)[0])  # p(1/B), float64
+    torch.testing.assert_close(gm(x), torch.full_like(x, p1))  # eval: no dropout baked in
     gm.train()
-    assert (gm(x) == 0).any()
+    y = gm(x)   # dropout(0.5) in training: zeros, and p(1/B) / (1 - 0.5) elsewhere
+    assert (y == 0).any() and torch.allclose(y[y != 0], torch.tensor(2 * p1))
     clone = copy.deepcopy(gm).eval()
     torch.testing.assert_close(clone(x), gm.eval()(x))
     clone(x)

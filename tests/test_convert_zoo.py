@@ -43,20 +43,29 @@ def _zoo_model(name):
 
 @pytest.fixture(scope="module")
 def zoo():
-    return {}
+    """name -> (report before, converted model, report after): converted once, by whichever
+    test asks first, so each test runs alone as well as after the other."""
+    cache = {}
+
+    def get(name):
+        if name not in cache:
+            model = _zoo_model(name)
+            before = pnn_ext.polynomial_report(model, X)
+            try:
+                converted = pnn_ext.convert(model, degree=DEGREE, he_ready=True, example_input=X)
+                report = pnn_ext.polynomial_report(converted, X)
+            except NotPolynomialError as e:  # strict refused; the converted model comes with the error
+                converted, report = e.model, e.report
+            cache[name] = before, converted, report
+        return cache[name]
+    return get
 
 
 @pytest.mark.parametrize("name", list(ZOO))
 def test_zoo_he_ready(name, zoo):
     layers, calls, remains = ZOO[name]
-    model = _zoo_model(name)
-    before = pnn_ext.polynomial_report(model, X)
+    before, converted, report = zoo(name)
     assert before.polynomial_layers == 0 and before.ops()  # activations (and pooling) to convert
-    try:
-        converted = pnn_ext.convert(model, degree=DEGREE, he_ready=True, example_input=X)
-        report = pnn_ext.polynomial_report(converted, X)
-    except NotPolynomialError as e:  # strict refused; the converted model comes with the error
-        converted, report = e.model, e.report
     assert dict(report.ops()) == remains
     assert report.polynomial_layers == layers and report.polynomial_calls == calls
     kinds = tuple(BY_MODULE) + (nn.MaxPool2d, nn.AdaptiveMaxPool2d)
@@ -64,24 +73,28 @@ def test_zoo_he_ready(name, zoo):
     if isinstance(converted, torch.fx.GraphModule):
         for node in converted.graph.nodes:
             assert fx_pass._activation_call(node) is None and fx_pass._pool_call(node) is None
-    zoo[name] = converted
 
 
 @pytest.mark.parametrize("name", list(ZOO))
 def test_zoo_training_step(name, zoo):
-    if name not in zoo:
-        pytest.skip("test_zoo_he_ready failed")
-    model = zoo[name].train()
-    opt = torch.optim.SGD(model.parameters(), lr=1e-3)
+    """One SGD step: every parameter moves by exactly -lr * its gradient (the gradients'
+    own values are held to float64 in tests/test_ops.py and tests/test_poly_activation.py;
+    here, batches of 2 under BatchNorm and the boundary term's kinks make the loss too
+    rough for a descent check)."""
+    model = zoo(name)[1].train()
+    lr = 1e-3
+    opt = torch.optim.SGD(model.parameters(), lr=lr)
     out = model(X)
     assert out.shape == (2, 10) and torch.isfinite(out).all()
+    loss = F.cross_entropy(out, torch.tensor([1, 2])) + pnn_ext.nn.LAMBDA * pnn_ext.boundary_loss(model)
     assert terms(model) == ZOO[name][1]
-    bl = pnn_ext.boundary_loss(model)
-    loss = F.cross_entropy(out, torch.tensor([1, 2])) + pnn_ext.nn.LAMBDA * bl
     before = [p.detach().clone() for p in model.parameters()]
     loss.backward()
     opt.step()
-    assert torch.isfinite(loss) and any(not torch.equal(a, p) for a, p in zip(before, model.parameters()))
+    grads = [p.grad for p in model.parameters()]
+    assert any(g is not None and g.abs().max() > 0 for g in grads)
+    for b, p, g in zip(before, model.parameters(), grads):
+        torch.testing.assert_close(p.detach(), b if g is None else b - lr * g)
 
 
 def test_convert_resnet18_and_boundary_loss():
