@@ -1,0 +1,183 @@
+"""Mutation score of the Python core (mutmut 3.8.1) and hand-made C++ mutants.
+
+    python scripts/mutation.py                      # every module of MODULES, then the C++ mutants
+    python scripts/mutation.py reference clip       # some modules (by their short name)
+    python scripts/mutation.py --cpp-only           # the C++ mutants alone
+    python scripts/mutation.py --no-cpp -j 2        # Python only, 2 mutants at a time
+
+Not part of the test command: it runs the tests once per mutant (tens of minutes on two
+cores). Each module is mutated in a temporary copy of the repository (the tracked files
+and the built extension pnn_ext/_C*.so), with mutmut told to mutate that one file and to
+run only the tests that exercise it (MODULES below): the score of a module is what its
+own tests kill. Prints one line per module (killed / mutants, score, wall time) and the
+fate of each C++ mutant; exits 1 if a C++ mutant survives.
+
+C++: each mutant edits a temporary copy of csrc/; kernels under csrc/cuda/ (and the
+shared math, csrc/polyact.h) run through the emulated CUDA tests
+(tests/test_cuda_kernels_emulated.py), those under csrc/cpu/ through the CPU op tests
+(tests/test_ops.py) against the copy's CPU extension, built in the copy with
+PNN_EXT_CUDA=0 (setup.py; objects kept in the copy's build/ between mutants).
+"""
+from __future__ import annotations
+
+import argparse
+import glob
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+# Module -> the tests that exercise it. When a module moves or splits, edit this table.
+MODULES = {
+    "reference": ("pnn_ext/reference.py", ["tests/test_reference.py", "tests/test_op_registration.py",
+                                           "tests/test_poly_activation.py"]),
+    "fitting": ("pnn_ext/fitting.py", ["tests/test_fitting.py", "tests/test_activations.py"]),
+    "nn": ("pnn_ext/nn.py", ["tests/test_poly_activation.py", "tests/test_convert.py", "tests/test_clip.py"]),
+    "clip": ("pnn_ext/clip.py", ["tests/test_clip.py"]),
+    "loop": ("pnn_ext/train/loop.py", ["tests/test_loop.py", "tests/test_checkpoint.py"]),
+    "guard": ("pnn_ext/train/guard.py", ["tests/test_loop.py"]),
+    "optim": ("pnn_ext/train/optim.py", ["tests/test_optim.py"]),
+    "checkpoint": ("pnn_ext/train/checkpoint.py", ["tests/test_checkpoint.py"]),
+    "resume": ("pnn_ext/train/resume.py", ["tests/test_checkpoint.py"]),
+    "he.fold": ("pnn_ext/he/fold.py", ["tests/test_he.py"]),
+    "he.chebyshev": ("pnn_ext/he/chebyshev.py", ["tests/test_he_chebyshev.py"]),
+}
+
+# (name, file under csrc/, text, its mutation). Each must fail at least one test.
+CPP_MUTANTS = [
+    ("cuda tail loop off by one", "cuda/polyact_kernels.cuh",
+     "for (int64_t i = n_vec * VEC + first; i < a.n; i += stride) {",
+     "for (int64_t i = n_vec * VEC + first; i + 1 < a.n; i += stride) {"),
+    ("cuda boundary gradient sign", "cuda/polyact_kernels.cuh",
+     "out += xv < acc_t(0) ? -s : s;", "out += xv < acc_t(0) ? s : -s;"),
+    ("Clenshaw step (shared math)", "polyact.h",
+     "V bk = madd(two_t[u], b1[u], c[k] - b2[u]);", "V bk = madd(two_t[u], b1[u], c[k] + b2[u]);"),
+    ("Clenshaw derivative step (shared math)", "polyact.h",
+     "V dk = madd(two_t[u], d1[u], (b1[u] + b1[u]) - d2[u]);", "V dk = madd(two_t[u], d1[u], b1[u] - d2[u]);"),
+    ("cpu tail loop off by one", "cpu/polyact_cpu_impl.h",
+     "const int64_t cnt = std::min<int64_t>(W, n - i);", "const int64_t cnt = std::min<int64_t>(W, n - i - 1);"),
+    ("cpu boundary gradient sign", "cpu/polyact_cpu_impl.h",
+     "gxv = gxv + Vec::blendv(s, zero - s, xv < zero);", "gxv = gxv + Vec::blendv(zero - s, s, xv < zero);"),
+]
+
+
+def copy_repository(dest: str) -> None:
+    """The tracked files and the built extension, as a fresh clone after its build has them."""
+    files = subprocess.run(["git", "ls-files", "-z"], cwd=ROOT, capture_output=True, check=True).stdout
+    for rel in filter(None, files.decode().split("\0")):
+        src = os.path.join(ROOT, rel)
+        if os.path.isfile(src):
+            os.makedirs(os.path.dirname(os.path.join(dest, rel)), exist_ok=True)
+            shutil.copy2(src, os.path.join(dest, rel))
+    for lib in glob.glob(os.path.join(ROOT, "pnn_ext", "_C*.so")):
+        shutil.copy2(lib, os.path.join(dest, "pnn_ext"))
+
+
+def mutmut_config(module: str, tests: list[str]) -> str:
+    quoted = ", ".join(f'"{t}"' for t in tests)
+    return ("\n[tool.mutmut]\n"
+            'source_paths = ["pnn_ext"]\n'
+            f'only_mutate = ["{module}"]\n'
+            f"pytest_add_cli_args_test_selection = [{quoted}]\n"
+            'pytest_add_cli_args = ["-p", "no:cacheprovider", "-q", "-x"]\n'
+            'also_copy = ["bench"]\n'
+            # torch is not fork-safe after the tests ran in the parent: fork from a clean server
+            'process_isolation = "forkserver"\n')
+
+
+def score_module(name: str, jobs: int) -> dict:
+    module, tests = MODULES[name]
+    start = time.monotonic()
+    with tempfile.TemporaryDirectory(prefix=f"pnn-mutation-{name}-") as tmp:
+        copy_repository(tmp)
+        with open(os.path.join(tmp, "pyproject.toml"), "a") as f:
+            f.write(mutmut_config(module, [t for t in tests if os.path.exists(os.path.join(tmp, t))]))
+        env = dict(os.environ, PNN_EXT_REQUIRE_EXTENSION="1", OMP_NUM_THREADS="1")
+        run = subprocess.run([sys.executable, "-m", "mutmut", "run", "--max-children", str(jobs)], cwd=tmp, env=env,
+                             capture_output=True, text=True)
+        if run.returncode != 0:
+            raise SystemExit(f"mutmut failed on {module} (rc {run.returncode}):\n{run.stdout[-2000:]}\n"
+                             f"{run.stderr[-3000:]}")
+        subprocess.run([sys.executable, "-m", "mutmut", "export-cicd-stats"], cwd=tmp, env=env, check=True,
+                       capture_output=True)
+        stats = json.load(open(os.path.join(tmp, "mutants", "mutmut-cicd-stats.json")))
+        results = subprocess.run([sys.executable, "-m", "mutmut", "results"], cwd=tmp, env=env,
+                                 capture_output=True, text=True).stdout
+    survivors = [line.split(":")[0].strip() for line in results.splitlines() if line.strip().endswith("survived")]
+    stats.update(module=module, seconds=time.monotonic() - start, survivors=survivors)
+    return stats
+
+
+def run_cpp_mutant(tmp: str, name: str, rel: str, old: str, new: str) -> tuple[bool, str]:
+    """(caught, how) for one mutant applied to tmp's csrc/ (restored afterwards)."""
+    path = os.path.join(tmp, "csrc", rel)
+    original = open(path).read()
+    if original.count(old) != 1:
+        raise SystemExit(f"C++ mutant {name!r}: the text to mutate is not once in csrc/{rel}")
+    open(path, "w").write(original.replace(old, new))
+    env = dict(os.environ, PNN_EXT_REQUIRE_EXTENSION="1")
+    try:
+        if rel.startswith("cpu/"):
+            build = subprocess.run([sys.executable, "setup.py", "build_ext", "--inplace"], cwd=tmp,
+                                   env=dict(env, PNN_EXT_CUDA="0"), capture_output=True, text=True)
+            if build.returncode != 0:
+                return True, "the build fails"
+            tests = ["tests/test_ops.py"]
+        else:
+            tests = ["tests/test_cuda_kernels_emulated.py"]
+        r = subprocess.run([sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", *tests], cwd=tmp,
+                           env=env, capture_output=True, text=True)
+        failed = [ln for ln in r.stdout.splitlines() if ln.startswith("FAILED")]
+        return r.returncode != 0, (failed[0] if failed else f"pytest rc {r.returncode}")
+    finally:
+        open(path, "w").write(original)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("modules", nargs="*", help=f"short names of MODULES (default: all): {', '.join(MODULES)}")
+    ap.add_argument("-j", "--jobs", type=int, default=2, help="mutants tested at once (default 2)")
+    ap.add_argument("--no-cpp", action="store_true", help="skip the C++ mutants")
+    ap.add_argument("--cpp-only", action="store_true", help="only the C++ mutants")
+    ap.add_argument("--json", help="also write the results to this file")
+    args = ap.parse_args(argv)
+    unknown = [m for m in args.modules if m not in MODULES]
+    if unknown:
+        ap.error(f"unknown module(s) {', '.join(unknown)}; one of {', '.join(MODULES)}")
+    report = {"modules": [], "cpp": []}
+    if not args.cpp_only:
+        print(f"{'module':34} {'killed':>7} {'mutants':>8} {'score':>7} {'timeout':>8} {'wall s':>7}", flush=True)
+        for name in args.modules or list(MODULES):
+            s = score_module(name, args.jobs)
+            judged = s["total"] - s["skipped"] - s["no_tests"]
+            caught = s["killed"] + s["timeout"] + s["segfault"]
+            s["score"] = caught / judged if judged else float("nan")
+            report["modules"].append(s)
+            print(f"{s['module']:34} {caught:7d} {judged:8d} {100 * s['score']:6.1f}% {s['timeout']:8d} "
+                  f"{s['seconds']:7.0f}", flush=True)
+            for survivor in s["survivors"]:
+                print(f"    survived: {survivor}", flush=True)
+    ok = True
+    if not args.no_cpp:
+        start = time.monotonic()
+        with tempfile.TemporaryDirectory(prefix="pnn-mutation-cpp-") as tmp:
+            copy_repository(tmp)
+            for name, rel, old, new in CPP_MUTANTS:
+                caught, how = run_cpp_mutant(tmp, name, rel, old, new)
+                ok &= caught
+                report["cpp"].append({"mutant": name, "file": f"csrc/{rel}", "caught": caught, "by": how})
+                print(f"C++ {'caught  ' if caught else 'SURVIVED'} {name} (csrc/{rel}): {how}", flush=True)
+        print(f"C++ mutants: {time.monotonic() - start:.0f} s", flush=True)
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(report, f, indent=1)
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
