@@ -50,17 +50,21 @@ MODULES = {
 
 # (name, file under csrc/, text, its mutation). Each must fail at least one test.
 CPP_MUTANTS = [
-    ("cuda tail loop off by one", "cuda/polyact_kernels.cuh",
-     "for (int64_t i = n_vec * VEC + first; i < a.n; i += stride) {",
-     "for (int64_t i = n_vec * VEC + first; i + 1 < a.n; i += stride) {"),
+    ("cuda forward tail loop off by one", "cuda/polyact_kernels.cuh",
+     "i < a.n; i += stride) {\n    const acc_t xv = static_cast<acc_t>(a.x[i]);\n    const acc_t t =",
+     "i + 1 < a.n; i += stride) {\n    const acc_t xv = static_cast<acc_t>(a.x[i]);\n    const acc_t t ="),
     ("cuda boundary gradient sign", "cuda/polyact_kernels.cuh",
      "out += xv < acc_t(0) ? -s : s;", "out += xv < acc_t(0) ? s : -s;"),
     ("Clenshaw step (shared math)", "polyact.h",
-     "V bk = madd(two_t[u], b1[u], c[k] - b2[u]);", "V bk = madd(two_t[u], b1[u], c[k] + b2[u]);"),
+     "V bk = madd(two_t[u], b1[u], c[k] - b2[u]);\n      b2[u]",
+     "V bk = madd(two_t[u], b1[u], c[k] + b2[u]);\n      b2[u]"),
     ("Clenshaw derivative step (shared math)", "polyact.h",
      "V dk = madd(two_t[u], d1[u], (b1[u] + b1[u]) - d2[u]);", "V dk = madd(two_t[u], d1[u], b1[u] - d2[u]);"),
-    ("cpu tail loop off by one", "cpu/polyact_cpu_impl.h",
-     "const int64_t cnt = std::min<int64_t>(W, n - i);", "const int64_t cnt = std::min<int64_t>(W, n - i - 1);"),
+    ("cpu forward tail loop off by one", "cpu/polyact_cpu_impl.h",
+     "std::min<int64_t>(W, n - i);\n    const Vec xv = load_vec<scalar_t, acc_t>(x + i * xs, xs, cnt);\n"
+     "    const Vec t",
+     "std::min<int64_t>(W, n - i - 1);\n    const Vec xv = load_vec<scalar_t, acc_t>(x + i * xs, xs, cnt);\n"
+     "    const Vec t"),
     ("cpu boundary gradient sign", "cpu/polyact_cpu_impl.h",
      "gxv = gxv + Vec::blendv(s, zero - s, xv < zero);", "gxv = gxv + Vec::blendv(zero - s, s, xv < zero);"),
 ]

@@ -164,8 +164,11 @@ def test_encrypted_predictions_equal_plaintext(tmp_path, degree):
     r = evaluate(_trained_mlp(tmp_path, degree), samples=4)
     assert r["fold_max_abs_diff_float64"] < 1e-9
     assert r["agreement"] == 1.0, r
-    print("LOGITERR", degree, r["max_abs_logit_error"])
-    assert r["max_abs_logit_error"] < 1e-2
+    # docs/encrypted.md reports 1.2e-4 for sample packing at the default 2^40 scale (digits
+    # MLP, degree 22); these smaller MLPs measured 3.8e-5 (degree 2) and 4.1e-5 (degree 8).
+    # The guard is the published figure: ~3x the measured, for the encryption's randomness
+    # (it moved the same command's figure by 1.3x between runs).
+    assert r["max_abs_logit_error"] < 1.2e-4
     assert r["depth"] == 2 + poly_depth(degree) and r["poly_modulus_degree"] == 16384
 
 
