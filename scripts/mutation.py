@@ -4,6 +4,7 @@
     python scripts/mutation.py reference clip       # some modules (by their short name)
     python scripts/mutation.py --cpp-only           # the C++ mutants alone
     python scripts/mutation.py --no-cpp -j 2        # Python only, 2 mutants at a time
+    python scripts/mutation.py --budget 900 loop    # stop a module after 900 s: the score of those run
 
 Not part of the test command: it runs the tests once per mutant (tens of minutes on two
 cores). Each module is mutated in a temporary copy of the repository (the tracked files
@@ -25,6 +26,7 @@ import glob
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -40,8 +42,8 @@ MODULES = {
     "nn": ("pnn_ext/nn.py", ["tests/test_poly_activation.py", "tests/test_convert.py", "tests/test_clip.py"]),
     "clip": ("pnn_ext/clip.py", ["tests/test_clip.py"]),
     "loop": ("pnn_ext/train/loop.py", ["tests/test_loop.py", "tests/test_checkpoint.py"]),
-    "guard": ("pnn_ext/train/guard.py", ["tests/test_loop.py"]),
-    "optim": ("pnn_ext/train/optim.py", ["tests/test_optim.py"]),
+    "guard": ("pnn_ext/train/guard.py", ["tests/test_loop.py", "tests/test_checkpoint.py"]),
+    "optim": ("pnn_ext/train/optim.py", ["tests/test_optim.py", "tests/test_loop.py"]),
     "checkpoint": ("pnn_ext/train/checkpoint.py", ["tests/test_checkpoint.py"]),
     "resume": ("pnn_ext/train/resume.py", ["tests/test_checkpoint.py"]),
     "he.fold": ("pnn_ext/he/fold.py", ["tests/test_he.py"]),
@@ -94,7 +96,7 @@ def mutmut_config(module: str, tests: list[str]) -> str:
             'process_isolation = "forkserver"\n')
 
 
-def score_module(name: str, jobs: int) -> dict:
+def score_module(name: str, jobs: int, budget: float) -> dict:
     module, tests = MODULES[name]
     start = time.monotonic()
     with tempfile.TemporaryDirectory(prefix=f"pnn-mutation-{name}-") as tmp:
@@ -102,11 +104,18 @@ def score_module(name: str, jobs: int) -> dict:
         with open(os.path.join(tmp, "pyproject.toml"), "a") as f:
             f.write(mutmut_config(module, [t for t in tests if os.path.exists(os.path.join(tmp, t))]))
         env = dict(os.environ, PNN_EXT_REQUIRE_EXTENSION="1", OMP_NUM_THREADS="1")
-        run = subprocess.run([sys.executable, "-m", "mutmut", "run", "--max-children", str(jobs)], cwd=tmp, env=env,
-                             capture_output=True, text=True)
-        if run.returncode != 0:
-            raise SystemExit(f"mutmut failed on {module} (rc {run.returncode}):\n{run.stdout[-2000:]}\n"
-                             f"{run.stderr[-3000:]}")
+        # Its own session, so that a budget's end stops mutmut's workers with it.
+        proc = subprocess.Popen([sys.executable, "-m", "mutmut", "run", "--max-children", str(jobs)], cwd=tmp,
+                                env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                start_new_session=True)
+        try:
+            out, err = proc.communicate(timeout=budget or None)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGTERM)
+            out, err = proc.communicate()
+        else:
+            if proc.returncode != 0:
+                raise SystemExit(f"mutmut failed on {module} (rc {proc.returncode}):\n{out[-2000:]}\n{err[-3000:]}")
         subprocess.run([sys.executable, "-m", "mutmut", "export-cicd-stats"], cwd=tmp, env=env, check=True,
                        capture_output=True)
         stats = json.load(open(os.path.join(tmp, "mutants", "mutmut-cicd-stats.json")))
@@ -146,6 +155,8 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("modules", nargs="*", help=f"short names of MODULES (default: all): {', '.join(MODULES)}")
     ap.add_argument("-j", "--jobs", type=int, default=2, help="mutants tested at once (default 2)")
+    ap.add_argument("--budget", type=float, default=0,
+                    help="seconds per module (default: none); past it the score is of the mutants run so far")
     ap.add_argument("--no-cpp", action="store_true", help="skip the C++ mutants")
     ap.add_argument("--cpp-only", action="store_true", help="only the C++ mutants")
     ap.add_argument("--json", help="also write the results to this file")
@@ -155,15 +166,17 @@ def main(argv=None) -> int:
         ap.error(f"unknown module(s) {', '.join(unknown)}; one of {', '.join(MODULES)}")
     report = {"modules": [], "cpp": []}
     if not args.cpp_only:
-        print(f"{'module':34} {'killed':>7} {'mutants':>8} {'score':>7} {'timeout':>8} {'wall s':>7}", flush=True)
+        print(f"{'module':30} {'killed':>7} {'run':>6} {'mutants':>8} {'score':>7} {'timeout':>8} {'no test':>8} "
+              f"{'wall s':>7}", flush=True)
         for name in args.modules or list(MODULES):
-            s = score_module(name, args.jobs)
-            judged = s["total"] - s["skipped"] - s["no_tests"]
+            s = score_module(name, args.jobs, args.budget)
             caught = s["killed"] + s["timeout"] + s["segfault"]
+            judged = caught + s["survived"] + s["suspicious"]   # a mutant no test reaches counts as survived
+            judged += s["no_tests"]
             s["score"] = caught / judged if judged else float("nan")
             report["modules"].append(s)
-            print(f"{s['module']:34} {caught:7d} {judged:8d} {100 * s['score']:6.1f}% {s['timeout']:8d} "
-                  f"{s['seconds']:7.0f}", flush=True)
+            print(f"{s['module']:30} {caught:7d} {judged:6d} {s['total']:8d} {100 * s['score']:6.1f}% "
+                  f"{s['timeout']:8d} {s['no_tests']:8d} {s['seconds']:7.0f}", flush=True)
             for survivor in s["survivors"]:
                 print(f"    survived: {survivor}", flush=True)
     ok = True

@@ -58,3 +58,21 @@ def test_selective_clipping_spares_batchnorm():
     for p in model.parameters():
         if id(p) in bn:
             assert torch.equal(p.grad, torch.full_like(p, 10.0))
+
+
+def test_clipping_edges():
+    """No BatchNorm: its norm is a 0-d zero; a non-finite gradient raises only when asked
+    (as clip_grad_norm_ does); an unknown mode names the three."""
+    model = nn.Sequential(nn.Linear(3, 2))
+    for p in model.parameters():
+        p.grad = torch.full_like(p, 2.0)
+    n_other, n_bn = clip_gradients(model, "none", 1.0, "cpu")
+    assert n_bn.shape == () and float(n_bn) == 0.0 and float(n_other) == pytest.approx(2.0 * math.sqrt(8))
+    model[0].bias.grad[0] = math.inf
+    assert math.isinf(float(pnn_ext.clip_grad_norm_selective_(model, 1.0)))
+    with pytest.raises(RuntimeError, match="non-finite"):
+        pnn_ext.clip_grad_norm_selective_(model, 1.0, error_if_nonfinite=True)
+    with pytest.raises(ValueError, match="mode must be 'selective', 'all' or 'none', got 'some'"):
+        clip_gradients(model, "some", 1.0, "cpu")
+    with pytest.raises(ValueError, match="max_norm must be > 0"):
+        pnn_ext.clip_grad_norm_selective_(model, 0.0)
