@@ -121,7 +121,13 @@ def score_module(name: str, jobs: int, budget: float) -> dict:
         stats = json.load(open(os.path.join(tmp, "mutants", "mutmut-cicd-stats.json")))
         results = subprocess.run([sys.executable, "-m", "mutmut", "results"], cwd=tmp, env=env,
                                  capture_output=True, text=True).stdout
-    survivors = [line.split(":")[0].strip() for line in results.splitlines() if line.strip().endswith("survived")]
+        survivors = {}
+        for line in results.splitlines():
+            if line.strip().endswith("survived"):
+                mutant = line.split(":")[0].strip()
+                diff = subprocess.run([sys.executable, "-m", "mutmut", "show", mutant], cwd=tmp, env=env,
+                                      capture_output=True, text=True).stdout
+                survivors[mutant] = [ln for ln in diff.splitlines() if ln[:1] in "+-" and ln[:3] not in ("+++", "---")]
     stats.update(module=module, seconds=time.monotonic() - start, survivors=survivors)
     return stats
 
@@ -177,8 +183,8 @@ def main(argv=None) -> int:
             report["modules"].append(s)
             print(f"{s['module']:30} {caught:7d} {judged:6d} {s['total']:8d} {100 * s['score']:6.1f}% "
                   f"{s['timeout']:8d} {s['no_tests']:8d} {s['seconds']:7.0f}", flush=True)
-            for survivor in s["survivors"]:
-                print(f"    survived: {survivor}", flush=True)
+            for survivor, diff in s["survivors"].items():
+                print(f"    survived: {survivor}", *(f"        {line}" for line in diff), sep="\n", flush=True)
     ok = True
     if not args.no_cpp:
         start = time.monotonic()

@@ -66,4 +66,5 @@ def test_cosine_and_none():
     opt = optim.make_optimizer(_model(), TrainConfig(lr=1e-2))
     cos = optim.make_scheduler(opt, TrainConfig(scheduler="cosine", epochs=4))
     assert isinstance(cos, torch.optim.lr_scheduler.CosineAnnealingLR) and cos.T_max == 4
+    assert optim.make_scheduler(opt, TrainConfig(scheduler="cosine", epochs=1)).T_max == 1
     assert optim.make_scheduler(opt, TrainConfig(scheduler="none")) is None
