@@ -164,7 +164,7 @@ def boundary_grad_bound(x, grad_boundary: float, bound: float, alpha: float, for
 def boundary_value_bound(x, bound: float, alpha: float, form: str, dtype: torch.dtype,
                          own_dtype: bool = False) -> float:
     """Bound on |L - mean f(e)|: each term's rounding (its slope times de, and c_f u of
-    itself), summed in float64 by the fused op and the reference; ``own_dtype`` (the power
+    itself), summed in float64 by the fused op and the reference (gamma_n of that sum); ``own_dtype`` (the power
     variant of bench/cases.py: exp and mean in x's dtype) adds a float32 mean's pairwise
     summation error and the rounding of the result to x's dtype."""
     u, u_out = _roundoffs(dtype, own_dtype)
@@ -174,7 +174,8 @@ def boundary_value_bound(x, bound: float, alpha: float, form: str, dtype: torch.
     value = boundary_closed_form(x, bound, alpha, form, mean=False)
     terms = f1 * de + SLOPE_ULPS[form] * u * value
     n = max(ax.size, 1)
-    total = float(terms.sum()) / n
+    # The float64 sum itself: at most 32768 terms in sequence (a CPU chunk; CUDA blocks fewer).
+    total = float(terms.sum()) / n + min(n, 32768) * unit_roundoff(torch.float64) * float(value.sum()) / n
     if own_dtype:
         total += ((math.log2(n) + 2) * unit_roundoff(torch.float32) + u_out) * float(value.sum()) / n
     return total
@@ -292,3 +293,25 @@ def check_grad_x(name: str, grad_x, x, grad_y, grad_boundary: float, coeffs, bou
     want = poly_grad64(x, grad_y, coeffs, bound, basis) + boundary_grad64(x, grad_boundary, bound, alpha, form)
     check(name, grad_x, want, grad_x_bound(x, grad_y, grad_boundary, coeffs, bound, alpha, basis, form, x.dtype),
           inside_interval(x, bound))
+
+
+def check_stats(name: str, stats, x, bound: float, alpha: float, form: str) -> None:
+    """stats = [L, max|x|, fraction of |x| > B] against numpy: L within its rounding bound
+    (plus the rounding of the result to the stats dtype), max|x| exact, the fraction to
+    the stats dtype's rounding; NaN and inf exactly where numpy has them."""
+    s = [float(v) for v in _as_numpy(stats)]
+    x64 = _as_numpy(x)
+    u = compute_roundoff(x.dtype if torch.is_tensor(x) else torch.float64)
+    with np.errstate(invalid="ignore", over="ignore"):
+        want = [boundary_closed_form(x64, bound, alpha, form) if x64.size else 0.0,
+                float(np.abs(x64).max()) if x64.size else 0.0,
+                float((np.abs(x64) > bound).mean()) if x64.size else 0.0]
+        tol = [boundary_value_bound(x64, bound, alpha, form, x.dtype) + u * abs(want[0]) if x64.size else 0.0,
+               0.0, u * want[2]]
+    for label, got, w, t in zip(("L", "max|x|", "fraction past B"), s, want, tol):
+        if math.isnan(w) or math.isinf(w):
+            ok = (math.isnan(got) and math.isnan(w)) or got == w
+        else:
+            ok = abs(got - w) <= t
+        if not ok:
+            raise AssertionError(f"{name} {label}: {got!r}, float64 {w!r} (bound {t:.2e})")
