@@ -38,6 +38,9 @@ def test_reference_within_rounding_bounds(basis, form, dtype):
                        error_bounds.coeff_grad_bound(x, gy, c, B, basis, dtype))
     gx_only, none = reference.poly_act_backward(gy, gs, x, c, B, ALPHA, basis, False, form)
     assert torch.equal(gx_only, gx) and none.numel() == 0
+    if form == "exp":  # the default form, in the forward and the backward
+        assert torch.equal(reference.poly_act(x, c, B, ALPHA, basis)[1], stats)
+        assert torch.equal(reference.poly_act_backward(gy, gs, x, c, B, ALPHA, basis, False)[0], gx)
     zero, _ = reference.poly_act_backward(torch.zeros_like(gy), torch.zeros_like(gs), x, c, B, ALPHA, basis, False,
                                           form)
     assert torch.equal(zero, torch.zeros_like(x))
