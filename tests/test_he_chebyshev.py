@@ -114,3 +114,18 @@ def test_evaluation_at_a_deeper_level_and_given_scale():
     assert e.level(y) == 6 and y.scale == 2.0 ** 39
     got = np.array(e.decrypt(y, 16))
     np.testing.assert_allclose(got, chebyshev.reference(c, np.linspace(-1, 1, 16)), atol=1e-6)
+
+
+def test_evaluation_refuses_too_few_levels_and_a_constant():
+    """A level below what the plan needs names both counts (from x's own level, here 1);
+    a constant polynomial has no ciphertext to carry it. The reference takes integer
+    coefficients as the float64 ones."""
+    e = engine(6)
+    x = e.multiply(e.encrypt(np.linspace(-1, 1, 16)), e.encrypt(np.ones(16)))   # at level 1
+    p = chebyshev.plan(chebyshev.cheb_from_monomial(relu_fit_in_t(8)))
+    with pytest.raises(ValueError, match=rf"^the polynomial needs {p.depth} levels, {p.depth - 1} given$"):
+        chebyshev.evaluate(e, x, p, level=p.depth)
+    with pytest.raises(ValueError, match="^a constant polynomial has no ciphertext to carry it$"):
+        chebyshev.evaluate(e, x, chebyshev.plan(np.array([0.5])))
+    np.testing.assert_array_equal(chebyshev.cheb_from_monomial([0, 0, 1]), [0.5, 0.0, 0.5])
+    assert chebyshev.reference([1, 2], np.array([0.5])).dtype == np.float64
