@@ -67,6 +67,8 @@ TRAIN = [
     ("missing-value", ["--epochs"], 2, r"argument --epochs: expected one argument"),
     ("resume-and-overwrite", ["--resume", "last"], 2, r"resume and overwrite exclude each other"),
     ("batch-of-one", ["--batch-size", "1"], 2, r"cannot train on this data.*batch_size 1.*Expected more than 1 value"),
+    ("calibrate-samples-one", ["--model", "mlp", "--bound", "auto", "--calibrate-samples", "1"], 2,
+     r"--bound auto: the calibration pass on 1 training sample\(s\) cannot run: BatchNorm .*--calibrate-samples 2 or"),
     ("image-too-small", ["--dataset", "npz:{DATA}/tiny_images.npz"], 2, r"small-cnn needs images of at least 4x4"),
     ("features-into-cnn", ["--dataset", "npz:{DATA}/features.npz"], 2, r"needs images"),
     ("dataset-unknown", ["--dataset", "imagenet"], 2, r"dataset must be digits, mnist"),
@@ -259,6 +261,12 @@ OPS = [
     ("convert-degree-200", "convert(nn.Sequential(nn.ReLU()), degree=200)", r"degree must be an integer from 1 to 128"),
     ("convert-types", "convert(nn.Sequential(nn.Linear(2, 2)), types=(nn.Linear,))", r"types must be among"),
     ("set-impl", "set_impl(nn.Sequential(PolyActivation(2)), 'gpu')", r"impl must be one of"),
+    ("convert-again-other-degree", "convert(convert(nn.Sequential(nn.ReLU()), degree=8), degree=4)",
+     r"already holds PolyActivation modules of other settings \('0': degree 8 \(this call: 4\)\); .*does not refit"),
+    ("convert-script-module", "convert(torch.jit.script(nn.Sequential(nn.Linear(2, 2), nn.ReLU())), functional=False)",
+     r"^the model is a TorchScript module \(RecursiveScriptModule\).*convert the nn\.Module it was scripted"),
+    ("convert-exported-program", "convert(torch.export.export(nn.Sequential(nn.ReLU()), (x,)))",
+     r"model must be a torch\.nn\.Module, got ExportedProgram"),
     # correct results
     ("nan-coeff-chebyshev", "cn = c.clone(); cn[3] = math.nan\nassert poly_act(x * 100, cn, 2.0, 0.5)[0].isnan().all()",
      None),
@@ -271,6 +279,10 @@ OPS = [
     ("nan-coeff-module", "m = PolyActivation(8); m.coeffs[2] = math.nan\nassert m(x).isnan().all()", None),
     ("overflow-is-inf", "y = poly_act(torch.tensor([1e30, -1e30]), c, 2.0, 0.5)[0]\n"
                         "assert y.isinf().all() and not y.isnan().any()", None),
+    ("convert-relu-reused", "r = nn.ReLU()\n"
+                            "m = convert(nn.Sequential(nn.Linear(2, 2), r, nn.Linear(2, 2), r), degree=4)\n"
+                            "assert not any(isinstance(a, nn.ReLU) for a in m.modules()) and m[1] is m[3]", None),
+    ("convert-again-same", "m = convert(nn.Sequential(nn.ReLU()), degree=4)\nassert convert(m, degree=4) is m", None),
     ("meta-forward", "y, s = poly_act(x.to('meta'), c.to('meta'), 2.0, 0.5)\n"
                      "assert y.device.type == 'meta' and y.shape == x.shape and s.shape == (3,)", None),
     ("module-degree-128", "assert PolyActivation(128)(x).isfinite().all()", None),
@@ -451,7 +463,7 @@ def test_bad_op_call(world, cid, code, pattern):
     if pattern is None:
         assert result["raised"] is None, result
         return
-    assert result["raised"] in ("RuntimeError", "ValueError", "TypeError"), result
+    assert result["raised"] in ("RuntimeError", "ValueError", "TypeError", "ConvertError"), result
     message = result["message"]
     assert "\n" not in message.strip() and "Exception raised from" not in message, message
     assert re.search(pattern, message), (pattern, message)
