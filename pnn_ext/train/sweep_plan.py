@@ -118,8 +118,8 @@ def run_argv(cell: dict, extra: list[str], out: str, guard: bool) -> list[str]:
 
 def flag_settings(flags: list[str]) -> set[str]:
     """The settings a list of pnn-train flags sets (a UsageError for a bad flag)."""
-    from .config import build_parser
-    return set(vars(build_parser().parse_args(flags))) - {"config"}
+    from .config import shared_parser
+    return set(vars(shared_parser().parse_args(flags))) - {"config"}
 
 
 def identity(cfg) -> dict:
