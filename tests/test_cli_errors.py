@@ -146,7 +146,7 @@ ABLATE = [
     ("missing-data", ["--degrees", "2", "--seeds", "0", "--variants", "full", "--", "--dataset",
                       "npz:{DATA}/missing.npz"], 2, r"does not exist"),
 ]
-# pnn-sweep: every case but the last two runs into {SWEEP}, a finished one-cell sweep (lr=1e-3,
+# pnn-sweep: every case but the last four runs into {SWEEP}, a finished one-cell sweep (lr=1e-3,
 # full, seed 0, made with SWEEP_TRAIN), and must leave its runs and its report byte-identical.
 SWEEP_TRAIN = ["--", "--model", "mlp", "--hidden", "16", "--degree", "2", "--epochs", "1", "--max-steps", "1"]
 SWEEP = [
@@ -178,6 +178,9 @@ SWEEP = [
     ("other-settings", ["--grid", "lr=1e-3", "--variants", "full", "--seeds", "0", *SWEEP_TRAIN[:-1], "2"], 2,
      r"cell lr=1e-3/full/seed0 in .* holds a run made with other settings \(max_steps 1 -> 2\); pass --overwrite"),
     ("out-dir-is-file", ["--out-dir", "{DATA}/a_file"], 2, r"out-dir .*a_file' exists and is not a directory"),
+    ("out-dir-under-file", ["--out-dir", "{DATA}/a_file/sweep"], 2,
+     r"out-dir .*a_file/sweep' cannot be created: .*a_file' is not a directory"),
+    ("out-dir-proc", ["--out-dir", "/proc/pnn-sweep"], 2, r"out-dir '/proc/pnn-sweep' cannot be written"),
     ("out-dir-locked", ["--out-dir", "{LOCKED}"], 2, r"out-dir .* is in use by another pnn-sweep"),
 ]
 HE = [

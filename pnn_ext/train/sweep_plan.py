@@ -141,14 +141,27 @@ def _config(what: str, argv: list[str]):
         raise UsageError(f"{what}: {e}") from None
 
 
+def _check_dir(what: str, path: str) -> None:
+    """``path`` is a directory this process can write, or one it can create."""
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise UsageError(f"{what} {path!r} exists and is not a directory")
+    existing = os.path.abspath(path)
+    while not os.path.exists(existing):
+        existing = os.path.dirname(existing)
+    if not os.path.isdir(existing):
+        raise UsageError(f"{what} {path!r} cannot be created: {existing!r} is not a directory")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise UsageError(f"{what} {path!r} cannot be written: {existing!r} is not writable")
+
+
 def plan(args) -> list[dict]:
     """Every cell with its "dir", "argv" and "identity", checked: a bad setting (named by its
     --grid value, or by the cell for a combination), a flag the sweep or a variant sets,
     two cells that are one run, an out-dir that is not a directory: a UsageError."""
     extra = args.train_args[1:] if args.train_args[:1] == ["--"] else args.train_args
     for what, path in (("out-dir", args.out_dir), ("report-dir", args.report_dir)):
-        if path and os.path.exists(path) and not os.path.isdir(path):
-            raise UsageError(f"{what} {path!r} exists and is not a directory")
+        if path:
+            _check_dir(what, path)
     if len({a for a, _ in args.grid}) != len(args.grid):
         raise UsageError("a setting appears in two --grid axes")
     try:

@@ -25,9 +25,12 @@ STOP_GRACE_S = 10.0
 def locked(out_dir: str):
     """Hold OUT_DIR/.pnn-sweep.lock (an flock, released by the kernel when this process ends,
     however it ends); a UsageError when another sweep holds it."""
-    os.makedirs(out_dir, exist_ok=True)
     file = os.path.join(out_dir, LOCK)
-    fd = os.open(file, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        os.makedirs(out_dir, exist_ok=True)
+        fd = os.open(file, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as e:  # what the checks before cannot see (/proc, a full or read-only disk)
+        raise UsageError(f"out-dir {out_dir!r} cannot be written: {e.strerror or e}") from None
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
