@@ -225,7 +225,7 @@ def test_a_signal_stops_a_parallel_sweep_within_seconds(tmp_path, sig, rc):
     stdout, stderr = proc.communicate(timeout=120)
     took = time.monotonic() - sent
     assert proc.returncode == rc, stderr[-2000:]
-    assert took < sweep_run.STOP_GRACE_S + 10, took
+    assert took < sweep_run.STOP_GRACE_S + 20, took  # the grace, then the report (matplotlib) on a busy machine
     assert "Traceback" not in stdout + stderr and len(stderr.strip().splitlines()) == 1, stderr
     assert len(list(out.glob("*/*/seed0"))) == 2  # the four queued runs never started
     report = strict_json(out / "sweep.json")
