@@ -231,3 +231,16 @@ def test_a_signal_stops_a_parallel_sweep_within_seconds(tmp_path, sig, rc):
     report = strict_json(out / "sweep.json")
     assert report["stopped_by"] == sig.name and len(report["cells"]) == 6
     assert f"Stopped by {sig.name}" in (out / "sweep.md").read_text()
+
+
+def test_values_valid_together_are_not_refused_alone(tmp_path):
+    """A value is judged in its cells: replace_epochs 15 is refused beside epochs 5 (naming the
+    cell) but not beside epochs 20, although the default epochs (10) would refuse it."""
+    def plan(grid):
+        return sweep_plan.plan(sweep.parser().parse_args([*grid, "--variants", "full", "--seeds", "0", "--out-dir",
+                                                          str(tmp_path), "--", "--replace", "progressive"]))
+    cells = plan(["--grid", "replace_epochs=15", "--grid", "epochs=20"])
+    assert [c["identity"]["replace_epochs"] for c in cells] == [15.0] and not os.listdir(tmp_path)
+    with pytest.raises(ValueError, match=r"^cell replace_epochs=15/epochs=5/full/seed0: replace_epochs \(15\) must "
+                                         r"not exceed epochs \(5\)"):
+        plan(["--grid", "replace_epochs=15", "--grid", "epochs=20,5"])

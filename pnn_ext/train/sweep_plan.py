@@ -132,13 +132,26 @@ def differences(recorded: dict, wanted: dict) -> dict[str, list]:
     return {k: [recorded[k], v] for k, v in wanted.items() if k in recorded and k not in IGNORED and recorded[k] != v}
 
 
-def _config(what: str, argv: list[str]):
-    """The TrainConfig of a command, or a UsageError naming ``what``."""
+def _config_error(argv: list[str]) -> tuple[object | None, str | None]:
+    """(the TrainConfig of a command, None) or (None, why it is refused)."""
     from .config import parse_config
     try:
-        return parse_config(argv)
+        return parse_config(argv), None
     except (ValueError, FileNotFoundError) as e:
-        raise UsageError(f"{what}: {e}") from None
+        return None, str(e)
+
+
+def _cell_config(cell: dict, argv: list[str], base: list[str]):
+    """The cell's TrainConfig, or a UsageError naming what is wrong: one --grid value when
+    that value alone (with the arguments after --) is refused the same way, else the cell
+    (values refused only together, or a bad argument after --)."""
+    cfg, why = _config_error(argv)
+    if cfg is not None:
+        return cfg
+    for name, value in cell["axes"].items():
+        if _config_error(base + axis_flags(name, value))[1] == why:
+            raise UsageError(f"--grid {name}={value}: {why}")
+    raise UsageError(f"cell {label(cell)}: {why}")
 
 
 def _check_dir(what: str, path: str) -> None:
@@ -184,14 +197,11 @@ def plan(args) -> list[dict]:
         if both:
             raise UsageError(f"pnn-train arguments after -- set {both}, which the variant {v} sets itself")
     base = extra + ["--activation", "poly", "--out-dir", args.out_dir]
-    for name, values in args.grid:  # each value alone first, so that the message names it
-        for value in values:
-            _config(f"--grid {name}={value}", base + axis_flags(name, value))
     planned, seen = [], {}
     for cell in cells(args.grid, variants, args.seeds):
         out = run_dir(args.out_dir, cell)
         argv = run_argv(cell, extra, out, args.guard)
-        ident = identity(_config(f"cell {label(cell)}", argv))
+        ident = identity(_cell_config(cell, argv, base))
         key = dumps(ident, sort_keys=True)
         if key in seen:
             raise UsageError(f"cells {label(seen[key])} and {label(cell)} are one run (every setting that changes "
