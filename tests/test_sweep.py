@@ -222,10 +222,15 @@ def test_a_signal_stops_a_parallel_sweep_within_seconds(tmp_path, sig, rc):
     time.sleep(1.0)
     sent = time.monotonic()
     proc.send_signal(sig)
-    stdout, stderr = proc.communicate(timeout=120)
+    try:
+        stdout, stderr = proc.communicate(timeout=180)  # the six runs would take hours
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        raise
     took = time.monotonic() - sent
     assert proc.returncode == rc, stderr[-2000:]
-    assert took < sweep_run.STOP_GRACE_S + 20, took  # the grace, then the report (matplotlib) on a busy machine
+    # the grace, then the report (matplotlib's import and plots): 4-6 s on a quiet machine, 28 s at load 220
+    assert took < sweep_run.STOP_GRACE_S + 50, took
     assert "Traceback" not in stdout + stderr and len(stderr.strip().splitlines()) == 1, stderr
     assert len(list(out.glob("*/*/seed0"))) == 2  # the four queued runs never started
     report = strict_json(out / "sweep.json")
