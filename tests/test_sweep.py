@@ -229,7 +229,7 @@ def test_a_signal_stops_a_parallel_sweep_within_seconds(tmp_path, sig, rc):
         raise
     took = time.monotonic() - sent
     assert proc.returncode == rc, stderr[-2000:]
-    # the grace, then the report (matplotlib's import and plots): 4-6 s on a quiet machine, 28 s at load 220
+    # the grace at most, then the report (matplotlib): 3.5-5.3 s measured here at load 7, more on a busier machine
     assert took < sweep_run.STOP_GRACE_S + 50, took
     assert "Traceback" not in stdout + stderr and len(stderr.strip().splitlines()) == 1, stderr
     assert len(list(out.glob("*/*/seed0"))) == 2  # the four queued runs never started
