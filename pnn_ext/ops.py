@@ -93,6 +93,9 @@ if HAVE_EXTENSION:
     torch.library.register_autograd("pnn_ext::poly_act_backward", _no_double_backward,
                                     setup_context=lambda ctx, inputs, output: None)
 
+    # What poly_act() calls: the formula above as an autograd.Function that torch.func accepts.
+    from .transforms import FusedPolyAct
+
 
 _warned = False
 
@@ -146,7 +149,7 @@ def poly_act(x: torch.Tensor, coeffs: torch.Tensor, bound: float, alpha: float,
     if impl == "reference":
         return reference.poly_act(x, coeffs, float(bound), float(alpha), basis, boundary_form)
     if fused_here:
-        return torch.ops.pnn_ext.poly_act(x, coeffs, float(bound), float(alpha), basis, boundary_form)
+        return FusedPolyAct.apply(x, coeffs, float(bound), float(alpha), basis, boundary_form)
     _fallback_warning(f"compiled extension unavailable ({_IMPORT_ERROR})" if not HAVE_EXTENSION
                       else f"extension built without kernels for {x.device.type}")
     return reference.poly_act(x, coeffs, float(bound), float(alpha), basis, boundary_form)
