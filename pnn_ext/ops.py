@@ -148,6 +148,9 @@ def poly_act(x: torch.Tensor, coeffs: torch.Tensor, bound: float, alpha: float,
                            f"tensors ({_IMPORT_ERROR or 'extension built without kernels for it'})")
     if impl == "reference":
         return reference.poly_act(x, coeffs, float(bound), float(alpha), basis, boundary_form)
+    if fused_here and torch.compiler.is_compiling():
+        # Dynamo cannot trace an autograd.Function with a jvp; the op's registered autograd serves it.
+        return torch.ops.pnn_ext.poly_act(x, coeffs, float(bound), float(alpha), basis, boundary_form)
     if fused_here:
         return FusedPolyAct.apply(x, coeffs, float(bound), float(alpha), basis, boundary_form)
     _fallback_warning(f"compiled extension unavailable ({_IMPORT_ERROR})" if not HAVE_EXTENSION
