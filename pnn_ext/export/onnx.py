@@ -17,21 +17,15 @@ from __future__ import annotations
 
 import math
 import operator
-import os
 from typing import NamedTuple
 
 import numpy as np
 import torch
 from torch import nn
 
-# The agreement export_onnx requires: max |onnxruntime - PyTorch| <= TOLERANCE * max |PyTorch|.
-TOLERANCE = 1e-4
+from .checks import ExportError, check_inputs, check_model, check_path, dynamic_batch, trace_inputs, verify
+
 OPSET = 18
-LOW_PRECISION = (torch.float16, torch.bfloat16)
-
-
-class ExportError(ValueError):
-    """A model or input export_onnx cannot export, or a file that disagrees with PyTorch."""
 
 
 def _constant(op, value, dtype):
@@ -101,109 +95,47 @@ class OnnxReport(NamedTuple):
     tolerance: float
 
 
-def _inputs(example_input) -> tuple[torch.Tensor, ...]:
-    inputs = example_input if isinstance(example_input, (tuple, list)) else (example_input,)
-    if not inputs or not all(torch.is_tensor(t) for t in inputs):
-        raise ExportError("example_input must be a tensor or a tuple of tensors")
-    for t in inputs:
-        if t.dim() == 0 or t.shape[0] < 1:
-            raise ExportError(f"example_input: every tensor needs a batch dimension (dim 0), got shape "
-                              f"{tuple(t.shape)}")
-        if t.device.type != "cpu":
-            raise ExportError(f"example_input must be on the CPU (onnxruntime checks it there), got {t.device}")
-    return tuple(inputs)
-
-
-def _outputs(out) -> tuple[torch.Tensor, ...]:
-    outs = out if isinstance(out, (tuple, list)) else (out,)
-    if not all(torch.is_tensor(t) for t in outs):
-        raise ExportError("the model must return a tensor or a tuple of tensors")
-    return tuple(outs)
-
-
 def _check_statistics_unused(graph: torch.fx.Graph) -> None:
     """The boundary term and range statistics are not exported: refuse a model whose output uses them."""
-    stats = [user for node in graph.nodes if node.target is torch.ops.pnn_ext.poly_act.default
-             for user in node.users if user.target is operator.getitem and user.args[1] == 1]
+    pending = [user for node in graph.nodes if node.target is torch.ops.pnn_ext.poly_act.default
+               for user in node.users if user.target is operator.getitem and user.args[1] == 1]
     seen = set()
-    while stats:
-        node = stats.pop()
+    while pending:
+        node = pending.pop()
         if node.op == "output":
             raise ExportError("the model's output uses PolyActivation's boundary term or range statistics, which "
                               "are training-only and not exported; export a model that returns predictions")
         if node not in seen:
             seen.add(node)
-            stats.extend(node.users)
-
-
-def _batch(inputs: tuple[torch.Tensor, ...], size: int, seed: int) -> tuple[torch.Tensor, ...]:
-    """Inputs of another batch size, drawn with each example tensor's mean and spread."""
-    g = torch.Generator().manual_seed(seed)
-    out = []
-    for t in inputs:
-        if not t.is_floating_point():  # indices, masks: the example's rows, repeated
-            out.append(t[torch.arange(size) % t.shape[0]])
-            continue
-        ref = t.double()
-        noise = torch.randn((size, *t.shape[1:]), generator=g, dtype=torch.float64)
-        out.append((noise * ref.std().nan_to_num(1.0) + ref.mean()).to(t.dtype))
-    return tuple(out)
-
-
-def _relative_error(got: np.ndarray, want: torch.Tensor) -> float:
-    want64 = want.detach().double()
-    err = (torch.from_numpy(np.asarray(got)).double() - want64).abs().max()
-    return float(err / want64.abs().max().clamp(min=1e-30)) if want.numel() else 0.0
+            pending.extend(node.users)
 
 
 def export_onnx(model: nn.Module, example_input, path: str, *, tolerance: float | None = None,
                 opset: int = OPSET) -> OnnxReport:
-    """Export ``model`` (in eval mode) to ONNX at ``path`` with a dynamic batch dimension, run
-    the file in onnxruntime at the example's batch size, 1 and 7, and return the report only
-    if every output agrees with PyTorch to ``tolerance`` of its max |y| (default 1e-4 for
-    float32/float64 outputs, 1e-2 for float16/bfloat16). Raises ExportError otherwise
-    (and removes the file)."""
-    if not isinstance(model, nn.Module):
-        raise ExportError(f"model must be a torch.nn.Module, got {type(model).__name__}")
-    if model.training:
-        raise ExportError("model is in training mode (batch norm and dropout would export their training "
-                          "behaviour): call model.eval() first")
-    inputs = _inputs(example_input)
-    directory = os.path.dirname(os.path.abspath(path))
-    if not os.path.isdir(directory):
-        raise ExportError(f"path {path}: directory {directory} does not exist")
+    """Export ``model`` (in eval mode) to the ONNX file ``path`` with a dynamic batch dimension,
+    run the file in onnxruntime at the example's batch size, 1 and 7, and return the report
+    only if every output agrees with PyTorch to ``tolerance`` of its max |y| (default 1e-4;
+    1e-2 for float16/bfloat16 outputs). ``example_input``: a tensor or a tuple of tensors
+    (the model's positional inputs, batch first). Raises ExportError otherwise (and removes
+    the file)."""
+    check_model(model)
+    inputs = check_inputs(example_input)
+    check_path(path, ".onnx")
     try:
         import onnxruntime
         import onnxscript  # noqa: F401  (the dynamo exporter's dependency)
     except ImportError as e:
         raise ExportError(f"ONNX export needs onnx, onnxscript and onnxruntime ({e}); pip install them") from None
-    # torch.export specialises a dimension of size 1: trace with a batch of at least 2.
-    trace_inputs = inputs if inputs[0].shape[0] > 1 else _batch(inputs, 2, seed=0)
-    batch = torch.export.Dim("batch")
-    program = torch.export.export(model, trace_inputs, dynamic_shapes=tuple({0: batch} for _ in trace_inputs))
+    traced = trace_inputs(inputs)
+    program = torch.export.export(model, traced, dynamic_shapes=dynamic_batch(traced))
     _check_statistics_unused(program.graph)
-    onnx_program = torch.onnx.export(program, trace_inputs, dynamo=True, custom_translation_table=translation_table(),
+    onnx_program = torch.onnx.export(program, traced, dynamo=True, custom_translation_table=translation_table(),
                                      opset_version=opset, verbose=False)
     onnx_program.save(path)
     session = onnxruntime.InferenceSession(path, providers=["CPUExecutionProvider"])
     names = [i.name for i in session.get_inputs()]
-    sizes = tuple(dict.fromkeys((inputs[0].shape[0], 1, 7)))
-    worst, limit = 0.0, 0.0
-    with torch.no_grad():
-        for size in sizes:
-            xs = inputs if size == inputs[0].shape[0] else _batch(inputs, size, seed=size)
-            want = _outputs(model(*xs))
-            got = session.run(None, {n: x.numpy() for n, x in zip(names, xs)})
-            for w, g in zip(want, got):
-                if tuple(g.shape) != tuple(w.shape):
-                    os.remove(path)
-                    raise ExportError(f"onnxruntime gave shape {tuple(g.shape)} for batch {size}, PyTorch "
-                                      f"{tuple(w.shape)}")
-                limit = tolerance if tolerance is not None else (1e-2 if w.dtype in LOW_PRECISION else TOLERANCE)
-                error = _relative_error(g, w)
-                if not error <= limit:
-                    os.remove(path)
-                    raise ExportError(f"onnxruntime disagrees with PyTorch at batch {size}: max error {error:.3g} of "
-                                      f"max |y| > {limit:g}; the file was removed")
-                worst = max(worst, error)
+
+    def run(*xs):
+        return session.run(None, {name: x.numpy() for name, x in zip(names, xs)})
+    sizes, worst, limit = verify(model, run, inputs, tolerance, "onnxruntime", path)
     return OnnxReport(path, sizes, worst, limit)
