@@ -86,14 +86,19 @@ def dynamic_batch(inputs: tuple[torch.Tensor, ...]) -> tuple[dict, ...]:
 
 
 def relative_error(got, want: torch.Tensor) -> float:
-    """max |got - want| / max |want| (got: a tensor or an array); inf for a shape mismatch."""
-    got = torch.as_tensor(np.asarray(got)) if not torch.is_tensor(got) else got
+    """max |got - want| / max |want| over want's finite entries (got: a tensor or an array);
+    inf for another shape, or where got's NaN and +-inf are not exactly want's (the overflow
+    rule: a polynomial past the float range is +-inf on both sides)."""
+    got = (torch.as_tensor(np.asarray(got)) if not torch.is_tensor(got) else got).detach().double()
+    want = want.detach().double()
     if tuple(got.shape) != tuple(want.shape):
         return float("inf")
-    if not want.numel():
+    finite = want.isfinite()
+    if not torch.equal(got.isnan(), want.isnan()) or not torch.equal(got[want.isinf()], want[want.isinf()]):
+        return float("inf")
+    if not finite.any():
         return 0.0
-    want64 = want.detach().double()
-    return float((got.detach().double() - want64).abs().max() / want64.abs().max().clamp(min=1e-30))
+    return float((got[finite] - want[finite]).abs().max() / want[finite].abs().max().clamp(min=1e-30))
 
 
 def verify(model: nn.Module, run: Callable, inputs: tuple[torch.Tensor, ...], tolerance: float | None,

@@ -62,7 +62,8 @@ def poly_act_onnx(x, coeffs, bound: float, alpha: float, basis: str, boundary_fo
     degree = coeffs.shape[0] - 1
     xa = op.Cast(x, to=acc) if in_type != acc else x
     t = op.Mul(xa, _constant(op, 1.0 / bound, np_dtype))  # as the kernels: x * (1/B)
-    c = op.Split(coeffs, num_outputs=degree + 1)  # c_k as shape-(1,) tensors, broadcast against t
+    # c_k as scalars (constants once the optimizer folds the coefficients' initializer)
+    c = [op.Gather(coeffs, _constant(op, k, np.int64)) for k in range(degree + 1)]
     if basis == "monomial":
         p = c[degree]
         for k in range(degree - 1, -1, -1):  # Horner
@@ -123,14 +124,19 @@ def export_onnx(model: nn.Module, example_input, path: str, *, tolerance: float 
     check_path(path, ".onnx")
     try:
         import onnxruntime
-        import onnxscript  # noqa: F401  (the dynamo exporter's dependency)
+        import onnxscript.optimizer
     except ImportError as e:
         raise ExportError(f"ONNX export needs onnx, onnxscript and onnxruntime ({e}); pip install them") from None
     traced = trace_inputs(inputs)
     program = torch.export.export(model, traced, dynamic_shapes=dynamic_batch(traced))
     _check_statistics_unused(program.graph)
+    # optimize=False, then constant folding only: onnxscript's pattern rewriter (part of optimize=True)
+    # costs time superlinear in the graph's size, minutes for the hundreds of nodes a few unrolled
+    # high-degree polynomials make, and onnxruntime optimises the graph again when it loads it.
     onnx_program = torch.onnx.export(program, traced, dynamo=True, custom_translation_table=translation_table(),
-                                     opset_version=opset, verbose=False)
+                                     opset_version=opset, optimize=False, verbose=False)
+    onnxscript.optimizer.fold_constants(onnx_program.model)
+    onnxscript.optimizer.remove_unused_nodes(onnx_program.model)
     onnx_program.save(path)
     session = onnxruntime.InferenceSession(path, providers=["CPUExecutionProvider"])
     names = [i.name for i in session.get_inputs()]
