@@ -11,7 +11,10 @@ import onnxruntime
 import pytest
 import torch
 
+import pnn_ext
+from pnn_ext.export import ExportError, export_aoti
 from pnn_ext.export.cli import main
+from pnn_ext.models import MLP, SmallCNN
 from pnn_ext.train import load_run
 from testing import ROOT, run
 
@@ -94,3 +97,39 @@ def test_aoti_package_predicts_identically_in_a_fresh_process(trained, tmp_path,
             want = model(x[:y.shape[0]])
             assert torch.equal(y.argmax(1), want.argmax(1))
             assert float((y - want).abs().max()) <= 1e-4 * float(want.abs().max())
+
+
+def test_export_aoti_refusals(tmp_path):
+    model = pnn_ext.convert(MLP(8, 2, (4,)), degree=4)
+    x = torch.randn(2, 8)
+    with pytest.raises(ExportError, match="training mode"):
+        export_aoti(model, x, str(tmp_path / "m.pt2"))
+    with pytest.raises(ExportError, match=r"path must end in .pt2, got '.*m.onnx'"):
+        export_aoti(model.eval(), x, str(tmp_path / "m.onnx"))
+    with pytest.raises(ExportError, match="every tensor needs a batch dimension"):
+        export_aoti(model, torch.tensor(1.0), str(tmp_path / "m.pt2"))
+
+
+EXPORTED = """
+import sys, torch
+import pnn_ext
+program = torch.export.load(sys.argv[1]).module()
+torch.save([program(torch.load(sys.argv[2])[:n]) for n in (1, 7)], sys.argv[3])
+"""
+
+
+def test_exported_program_runs_in_a_fresh_process(tmp_path):
+    """What the AOTInductor package relies on, without its compile time: a process that
+    imports pnn_ext (and so the op's library) runs a saved torch.export program of a
+    converted model, at any batch size."""
+    model = pnn_ext.convert(SmallCNN(1, 10, (8, 8)), degree=22).eval()
+    x = torch.randn(7, 1, 8, 8)
+    program = torch.export.export(model, (x[:2],), dynamic_shapes=({0: torch.export.Dim("batch")},))
+    torch.export.save(program, tmp_path / "program.pt2")
+    torch.save(x, tmp_path / "x.pt")
+    r = subprocess.run([sys.executable, "-c", EXPORTED, str(tmp_path / "program.pt2"), str(tmp_path / "x.pt"),
+                        str(tmp_path / "y.pt")], capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert r.returncode == 0, r.stderr
+    with torch.no_grad():
+        for y in torch.load(tmp_path / "y.pt"):
+            assert torch.equal(y, model(x[:y.shape[0]]))
