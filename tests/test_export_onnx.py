@@ -157,6 +157,8 @@ def test_refusals(tmp_path):
         export_onnx(model, x, str(tmp_path / "m.pt"))
     with pytest.raises(ExportError, match="does not exist"):
         export_onnx(model, x, str(tmp_path / "no" / "m.onnx"))
+    with pytest.raises(ExportError, match="bfloat16 inputs cannot be checked in onnxruntime"):
+        export_onnx(model, x.bfloat16(), str(tmp_path / "m.onnx"))
     with pytest.raises(ExportError, match="example_input must be a tensor"):
         export_onnx(model, [1, 2], str(tmp_path / "m.onnx"))
     with pytest.raises(ExportError, match="boundary term or range statistics.*not exported"):

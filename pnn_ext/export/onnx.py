@@ -1,10 +1,10 @@
 """ONNX export of models with PolyActivation: ``pnn_ext::poly_act`` in standard ONNX operators.
 
 :func:`poly_act_onnx` is the op's translation for the dynamo exporter
-(``torch.onnx.export(..., dynamo=True, custom_translation_table=TRANSLATION_TABLE)``):
+(``torch.onnx.export(..., dynamo=True, custom_translation_table=translation_table())``):
 y = p(x / B) by the same Horner (monomial) or Clenshaw (Chebyshev) recurrence as
-the fused kernels, in float32 (float16 and bfloat16 inputs cast up, the result cast
-back; float64 in float64), unrolled into Mul/Add/Sub nodes, with the fused op's
+the fused kernels, in float32 (float16 inputs cast up, the result cast back; float64
+in float64), unrolled into Mul/Add/Sub nodes, with the fused op's
 overflow rule: where p(t) overflows into NaN for a non-NaN x, the result is +-inf
 with the sign of the leading term (x outside [-B, B] is evaluated, never clamped).
 The boundary term and the range statistics are training-only: the translation
@@ -53,7 +53,8 @@ def _overflow_to_inf(op, p, x, t, coeffs, np_dtype):
 
 
 def poly_act_onnx(x, coeffs, bound: float, alpha: float, basis: str, boundary_form: str = "exp"):
-    """Translation of ``pnn_ext::poly_act`` (same arguments); returns (y, NaN statistics)."""
+    """Translation of ``pnn_ext::poly_act`` (same arguments); returns (y, NaN statistics).
+    alpha and boundary_form shape only the boundary term, which is not exported."""
     from onnxscript import ir
     from onnxscript import opset18 as op
     in_type = x.dtype
@@ -116,11 +117,14 @@ def export_onnx(model: nn.Module, example_input, path: str, *, tolerance: float 
     """Export ``model`` (in eval mode) to the ONNX file ``path`` with a dynamic batch dimension,
     run the file in onnxruntime at the example's batch size, 1 and 7, and return the report
     only if every output agrees with PyTorch to ``tolerance`` of its max |y| (default 1e-4;
-    1e-2 for float16/bfloat16 outputs). ``example_input``: a tensor or a tuple of tensors
+    1e-2 for float16 outputs). ``example_input``: a tensor or a tuple of tensors
     (the model's positional inputs, batch first). Raises ExportError otherwise (and removes
     the file)."""
     check_model(model)
     inputs = check_inputs(example_input)
+    if any(t.dtype == torch.bfloat16 for t in inputs):
+        raise ExportError("bfloat16 inputs cannot be checked in onnxruntime (numpy has no bfloat16): export the "
+                          "model in float32 or float16")
     check_path(path, ".onnx")
     try:
         import onnxruntime
