@@ -122,12 +122,24 @@ def test_model_zoo_degrees_2_8_22_batch_1_and_7_from_one_file(tmp_path):
         assert g.shape == tuple(w.shape) and np.abs(g - w.numpy()).max() <= 1e-4 * float(w.abs().max())
 
 
-@pytest.mark.parametrize("name", ["resnet18", pytest.param("mobilenet_v2", marks=pytest.mark.slow)])
-def test_converted_torchvision_model(tmp_path, name):
-    torchvision = pytest.importorskip("torchvision")
-    torch.manual_seed(0)
-    model = pnn_ext.convert(torchvision.models.get_model(name, weights=None, num_classes=10), degree=8).eval()
-    report = export_onnx(model, torch.randn(1, 3, 32, 32), str(tmp_path / f"{name}.onnx"))
+class Torchvision(nn.Module):
+    """Converted torchvision resnet18 and mobilenet_v2 (random weights, nothing downloaded)
+    side by side on one input: one export for both."""
+
+    def __init__(self):
+        super().__init__()
+        import torchvision
+        torch.manual_seed(0)
+        self.models = nn.ModuleList(pnn_ext.convert(torchvision.models.get_model(name, weights=None, num_classes=10),
+                                                    degree=8) for name in ("resnet18", "mobilenet_v2"))
+
+    def forward(self, x):
+        return tuple(m(x) for m in self.models)
+
+
+def test_converted_torchvision_resnet18_and_mobilenet_v2(tmp_path):
+    pytest.importorskip("torchvision")
+    report = export_onnx(Torchvision().eval(), torch.randn(1, 3, 32, 32), str(tmp_path / "torchvision.onnx"))
     assert report.batch_sizes == (1, 7) and report.max_error <= 1e-4
 
 
