@@ -136,3 +136,18 @@ def test_fused_second_derivative_is_refused_in_one_line():
         jacrev(grad(f))(x)
     ref = jacrev(grad(act_loss("reference")))(x)  # the reference differentiates twice
     assert ref.shape == (10, 10) and torch.isfinite(ref).all()
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+def test_jacrev_jacfwd_jvp_of_a_converted_cnn(impl):
+    """The input Jacobian of a converted small CNN (one sample), by reverse and forward mode,
+    equals autograd's rows; jvp equals the Jacobian times the tangent."""
+    torch.manual_seed(1)
+    model = pnn_ext.set_impl(pnn_ext.convert(SmallCNN(1, 10, (8, 8)), degree=8, bound=B), impl).eval()
+    x, v = torch.randn(1, 1, 8, 8) * 2, torch.randn(1, 1, 8, 8)
+    rows = torch.stack([autograd_grad(lambda t, i=i: model(t)[0, i], x) for i in range(10)]).reshape(10, -1)
+    assert_rel(jacrev(model)(x).reshape(10, -1), rows)
+    assert_rel(jacfwd(model)(x).reshape(10, -1), rows)
+    y, y_t = jvp(model, (x,), (v,))
+    assert_rel(y, model(x))
+    assert_rel(y_t.reshape(-1), rows @ v.reshape(-1))
