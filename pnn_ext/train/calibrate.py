@@ -4,7 +4,7 @@ Rule: B_i = margin x q_i / alpha^2, q_i the ``quantile`` of |x| reaching layer i
 in one forward of a few training samples. The boundary penalty, which starts at
 alpha * B, then starts (margin / alpha) x q_i out: 2.5 q at degree 2 (alpha 1),
 5 q from degree 8 on (alpha 0.5) with the default margin. pnn-sweep's B maps
-(README, "Stability map") put the cliff at alpha * B of about 1.2-1.6 q at every
+(docs/stability.md) put the cliff at alpha * B of about 1.2-1.6 q at every
 degree; above it degree 2 slowly loses accuracy from B of about 3 q (a wider
 interval, a coarser fit), while degrees 8-32 lose nothing up to B of 10-25 q and
 are more stable at large learning rates the wider B is. alpha, the preset's own
@@ -74,4 +74,13 @@ def calibrate_run(model: nn.Module, train_set, cfg, device: torch.device) -> lis
     """pnn-train's calibration: cfg.calibrate_samples training samples chosen by the run's seed."""
     xs = train_set.tensors[0]
     pick = torch.randperm(len(xs), generator=torch.Generator().manual_seed(cfg.seed))[:cfg.calibrate_samples]
-    return calibrate(model, xs[pick].to(device), cfg.calibrate_quantile, cfg.calibrate_margin, cfg.seed)
+    try:
+        return calibrate(model, xs[pick].to(device), cfg.calibrate_quantile, cfg.calibrate_margin, cfg.seed)
+    except ValueError as e:
+        if "Expected more than 1 value per channel" not in str(e):
+            raise
+        # BatchNorm normalises with batch statistics in this pass, as in training: one sample
+        # is too few where a channel has one value per sample (BatchNorm1d on features).
+        raise ValueError(f"--bound auto: the calibration pass on {len(pick)} training sample(s) cannot run: "
+                         f"BatchNorm in training mode needs more than one value per channel ({e}); pass "
+                         f"--calibrate-samples 2 or more") from None
