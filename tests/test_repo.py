@@ -151,7 +151,8 @@ def test_no_upward_import_in_the_package():
     assert not upward, f"upward imports: {upward}"
 
 
-API_PAGES = {"pnn_ext": "docs/api/pnn_ext.md", "pnn_ext.train": "docs/api/train.md", "pnn_ext.he": "docs/api/he.md"}
+API_PAGES = {"pnn_ext": "docs/api/pnn_ext.md", "pnn_ext.train": "docs/api/train.md", "pnn_ext.he": "docs/api/he.md",
+             "pnn_ext.export": "docs/api/export.md"}
 
 
 @pytest.mark.parametrize("package", sorted(API_PAGES))
