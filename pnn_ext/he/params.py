@@ -28,8 +28,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .chebyshev import cheb_from_monomial, depth_for_degree
-from .fold import Affine, HEModel, Poly
+from .chebyshev import depth_for_degree
+from .model import Affine, HEModel, Poly
 
 # Largest total coefficient modulus (bits) for 128-bit classical security, by ring dimension.
 MAX_MODULUS_BITS = {4096: 109, 8192: 218, 16384: 438, 32768: 881}
@@ -63,7 +63,7 @@ def max_width(model: HEModel) -> int:
 def coefficient_mass(model: HEModel) -> float:
     """Largest sum |c_k| of the model's polynomials in the Chebyshev basis (what their CKKS error
     scales with)."""
-    return max([float(np.abs(cheb_from_monomial(layer.coeffs)).sum()) for layer in model.layers
+    return max([float(np.abs(layer.coeffs).sum()) for layer in model.layers
                 if isinstance(layer, Poly)], default=1.0)
 
 
