@@ -1,11 +1,10 @@
 """pnn_ext: fused polynomial activations and tools for polynomial neural networks."""
 from . import models
 from .clip import clip_grad_norm_selective_
-from .conversion import ConvertError, NotPolynomialError, convert
+from .conversion import ConvertError, NotPolynomialError, PolynomialReport, convert, polynomial_report
 from .fitting import PRESETS, PolyFit, fit, preset, register_target
 from .nn import PolyActivation, boundary_loss, set_impl, track
 from .ops import cpu_capability, has_cuda_kernels, poly_act
-from .readiness import PolynomialReport, polynomial_report
 
 __all__ = [
     "PRESETS", "ConvertError", "NotPolynomialError", "PolyActivation", "PolyFit", "PolynomialReport",

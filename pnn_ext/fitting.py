@@ -22,6 +22,8 @@ import numpy as np
 from numpy.polynomial import chebyshev as npcheb
 from numpy.polynomial import polynomial as npmono
 
+from .activations import ACTIVATIONS
+
 Target = str | Callable[[np.ndarray], np.ndarray]
 
 # Defaults shared by fit(), PolyActivation, convert() and pnn-train's flags.
@@ -77,57 +79,10 @@ def preset(degree: int) -> tuple[float, float]:
     return b_lo + (b_hi - b_lo) * (degree - below) / (above - below), alpha
 
 
-def _sigmoid(x: np.ndarray) -> np.ndarray:
-    from scipy.special import expit  # no overflow warning for large |x|
-
-    return expit(x)
-
-
-def _gelu(x: np.ndarray, approximate: str = "none") -> np.ndarray:
-    if approximate == "tanh":
-        return 0.5 * x * (1.0 + np.tanh(math.sqrt(2.0 / math.pi) * (x + 0.044715 * x ** 3)))
-    if approximate != "none":
-        raise ValueError(f"gelu: approximate must be 'none' or 'tanh', got {approximate!r}")
-    from scipy.special import erf  # exact GELU, as torch.nn.GELU()
-
-    return 0.5 * x * (1.0 + erf(x / math.sqrt(2.0)))
-
-
-def _elu(x: np.ndarray, alpha: float = 1.0) -> np.ndarray:
-    return np.where(x > 0, x, alpha * np.expm1(np.minimum(x, 0.0)))
-
-
-def _celu(x: np.ndarray, alpha: float = 1.0) -> np.ndarray:
-    return np.where(x > 0, x, alpha * np.expm1(np.minimum(x, 0.0) / alpha))
-
-
-# torch.nn.SELU's constants (Klambauer et al. 2017), as torch writes them.
-_SELU_ALPHA, _SELU_SCALE = 1.6732632423543772848170429916717, 1.0507009873554804934193349852946
-
-
-def _softplus(x: np.ndarray, beta: float = 1.0, threshold: float = 20.0) -> np.ndarray:
-    return np.where(beta * x > threshold, x, np.logaddexp(0.0, beta * x) / beta)
-
-
 # Each target is f(x, **params) on float64 arrays; the keyword defaults are torch's,
-# so a target key names only the parameters that differ (see target_key).
-TARGETS: dict[str, Callable[..., np.ndarray]] = {
-    "relu": lambda x: np.maximum(x, 0.0),
-    "relu6": lambda x: np.clip(x, 0.0, 6.0),
-    "hardtanh": lambda x, min_val=-1.0, max_val=1.0: np.clip(x, min_val, max_val),
-    "leaky_relu": lambda x, negative_slope=0.01: np.where(x >= 0, x, negative_slope * x),
-    "elu": _elu,
-    "selu": lambda x: _SELU_SCALE * _elu(x, _SELU_ALPHA),
-    "celu": _celu,
-    "gelu": _gelu,
-    "silu": lambda x: x * _sigmoid(x),
-    "mish": lambda x: x * np.tanh(np.logaddexp(0.0, x)),
-    "hardswish": lambda x: x * np.clip(x + 3.0, 0.0, 6.0) / 6.0,
-    "hardsigmoid": lambda x: np.clip(x / 6.0 + 0.5, 0.0, 1.0),
-    "sigmoid": _sigmoid,
-    "tanh": np.tanh,
-    "softplus": _softplus,
-}
+# so a target key names only the parameters that differ (see target_key). The built-in
+# ones are the rows of pnn_ext.activations; register_target adds more.
+TARGETS: dict[str, Callable[..., np.ndarray]] = {a.name: a.target for a in ACTIVATIONS}
 
 
 def register_target(name: str, fn: Callable[..., np.ndarray], *, overwrite: bool = False) -> None:

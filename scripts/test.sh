@@ -15,7 +15,7 @@ run() {
   [ "$rc" -eq 5 ] && { echo "[test] no test collected"; rc=0; }
   [ "$rc" -ne 0 ] && status=$rc
 }
-run ruff check pnn_ext tests bench scripts
+run ruff check pnn_ext tests bench scripts experiments
 run python -m pytest -q "$@"
 PNN_BENCH_SIZES=tiny PNN_BENCH_DEGREES=2,22 run python -m pytest -q -p no:cacheprovider bench --benchmark-disable
 exit "$status"

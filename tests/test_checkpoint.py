@@ -12,6 +12,7 @@ import torch
 from pnn_ext import fitting
 from pnn_ext.train import CheckpointError, DataSpec, checkpoint, load_run
 from pnn_ext.train.config import TrainConfig
+from pnn_ext.train.guard import rollback_target
 from pnn_ext.train.loop import Trainer
 from testing import QUICK, ROOT, assert_same_weights, run, weights
 
@@ -186,11 +187,11 @@ def test_rollback_skips_damaged_and_nonfinite_checkpoints(finished, tmp_path):
     trainer = Trainer(cfg)
     last, best = tmp_path / "r" / "last.pt", tmp_path / "r" / "best.pt"
     _flip(last, _record_offset(last, "data/0") + 1)
-    assert trainer._rollback_target()["epoch"] == 1                 # best.pt
+    assert rollback_target(trainer.out, print)["epoch"] == 1        # best.pt
     ck = checkpoint.load(str(best))
     next(v for k, v in ck["model"].items() if k.endswith("weight")).view(-1)[0] = float("nan")
     checkpoint.save_atomic(ck, str(best))                           # intact, but not finite
-    assert trainer._rollback_target() is None
+    assert rollback_target(trainer.out, print) is None
 
 
 def test_nonfinite_batchnorm_statistics_are_never_completed_nor_saved(tmp_path):

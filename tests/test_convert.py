@@ -11,7 +11,8 @@ from torch import nn
 
 import pnn_ext
 from pnn_ext import fitting
-from pnn_ext.conversion import ACTIVATION_MODULES, ConvertedGraphModule, ConvertError
+from pnn_ext.activations import BY_MODULE
+from pnn_ext.conversion import ConvertedGraphModule, ConvertError
 from pnn_ext.nn import PolyActivation, poly_modules
 
 DEGREE = 8
@@ -28,8 +29,8 @@ def terms(model) -> int:
 @pytest.mark.parametrize("module", MODULES, ids=repr)
 def test_each_target_is_the_module_function(module):
     """The numpy target a module is fitted to is that module's function, parameters included."""
-    target, params = ACTIVATION_MODULES[type(module)]
-    key = fitting.target_key(target, **params(module))
+    row = BY_MODULE[type(module)]
+    key = fitting.target_key(row.name, **row.params_of(module))
     _, f = fitting._target_fn(key)
     x = torch.linspace(-40, 40, 8001, dtype=torch.float64)
     expected = copy.deepcopy(module)(x.clone())

@@ -8,8 +8,8 @@ import torch.nn.functional as F
 from torch import nn
 
 import pnn_ext
-from pnn_ext import fx_convert
-from pnn_ext.conversion import ACTIVATION_MODULES, NotPolynomialError
+from pnn_ext.activations import BY_MODULE
+from pnn_ext.conversion import NotPolynomialError, fx_pass
 from pnn_ext.nn import poly_modules
 
 DEGREE = 8
@@ -59,11 +59,11 @@ def test_zoo_he_ready(name, zoo):
         converted, report = e.model, e.report
     assert dict(report.ops()) == remains
     assert report.polynomial_layers == layers and report.polynomial_calls == calls
-    kinds = tuple(ACTIVATION_MODULES) + (nn.MaxPool2d, nn.AdaptiveMaxPool2d)
+    kinds = tuple(BY_MODULE) + (nn.MaxPool2d, nn.AdaptiveMaxPool2d)
     assert not any(isinstance(m, kinds) for m in converted.modules())
     if isinstance(converted, torch.fx.GraphModule):
         for node in converted.graph.nodes:
-            assert fx_convert._activation_call(node) is None and fx_convert._pool_call(node) is None
+            assert fx_pass._activation_call(node) is None and fx_pass._pool_call(node) is None
     zoo[name] = converted
 
 

@@ -94,6 +94,16 @@ def test_npz_errors(tmp_path, arrays, message):
         data.load(TrainConfig(dataset=_npz(tmp_path, **arrays)))
 
 
+def test_a_single_class_is_refused_unless_num_classes_says_more(tmp_path):
+    """Labels all 0 would train to "test accuracy 100.00%": refused, naming --num-classes."""
+    ds = _npz(tmp_path, y_train=np.zeros(40, int), y_test=np.zeros(10, int))
+    with pytest.raises(DataError, match=r"single class \(0 \(40 in y_train, 10 in y_test\)\).*--num-classes K"):
+        data.load(TrainConfig(dataset=ds))
+    with pytest.raises(DataError, match="single class"):
+        data.load(TrainConfig(dataset=ds, num_classes=1))
+    assert data.load(TrainConfig(dataset=ds, num_classes=2)).num_classes == 2
+
+
 def test_too_few_training_samples_after_the_split(tmp_path):
     ds = _npz(tmp_path, x_train=np.random.rand(2, 6), y_train=np.arange(2))
     with pytest.raises(DataError, match="1 training sample"):

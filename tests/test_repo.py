@@ -9,7 +9,7 @@ import pytest
 
 from testing import ROOT
 
-SOURCE_DIRS = ("pnn_ext", "tests", "bench", "scripts", "csrc")
+SOURCE_DIRS = ("pnn_ext", "tests", "bench", "scripts", "experiments", "csrc")
 SOURCE_EXT = (".py", ".sh", ".h", ".cuh", ".cpp", ".cu")
 MAX_LINES = 400
 
@@ -64,7 +64,7 @@ def test_readme_links_stay_inside_the_repository():
 
 def test_no_default_points_outside_the_repository():
     outside = os.path.join("..", "shared")  # the workspace beside the clone (spelt so, this file does not match)
-    for path in _files("pnn_ext", "scripts", "bench", "tests"):
+    for path in _files("pnn_ext", "scripts", "experiments", "bench", "tests"):
         assert outside not in open(path).read(), os.path.relpath(path, ROOT)
 
 
@@ -76,3 +76,76 @@ def test_long_source_files_say_why():
         if len(lines) > MAX_LINES and not any("400 lines" in line for line in lines[:15]):
             unexplained.append(f"{os.path.relpath(path, ROOT)} ({len(lines)} lines)")
     assert not unexplained, f"over {MAX_LINES} lines, no comment at the top saying why: {unexplained}"
+
+
+# The package's layers, lowest first: a module imports from its own layer or below, never
+# from above (the package roots' __init__ re-exports are not imports of their own layer).
+LAYERS = (("pnn_ext.errors", "pnn_ext.strict_json", "pnn_ext.reference", "pnn_ext.ops", "pnn_ext.activations",
+           "pnn_ext.fitting", "pnn_ext.nn", "pnn_ext.clip", "pnn_ext.models"),
+          ("pnn_ext.conversion",), ("pnn_ext.train",), ("pnn_ext.he",), ("pnn_ext.export",))
+
+
+def _module_name(path):
+    rel = os.path.relpath(path, ROOT)[:-3].replace(os.sep, ".")
+    return rel[: -len(".__init__")] if rel.endswith(".__init__") else rel
+
+
+def _imports(path, modules):
+    """The pnn_ext modules ``path`` imports, at any depth (lazy imports in functions too)."""
+    name = _module_name(path)
+    package = name if path.endswith("__init__.py") else name.rpartition(".")[0]
+    for node in ast.walk(ast.parse(open(path).read(), path)):
+        if isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                parts = package.split(".")
+                base = ".".join(parts[: len(parts) - node.level + 1] + ([base] if base else []))
+            for alias in node.names:
+                yield f"{base}.{alias.name}" if f"{base}.{alias.name}" in modules else base
+        elif isinstance(node, ast.Import):
+            yield from (a.name for a in node.names)
+
+
+def _import_graph():
+    paths = {_module_name(p): p for p in _files("pnn_ext", ext=(".py",))}
+    return {m: {i for i in _imports(p, paths) if i in paths and i != m} for m, p in paths.items()}
+
+
+def _layer(module):
+    for i, layer in enumerate(LAYERS):
+        if any(module == prefix or module.startswith(prefix + ".") for prefix in layer):
+            return i
+    return None
+
+
+def test_no_import_cycle_in_the_package():
+    """A depth-first walk of the import graph finds no way back to a module still open."""
+    graph = _import_graph()
+    state, cycles = {}, []
+
+    def visit(m, stack):
+        state[m] = "open"
+        for n in sorted(graph[m] - {"pnn_ext"}):  # the root imports everything, as its API
+            # a module importing its own package (pnn_ext.train.loop: pnn_ext.train) is no cycle
+            if state.get(n) == "open" and not (m.startswith(n + ".") or n.startswith(m + ".")):
+                cycles.append(stack[stack.index(n):] + [n] if n in stack else [m, n])
+            elif n not in state:
+                visit(n, stack + [n])
+        state[m] = "done"
+
+    for m in sorted(graph):
+        if m not in state:
+            visit(m, [m])
+    assert not cycles, f"import cycles: {cycles}"
+
+
+def test_no_upward_import_in_the_package():
+    upward = []
+    for m, imported in _import_graph().items():
+        if m in {layer for layers in LAYERS for layer in layers} or m == "pnn_ext":
+            continue  # a package root's __init__ re-exports its own modules
+        for n in imported:
+            if _layer(m) is not None and _layer(n) is not None and _layer(n) > _layer(m):
+                upward.append(f"{m} imports {n}")
+    assert all(_layer(m) is not None for m in _import_graph() if m != "pnn_ext"), "a module outside LAYERS"
+    assert not upward, f"upward imports: {upward}"

@@ -27,7 +27,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..conversion import ACTIVATION_MODULES
+from ..activations import BY_MODULE
 from ..nn import PolyActivation
 from .model import Affine, HEModel, InputRange, Poly
 
@@ -53,7 +53,7 @@ def _chain(module: nn.Module, prefix: str = ""):
     if isinstance(module, PolyActivation) or isinstance(module, AFFINE):
         yield prefix or type(module).__name__, module
         return
-    if isinstance(module, tuple(ACTIVATION_MODULES)):
+    if isinstance(module, tuple(BY_MODULE)):
         hint = " (not a polynomial: convert the model with pnn_ext.convert first)"
     elif isinstance(module, (nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d, nn.AdaptiveMaxPool1d, nn.AdaptiveMaxPool2d,
                              nn.AdaptiveMaxPool3d)):

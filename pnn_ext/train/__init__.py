@@ -12,7 +12,7 @@ from .checkpoint import CheckpointError
 from .config import TrainConfig, parse_config
 from .data import Data, DataError, DataSpec
 from .evaluation import evaluate
-from .models import build_model
+from .model_registry import build_model
 from .run import Run, load_run
 
 __all__ = ["CheckpointError", "Data", "DataError", "DataSpec", "Run", "TrainConfig", "build_model", "evaluate",

@@ -22,9 +22,10 @@ from .. import fitting, models
 from .. import nn as pnn_nn
 from ..errors import ArgumentParser
 from ..reference import BASES, BOUNDARY_FORMS
+from .model_registry import MODELS, TORCHVISION
 
 CHOICES = {
-    "model": ("small-cnn", "mlp", "resnet18", "cnn1d", "cryptonets"),  # or "torchvision:NAME"
+    "model": tuple(MODELS),  # or "torchvision:NAME"
     "activation": ("poly", "relu"),
     "act_position": models.ACT_POSITIONS,
     "norm": models.NORMS,
@@ -136,7 +137,7 @@ class TrainConfig:
             self.data_dir = os.environ.get("PNN_DATA") or "data"
         for name, allowed in CHOICES.items():
             value = getattr(self, name)
-            if name == "model" and value.startswith("torchvision:"):
+            if name == "model" and value.startswith(TORCHVISION):
                 continue
             if value not in allowed:
                 raise ValueError(f"{name} must be one of {list(allowed)}"

@@ -185,6 +185,10 @@ def num_classes_of(labels: dict[str, np.ndarray], num_classes: int = 0) -> int:
     label, and a class below that without any sample is an error naming the labels past
     the gap (one stray label 255 must not make a 256-class model)."""
     every = np.concatenate([y for y in labels.values()])
+    if num_classes == 1 or (not num_classes and every.size and int(every.max()) == 0):
+        # one class: every prediction is right, and "test accuracy 100.00%" would mean nothing
+        raise DataError(f"labels hold a single class ({_counted(labels, np.unique(every))}): a classifier needs "
+                        f"two or more; pass --num-classes K (K >= 2) if the data is a part of K classes")
     if num_classes:
         outside = np.unique(every[every >= num_classes])
         if outside.size:

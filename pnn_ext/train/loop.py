@@ -1,19 +1,14 @@
 """The training loop: objective CE + lambda * sum of boundary terms, clipping
-(selective / all / none), the divergence guard, per-epoch evaluation, metrics,
-checkpoints and exact resume.
+(selective / all / none), per-epoch evaluation, metrics and checkpoints.
 
-Everything a run could refuse is checked in ``Trainer.__init__`` (settings, data, the
-model, one forward pass on a training batch, the checkpoint to resume, the output
-directory) before ``run()`` removes or writes anything.
-
-Over 400 lines: the step, the epoch, the guard's rollbacks, the checkpoints and the
-checks before the run all work on the Trainer's state; apart, they would pass it around."""
+Beside it: the checks made before a run writes anything (prerun), the divergence guard
+and its rollbacks (guard), resuming with changed settings (resume). Everything a run
+could refuse is checked in ``Trainer.__init__`` before ``run()`` removes or writes anything."""
 from __future__ import annotations
 
 import dataclasses
 import math
 import os
-import tempfile
 import time
 
 import torch
@@ -22,26 +17,18 @@ from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 from torch.utils.data import DataLoader, DistributedSampler
 
-from .. import fitting
 from ..clip import clip_gradients
-from ..errors import Terminated, one_line
+from ..errors import Terminated
 from ..nn import boundary_loss, poly_modules
-from . import artifacts, checkpoint, distributed, finetune, optim
+from . import artifacts, checkpoint, distributed, finetune, optim, prerun
 from .artifacts import BEST, LAST
 from .calibrate import calibrate_run
 from .config import TrainConfig
 from .data import Data, augment_batch, load
 from .evaluation import evaluate
-from .models import build_model
-
-
-class NonFinite(Exception):
-    """A step with a non-finite loss, gradient or BatchNorm statistic and the guard off, or
-    a divergence the guard could not repair."""
-
-
-class Rollback(Exception):
-    """guard_patience non-finite steps in a row: go back to the last checkpoint."""
+from .guard import NonFinite, Rollback, rollback, rolled_back_on_state, stop_diverged
+from .model_registry import build_model
+from .resume import resume
 
 
 class Trainer:
@@ -51,16 +38,7 @@ class Trainer:
         self.cfg = cfg
         self.command = command  # how the run was started, for the summary
         self.dist, self.device = distributed.init(cfg.device)
-        # Checked before the DDP constructor (a collective): no rank can have written yet.
-        last = artifacts.path(cfg.out_dir, LAST)
-        if not cfg.resume and not cfg.overwrite and os.path.exists(last):
-            raise FileExistsError(f"{cfg.out_dir} already holds a run ({last}): pass --resume last to continue it "
-                                  f"or --overwrite to start over")
-        self.resume_path = (last if cfg.resume == "last" else cfg.resume) if cfg.resume else ""
-        if self.resume_path and not os.path.isfile(self.resume_path):
-            raise checkpoint.CheckpointError(f"checkpoint {self.resume_path!r} to resume does not exist")
-        if self.device.type != "cuda" and (cfg.bf16 or cfg.channels_last):
-            raise ValueError("bf16 and channels_last are for CUDA runs; this run is on the CPU")
+        self.resume_path = prerun.resume_path(cfg, self.device)
         checkpoint.seed_everything(cfg.seed)
         self.data = data if data is not None else load(cfg)
         self.model = build_model(cfg, self.data.in_shape, self.data.layout, self.data.num_classes)
@@ -78,13 +56,13 @@ class Trainer:
         self.bn_buffers = [b for m in self.model.modules() if isinstance(m, _BatchNorm)
                            for b in m.buffers(recurse=False)]
         self.bn_float = [b for b in self.bn_buffers if b.is_floating_point()]
-        self._dry_run()
+        prerun.dry_run(self.model, self.data, cfg, self.device)
         # Read and verified now, applied in run(): a damaged or mismatched checkpoint stops
         # the run before anything is written.
         self.resume_ck = checkpoint.open_for_resume(self.resume_path, cfg, self.data.spec) if cfg.resume else None
         self.changes: list[dict] = []  # settings changed at resumes (--allow-changes), for the summary
         if self.dist.main:
-            _check_writable(cfg.out_dir)
+            prerun.check_writable(cfg.out_dir)
         self.net: nn.Module = self.model  # what forward calls (DDP wrapper when distributed)
         if self.dist.enabled:
             if self.device.type == "cuda":
@@ -112,26 +90,6 @@ class Trainer:
         self.best_val = -1.0
         self.stop_test_acc: float | None = None
         self.interrupted_by: str | None = None
-
-    def _dry_run(self) -> None:
-        """One forward pass in training mode on the first training batch, undone (BatchNorm
-        statistics and the RNG put back): a batch too small for BatchNorm, an image too
-        small for the model's pooling or a degree the op refuses stops the run here."""
-        n = min(self.cfg.batch_size, len(self.data.train))
-        x, y = self.data.train[:n]
-        saved = {k: v.clone() for k, v in self.model.state_dict().items() if torch.is_tensor(v)}
-        devices = [self.device] if self.device.type == "cuda" else []
-        try:
-            with torch.random.fork_rng(devices=devices), torch.no_grad():
-                self.model.train()
-                with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.cfg.bf16):
-                    logits = self.model(x.to(self.device))
-                F.cross_entropy(logits.float(), y.to(self.device))
-        except (RuntimeError, ValueError, IndexError) as e:
-            raise ValueError(f"the model cannot train on this data (one forward pass on a training batch of {n}, "
-                             f"batch_size {self.cfg.batch_size}): {one_line(e)}") from None
-        finally:
-            self.model.load_state_dict(saved, strict=False)
 
     # ------------------------------------------------------------ one step
     def _forward(self, x: torch.Tensor, y: torch.Tensor):
@@ -243,14 +201,6 @@ class Trainer:
                 "lr_scale": self.lr_scale, "nonfinite": self.nonfinite, "rollbacks": self.rollbacks,
                 "config": self.cfg.to_dict(), "data": dataclasses.asdict(self.data.spec), "changes": self.changes}
 
-    def nonfinite_state(self) -> list[str]:
-        """Entries of the model's state (parameters and buffers, BatchNorm statistics
-        included) that hold NaN or inf, on any rank; [] when all are finite."""
-        bad = checkpoint.nonfinite_entries(self.model.state_dict())
-        if distributed.all_true(torch.tensor(not bad, device=self.device), self.dist):
-            return []
-        return bad or ["(on another rank)"]
-
     def save(self, best: bool) -> None:
         if not self.dist.main:
             return
@@ -259,81 +209,6 @@ class Trainer:
         if best:
             checkpoint.save_atomic(state, artifacts.path(self.out, BEST))
 
-    def restore(self, ck: dict | str, counters: bool = True) -> float:
-        """Load model, optimizer, scheduler, RNG states, epoch, step and history (and
-        the guard's counters when ``counters``) from a checkpoint (a verified dict or a
-        path); returns the checkpoint's lr_scale."""
-        ck = checkpoint.restore(ck, self.cfg, self.model, self.optimizer, self.scheduler)
-        self.epoch, self.step, self.history = ck["epoch"], ck["step"], list(ck["history"])
-        self.best_val = ck["best_val"]
-        self.changes = list(ck.get("changes", []))
-        if counters:
-            self.lr_scale, self.nonfinite, self.rollbacks = ck["lr_scale"], ck["nonfinite"], ck["rollbacks"]
-        return ck["lr_scale"]
-
-    def _apply_changes(self, changes: dict[str, list]) -> None:
-        """Make settings changed at a resume (--allow-changes) take effect where the
-        checkpoint holds their old values: learning rates, weight decay, the plateau
-        schedule, B (refitted on the new interval), alpha and the boundary form. The others
-        are read from the config at every step."""
-        cfg = self.cfg
-        old_lr = changes.get("lr", [cfg.lr])[0]
-        old_cs = changes.get("coeff_lr_scale", [cfg.coeff_lr_scale])[0]
-        ratios = [cfg.lr / old_lr * (cfg.coeff_lr_scale / old_cs if g.get("name") == "coeffs" else 1.0)
-                  for g in self.optimizer.param_groups]
-        for g, r in zip(self.optimizer.param_groups, ratios):
-            g["lr"] *= r
-            if g.get("name") == "weights":
-                g["weight_decay"] = cfg.weight_decay
-        if isinstance(self.scheduler, torch.optim.lr_scheduler.CosineAnnealingLR):
-            self.scheduler.base_lrs = [b * r for b, r in zip(self.scheduler.base_lrs, ratios)]
-        if isinstance(self.scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
-            self.scheduler.factor, self.scheduler.patience = cfg.plateau_factor, cfg.plateau_patience
-        bound, alpha = fitting.preset(cfg.degree)
-        for m in self.polys:
-            if "bound" in changes:  # coefficients are in t = x / B: a new interval needs a new fit
-                m.set_bound(cfg.bound if cfg.bound is not None else bound, method=cfg.fit_method)
-            if "alpha" in changes:
-                m.alpha = cfg.alpha if cfg.alpha is not None else alpha
-            if "boundary_form" in changes:  # the restored state dict brought the checkpoint's form
-                m.boundary_form = cfg.boundary_form
-
-    def _rollback_target(self) -> dict | None:
-        """The newest intact checkpoint of this run with finite model state (last.pt,
-        else best.pt), or None: a rollback never loads a damaged or non-finite one."""
-        for name in (LAST, BEST):
-            file = artifacts.path(self.out, name)
-            if not os.path.isfile(file):
-                continue
-            try:
-                ck = checkpoint.load(file)
-            except checkpoint.CheckpointError as e:
-                self.log(f"[guard] not rolling back to {name}: {one_line(e)}")
-                continue
-            if checkpoint.nonfinite_entries(ck["model"]):
-                self.log(f"[guard] not rolling back to {name}: it holds non-finite values")
-                continue
-            return ck
-        return None
-
-    def _rollback(self, where: dict) -> None:
-        if self.rollbacks >= self.cfg.max_rollbacks:
-            self.divergence = {**where, "reason": f"{where.pop('why', 'non-finite steps')} persisted after "
-                                                  f"{self.rollbacks} rollbacks"}
-            raise NonFinite()
-        target = self._rollback_target()  # every rank reads the same files
-        if target is None:
-            self.divergence = {**where, "reason": "no intact checkpoint with finite values to roll back to"}
-            raise NonFinite()
-        why = where.pop("why", f"{where.get('nonfinite_in_a_row')} non-finite steps in a row")
-        self.rollbacks += 1
-        saved_scale = self.restore(target, counters=False)
-        self.lr_scale *= self.cfg.rollback_lr_factor
-        # the checkpoint's learning rate already carries its own scale
-        optim.scale_lr(self.optimizer, self.scheduler, self.lr_scale / saved_scale)
-        self.log(f"[guard] {why} at epoch {where['epoch']}: rolled back to epoch {self.epoch}, "
-                 f"learning rate x{self.lr_scale:g}")
-
     # ------------------------------------------------------------ the run
     def log(self, msg: str) -> None:
         if self.dist.main:
@@ -341,21 +216,10 @@ class Trainer:
 
     def run(self) -> dict:
         cfg = self.cfg
-        last = artifacts.path(self.out, LAST)
         if self.dist.main:
             os.makedirs(self.out, exist_ok=True)
         if cfg.resume:
-            path, ck = self.resume_path, self.resume_ck
-            self.resume_ck = None
-            self.restore(ck)
-            new = ck["resume_changes"]
-            if new:
-                self._apply_changes(new)
-                self.log("resuming with changed settings (--allow-changes): " +
-                         ", ".join(f"{k} {a!r} -> {b!r}" for k, (a, b) in new.items()))
-            self.log(f"resumed from {path} at epoch {self.epoch}, step {self.step}")
-            if new or os.path.abspath(path) != os.path.abspath(last):
-                self.save(best=False)  # rollbacks go to OUT_DIR/last.pt: it must be this state
+            resume(self)
         else:
             if cfg.overwrite and self.dist.main:
                 artifacts.clear(self.out)
@@ -366,17 +230,9 @@ class Trainer:
                 try:
                     row = self.train_epoch()
                 except Rollback as r:
-                    self._rollback(r.args[0])
+                    rollback(self, r.args[0])
                     continue
-                bad = self.nonfinite_state()
-                if bad:  # parameters or buffers went NaN/inf although every step looked finite
-                    where = {"epoch": self.epoch + 1, "step": self.step, "nonfinite_in_a_row": 0,
-                             "why": f"non-finite model state ({', '.join(bad[:3])})"}
-                    if not cfg.guard:
-                        self.divergence = {**{k: v for k, v in where.items() if k != "why"},
-                                           "reason": where["why"] + " (guard off)"}
-                        raise NonFinite()
-                    self._rollback(where)
+                if rolled_back_on_state(self):
                     continue
                 self.epoch += 1
                 row.update(self._evaluate_epoch(row))
@@ -393,14 +249,7 @@ class Trainer:
             status = "completed"
         except NonFinite:
             status = "diverged"
-            self.divergence.pop("why", None)
-            if self.nonfinite_state():  # report the accuracy of the last finite weights, not of NaN ones
-                target = self._rollback_target()
-                if target is not None:
-                    self.model.load_state_dict(target["model"])
-            self.stop_test_acc = self.evaluate(self.data.test)[1] if not self.nonfinite_state() else None
-            self.log(f"[diverged] at epoch {self.divergence['epoch']}, step {self.divergence['step']}: "
-                     f"{self.divergence['reason']}")
+            stop_diverged(self)  # the accuracy of the last finite weights, not of NaN ones
         except KeyboardInterrupt as e:
             status = "interrupted"
             self.interrupted_by = "SIGTERM" if isinstance(e, Terminated) else "SIGINT"
@@ -442,15 +291,3 @@ class Trainer:
             world_size=self.dist.world, command=self.command, environment=artifacts.environment(self.device),
             config=self.cfg.to_dict())
 
-
-def _check_writable(out_dir: str) -> None:
-    """A ValueError naming ``out_dir`` when files cannot be created in it (a file in
-    the way, no permission, /proc); creates it when missing, writes nothing in it."""
-    if os.path.exists(out_dir) and not os.path.isdir(out_dir):
-        raise ValueError(f"out_dir {out_dir!r} exists and is not a directory")
-    try:
-        os.makedirs(out_dir, exist_ok=True)
-        with tempfile.TemporaryFile(dir=out_dir):
-            pass
-    except OSError as e:
-        raise ValueError(f"out_dir {out_dir!r} cannot be written: {e.strerror or e}") from None

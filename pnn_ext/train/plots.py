@@ -3,6 +3,8 @@ its target, and per-layer input ranges over epochs (file names and the writer of
 a run's plots: pnn_ext.train.artifacts)."""
 from __future__ import annotations
 
+import math
+
 import matplotlib
 
 matplotlib.use("Agg")  # files only; no display on training machines
@@ -14,17 +16,25 @@ from ..fitting import TARGETS  # noqa: E402
 from ..reference import poly_eval  # noqa: E402
 
 
+def _log_scale_if_positive(ax, values: list[float]) -> None:
+    """A log y axis where every plotted value is positive and finite; else the linear one
+    (matplotlib warns on a log axis with nothing positive: a loss of exactly 0, a NaN)."""
+    if values and all(math.isfinite(v) and v > 0 for v in values):
+        ax.set_yscale("log")
+
+
 def curves(path: str, history: list[dict]) -> None:
     ep = [r["epoch"] for r in history]
     fig, (a, b, c) = plt.subplots(1, 3, figsize=(15, 4))
-    a.plot(ep, [r["train_loss"] for r in history], "o-", label="train loss (CE + λ·boundary)")
-    a.plot(ep, [r["train_ce"] for r in history], "o-", label="train CE")
-    a.plot(ep, [r["val_loss"] for r in history], "o-", label="val CE")
-    a.plot(ep, [r["test_loss"] for r in history], "o-", label="test CE")
-    a.set_yscale("log")
+    losses = {"train_loss": "train loss (CE + λ·boundary)", "train_ce": "train CE", "val_loss": "val CE",
+              "test_loss": "test CE"}
+    for key, label in losses.items():
+        a.plot(ep, [r[key] for r in history], "o-", label=label)
+    _log_scale_if_positive(a, [r[key] for r in history for key in losses])
     a.set_title("loss")
-    b.plot(ep, [max(r["train_boundary"], 1e-12) for r in history], "o-", color="C3")
-    b.set_yscale("log")
+    boundary = [r["train_boundary"] for r in history]
+    b.plot(ep, boundary, "o-", color="C3")
+    _log_scale_if_positive(b, boundary)
     b.set_title("mean boundary term Σ L_i (train)")
     for key in ("train_acc", "val_acc", "test_acc"):
         c.plot(ep, [100 * r[key] for r in history], "o-", label=key.replace("_acc", ""))

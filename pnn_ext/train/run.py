@@ -12,7 +12,7 @@ from . import checkpoint
 from .artifacts import BEST, LAST
 from .config import TrainConfig
 from .data import Data, DataSpec, load
-from .models import build_model
+from .model_registry import build_model
 
 
 class Run(NamedTuple):

@@ -21,7 +21,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
 from torch.utils.weak import WeakIdKeyDictionary
 
-from .nn import PolyActivation
+from ..nn import PolyActivation
 
 # ATen operations (overload packet names, in-place "_" dropped) that are polynomial, affine, linear pooling,
 # or move values without computing (views, copies, concatenation, constants).

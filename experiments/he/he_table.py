@@ -1,6 +1,6 @@
-"""``python scripts/he_table.py REPORT.json...``: markdown tables of pnn-he reports
+"""``python experiments/he/he_table.py REPORT.json...``: markdown tables of pnn-he reports
 (``pnn-he ... --json``), latency (sample packing) and throughput (batch packing) rows
-side by side. scripts/he_results.sh writes the README's encrypted-inference tables
+side by side. experiments/he/he_results.sh writes the README's encrypted-inference tables
 with it."""
 from __future__ import annotations
 
@@ -52,7 +52,7 @@ def table(reports: list[dict]) -> str:
 
 if __name__ == "__main__":
     if len(sys.argv) < 2:
-        sys.exit("usage: python scripts/he_table.py REPORT.json...")
+        sys.exit("usage: python experiments/he/he_table.py REPORT.json...")
     reports = []
     for path in sys.argv[1:]:
         with open(path) as fh:

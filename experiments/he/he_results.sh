@@ -8,7 +8,7 @@
 # (mostly cryptonets at degrees 8 and 22: one N=32768 batch each).
 # PNN_HE_NO_ENV=1 uses the current environment instead of scripts/env.sh's.
 set -euo pipefail
-[ -n "${PNN_HE_NO_ENV:-}" ] || source "$(dirname "$0")/env.sh"
+[ -n "${PNN_HE_NO_ENV:-}" ] || source "$(dirname "$0")/../../scripts/env.sh"
 OUT=${1:-runs/he}
 DATA=${PNN_DATA:-data}
 mkdir -p "$OUT"

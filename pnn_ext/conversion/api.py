@@ -1,86 +1,30 @@
 """convert(model): activations (modules and functional calls) replaced by PolyActivation,
 max-pooling optionally by average pooling.
 
-Activation modules are replaced here, in place (the model keeps its class);
-functional calls are found by tracing (pnn_ext.fx_convert, or pnn_ext.export_convert
-where torch.fx cannot trace); pnn_ext.readiness checks what remains (strict=True).
+The passes, in order: activation modules in place (conversion.modules); functional calls
+found by tracing with torch.fx (conversion.fx_pass), or with torch.export where torch.fx
+cannot trace and an example input is given (conversion.export_pass); then, with
+strict=True, what remains is listed (conversion.readiness). All read the one table of
+activations (pnn_ext.activations) and of pooling (conversion.pooling).
 """
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from . import fitting
-from .fx_convert import ConvertedGraphModule, ConvertError, _tuple, convert_functional
-from .nn import PolyActivation, poly_modules, track
+from .. import fitting
+from ..activations import BY_MODULE
+from ..nn import PolyActivation, poly_modules, track
+from .errors import ConvertError, NotPolynomialError
+from .export_pass import convert_exported
+from .fx_pass import TraceFailed, convert_functional
+from .modules import replace_modules
+from .readiness import polynomial_report
 
 MAX_POOL = ("keep", "avg")
-
-
-def _params(**names: str) -> Callable[[nn.Module], dict]:
-    """Reads a module's target parameters: ``_params(negative_slope="negative_slope")``."""
-    return lambda m: {k: getattr(m, attr) for k, attr in names.items()}
-
-
-# Activation module type -> (target name, the module's target parameters). Exact types:
-# nn.ReLU6 is an nn.Hardtanh subclass and gets its own target.
-ACTIVATION_MODULES: dict[type, tuple[str, Callable[[nn.Module], dict]]] = {
-    nn.ReLU: ("relu", _params()),
-    nn.ReLU6: ("relu6", _params()),
-    nn.Hardtanh: ("hardtanh", _params(min_val="min_val", max_val="max_val")),
-    nn.LeakyReLU: ("leaky_relu", _params(negative_slope="negative_slope")),
-    nn.ELU: ("elu", _params(alpha="alpha")),
-    nn.SELU: ("selu", _params()),
-    nn.CELU: ("celu", _params(alpha="alpha")),
-    nn.GELU: ("gelu", _params(approximate="approximate")),
-    nn.SiLU: ("silu", _params()),
-    nn.Mish: ("mish", _params()),
-    nn.Hardswish: ("hardswish", _params()),
-    nn.Hardsigmoid: ("hardsigmoid", _params()),
-    nn.Sigmoid: ("sigmoid", _params()),
-    nn.Tanh: ("tanh", _params()),
-    nn.Softplus: ("softplus", _params(beta="beta", threshold="threshold")),
-}
-
-
-_MAX_TO_AVG: dict[type, type] = {nn.MaxPool1d: nn.AvgPool1d, nn.MaxPool2d: nn.AvgPool2d, nn.MaxPool3d: nn.AvgPool3d}
-_ADAPTIVE_MAX_TO_AVG: dict[type, type] = {nn.AdaptiveMaxPool1d: nn.AdaptiveAvgPool1d,
-                                          nn.AdaptiveMaxPool2d: nn.AdaptiveAvgPool2d,
-                                          nn.AdaptiveMaxPool3d: nn.AdaptiveAvgPool3d}
-
-
-class NotPolynomialError(ConvertError):
-    """convert(strict=True): operations that are not polynomial remain; ``report`` lists
-    them, ``model`` is the converted model (what convert would have returned)."""
-
-    def __init__(self, report, model: nn.Module | None = None):
-        self.report, self.model = report, model
-        left = ", ".join(f"{op} x{n}" for op, n in report.ops().most_common())
-        super().__init__(f"the converted model is not polynomial: {left} remain; by module (module, type, op, "
-                         f"calls):\n{report.table()}")
-
-
-def _avg_pool(m: nn.Module) -> nn.Module | None:
-    """Average pooling of ``m``'s geometry, or None where there is none.
-
-    Max pooling never picks a padded position; ``count_include_pad=False`` makes the
-    average also ignore the padding (divides by the number of real inputs of each
-    window, a constant per position, so the map stays linear). ``ceil_mode`` is kept,
-    so the output shape is the same. Dilation and returned indices have no
-    average-pooling counterpart."""
-    if type(m) in _MAX_TO_AVG:
-        if m.return_indices or m.dilation not in (1, (1,) * len(_tuple(m.dilation))):
-            return None
-        return _MAX_TO_AVG[type(m)](m.kernel_size, m.stride, m.padding, ceil_mode=m.ceil_mode,
-                                    count_include_pad=False)
-    if type(m) in _ADAPTIVE_MAX_TO_AVG:
-        return None if m.return_indices else _ADAPTIVE_MAX_TO_AVG[type(m)](m.output_size)
-    return None
 
 
 class _Factory:
@@ -106,29 +50,6 @@ class _Factory:
                               learnable=self.learnable, coeffs=self.fits[key], impl=self.impl)
 
 
-def _replace_modules(parent: nn.Module, make: _Factory, types: tuple[type, ...], max_pool: str) -> None:
-    for name, child in parent.named_children():
-        kind = type(child)
-        if kind in types:
-            target, params = ACTIVATION_MODULES[kind]
-            setattr(parent, name, make(target, params(child)))
-        elif max_pool == "avg" and (avg := _avg_pool(child)) is not None:
-            setattr(parent, name, avg)
-        else:
-            _transformer_activation(child, make)
-            _replace_modules(child, make, types, max_pool)
-
-
-def _transformer_activation(layer: nn.Module, make: _Factory) -> None:
-    """nn.Transformer*Layer(activation="relu" / "gelu") keeps F.relu / F.gelu as an
-    attribute, inside a torch.nn module torch.fx does not enter: it gets a module."""
-    if isinstance(layer, (nn.TransformerEncoderLayer, nn.TransformerDecoderLayer)) \
-            and layer.activation in (F.relu, F.gelu):
-        layer.activation = make("relu" if layer.activation is F.relu else "gelu", {})
-        if hasattr(layer, "activation_relu_or_gelu"):
-            layer.activation_relu_or_gelu = 0  # the fused fast path would call F.relu / F.gelu itself
-
-
 def convert(model: nn.Module, degree: int = fitting.DEGREE, bound: float | None = None, alpha: float | None = None,
             basis: str = fitting.BASIS, learnable: bool = False, method: str = fitting.METHOD,
             types: tuple[type, ...] | None = None, target: str | None = None, impl: str = "auto", *,
@@ -136,7 +57,7 @@ def convert(model: nn.Module, degree: int = fitting.DEGREE, bound: float | None 
             example_input: torch.Tensor | tuple | None = None) -> nn.Module:
     """Replace every activation of ``model`` by a PolyActivation fitted to it; returns the model.
 
-    * **Modules** (the types of ``ACTIVATION_MODULES``: ReLU, ReLU6, Hardtanh,
+    * **Modules** (the module types of :data:`pnn_ext.activations.ACTIVATIONS`: ReLU, ReLU6, Hardtanh,
       LeakyReLU, ELU, SELU, CELU, GELU, SiLU, Mish, Hardswish, Hardsigmoid,
       Sigmoid, Tanh, Softplus; ``types`` restricts them) are replaced in place.
       Each is fitted on [-B, B] to its own function with its own parameters
@@ -144,8 +65,8 @@ def convert(model: nn.Module, degree: int = fitting.DEGREE, bound: float | None 
       ``inplace`` is ignored. One fit per target key is shared by all replacements;
       each replacement is its own module (own coefficients when ``learnable``).
     * **Functional calls** (``F.relu``, ``torch.relu``, ``x.relu()``, ``F.relu_``,
-      ``F.gelu``, ``torch.sigmoid``, ``F.leaky_relu(x, 0.2)``, ... see ``FUNCTIONS``
-      and ``METHODS``) are found by tracing with torch.fx (``functional=True``).
+      ``F.gelu``, ``torch.sigmoid``, ``F.leaky_relu(x, 0.2)``, ... the calls and
+      methods of :data:`pnn_ext.activations.ACTIVATIONS`) are found by tracing with torch.fx (``functional=True``).
       If there are any, the result is a :class:`ConvertedGraphModule` (not ``model``)
       whose graph calls a new PolyActivation submodule (``pnn_<call>``) per call
       site; the other submodules are ``model``'s own. In-place calls become out of
@@ -171,10 +92,10 @@ def convert(model: nn.Module, degree: int = fitting.DEGREE, bound: float | None 
     (:func:`pnn_ext.track`), so :func:`pnn_ext.boundary_loss` counts every call.
     """
     fitting.check_degree(degree)  # before any fit: degree=2200 is a typo, not a long fit
-    types = tuple(ACTIVATION_MODULES) if types is None else tuple(types)
-    unknown = [t for t in types if t not in ACTIVATION_MODULES]
+    types = tuple(BY_MODULE) if types is None else tuple(types)
+    unknown = [t for t in types if t not in BY_MODULE]
     if unknown:
-        raise ValueError(f"types must be among {[t.__name__ for t in ACTIVATION_MODULES]}, got {unknown}")
+        raise ValueError(f"types must be among {[t.__name__ for t in BY_MODULE]}, got {unknown}")
     if he_ready:
         if max_pool not in (None, "avg"):
             raise ValueError(f"he_ready=True replaces max-pooling by average pooling; got max_pool={max_pool!r}")
@@ -186,13 +107,20 @@ def convert(model: nn.Module, degree: int = fitting.DEGREE, bound: float | None 
         raise ValueError("strict=True (and he_ready=True) runs the model once to list what is not polynomial: "
                          "pass example_input=<a batch of inputs>")
     make = _Factory(degree, bound, alpha, basis, learnable, method, impl, target)
-    _replace_modules(model, make, types, max_pool)
+    replace_modules(model, make, types, max_pool)
     if functional:
-        model = convert_functional(model, make, max_pool, example_input)
+        try:
+            model = convert_functional(model, make, max_pool)
+        except TraceFailed as e:
+            if example_input is None:
+                raise ConvertError(
+                    f"torch.fx cannot trace {type(model).__name__} to find its functional activations ({e}). "
+                    f"Pass example_input=... to trace it with torch.export instead, functional=False to convert "
+                    f"its activation modules only (pnn_ext.polynomial_report then lists what remains), or make its "
+                    f"forward traceable (no Python control flow on tensor values)") from e.__cause__
+            model = convert_exported(model, make, max_pool, example_input)
     track(model)
     if strict:
-        from .readiness import polynomial_report
-
         report = polynomial_report(model, example_input)
         if report.entries:
             raise NotPolynomialError(report, model)
@@ -204,5 +132,4 @@ def polynomial_layers(model: nn.Module) -> int:
     return sum(1 for _ in poly_modules(model))
 
 
-__all__ = ["ACTIVATION_MODULES", "ConvertError", "ConvertedGraphModule", "NotPolynomialError", "convert",
-           "polynomial_layers"]
+__all__ = ["MAX_POOL", "convert", "polynomial_layers"]

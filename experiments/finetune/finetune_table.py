@@ -1,5 +1,5 @@
-"""``python scripts/finetune_table.py OUT``: the markdown table of
-scripts/finetune_results.sh (fine-tuned vs from-scratch degree 22), from the runs'
+"""``python experiments/finetune/finetune_table.py OUT``: the markdown table of
+experiments/finetune/finetune_results.sh (fine-tuned vs from-scratch degree 22), from the runs'
 summary.json files, means ± std over the seeds found."""
 from __future__ import annotations
 
@@ -60,5 +60,5 @@ def table(out: str) -> str:
 
 if __name__ == "__main__":
     if len(sys.argv) != 2:
-        sys.exit("usage: python scripts/finetune_table.py OUT")
+        sys.exit("usage: python experiments/finetune/finetune_table.py OUT")
     print(table(sys.argv[1]), end="")

@@ -13,7 +13,7 @@
 : "${PNN_DATA:?set PNN_DATA to the directory that holds MNIST (see the README)}"
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
-[ -n "${PNN_NO_ENV:-}" ] || source "$HERE/env.sh"
+[ -n "${PNN_NO_ENV:-}" ] || source "$HERE/../../scripts/env.sh"
 OUT=${1:-runs/finetune}
 SEEDS=${SEEDS:-0 1 2}
 read -r -a EXTRA <<< "${EXTRA:-}"

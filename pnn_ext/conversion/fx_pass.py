@@ -12,73 +12,21 @@ import copy
 import inspect
 from collections.abc import Callable
 
-import torch
-import torch.nn.functional as F
 from torch import fx, nn
 
-from .nn import PolyActivation, track
+from ..activations import BY_CALL, BY_METHOD
+from ..nn import PolyActivation, track
+from .pooling import BY_CALL as POOL_BY_CALL
+from .pooling import as_tuple
 
 
-class ConvertError(ValueError):
-    """convert() cannot do what was asked (the message says what and why)."""
-
-
-# Signatures of the builtins (torch.relu, F.gelu, ...), whose own signature is not inspectable.
-def _unary(input, *, out=None): ...
-def _gelu(input, approximate="none"): ...
-def _softplus(input, beta=1.0, threshold=20.0): ...
-def _inplace(input, inplace=False): ...
-def _leaky_relu(input, negative_slope=0.01, inplace=False): ...
-def _elu(input, alpha=1.0, inplace=False): ...
-def _hardtanh(input, min_val=-1.0, max_val=1.0, inplace=False): ...
-
-
-# Functional activation -> (target name, signature, its parameters that are target
-# parameters, always in place). In-place calls are rewritten out of place, and later
-# uses of their argument read the result instead.
-_FUNCTIONS: list[tuple[Callable, str, Callable, tuple[str, ...], bool]] = [
-    (F.relu, "relu", _inplace, (), False), (torch.relu, "relu", _unary, (), False),
-    (torch.relu_, "relu", _unary, (), True), (F.relu_, "relu", _unary, (), True),
-    (F.relu6, "relu6", _inplace, (), False),
-    (F.hardtanh, "hardtanh", _hardtanh, ("min_val", "max_val"), False),
-    (F.hardtanh_, "hardtanh", _hardtanh, ("min_val", "max_val"), True),
-    (F.leaky_relu, "leaky_relu", _leaky_relu, ("negative_slope",), False),
-    (F.leaky_relu_, "leaky_relu", _leaky_relu, ("negative_slope",), True),
-    (F.elu, "elu", _elu, ("alpha",), False), (F.elu_, "elu", _elu, ("alpha",), True),
-    (F.selu, "selu", _inplace, (), False), (torch.selu, "selu", _unary, (), False),
-    (F.selu_, "selu", _unary, (), True),
-    (F.celu, "celu", _elu, ("alpha",), False), (F.celu_, "celu", _elu, ("alpha",), True),
-    (F.gelu, "gelu", _gelu, ("approximate",), False),
-    (F.silu, "silu", _inplace, (), False), (F.mish, "mish", _inplace, (), False),
-    (F.hardswish, "hardswish", _inplace, (), False), (F.hardsigmoid, "hardsigmoid", _inplace, (), False),
-    (torch.sigmoid, "sigmoid", _unary, (), False), (F.sigmoid, "sigmoid", _unary, (), False),
-    (torch.sigmoid_, "sigmoid", _unary, (), True), (torch.special.expit, "sigmoid", _unary, (), False),
-    (torch.tanh, "tanh", _unary, (), False), (F.tanh, "tanh", _unary, (), False),
-    (torch.tanh_, "tanh", _unary, (), True),
-    (F.softplus, "softplus", _softplus, ("beta", "threshold"), False),
-]
-FUNCTIONS: dict[Callable, tuple[str, Callable, tuple[str, ...], bool]] = {
-    fn: rest for fn, *rest in _FUNCTIONS}
-# Tensor methods: x.relu(), x.relu_(), ...
-METHODS: dict[str, tuple[str, bool]] = {
-    "relu": ("relu", False), "relu_": ("relu", True), "sigmoid": ("sigmoid", False),
-    "sigmoid_": ("sigmoid", True), "tanh": ("tanh", False), "tanh_": ("tanh", True),
-}
-
-_MAX_POOL_FUNCTIONS: dict[Callable, Callable] = {
-    F.max_pool1d: F.avg_pool1d, F.max_pool2d: F.avg_pool2d, F.max_pool3d: F.avg_pool3d,
-    torch.max_pool1d: F.avg_pool1d, torch.max_pool2d: F.avg_pool2d, torch.max_pool3d: F.avg_pool3d}
-_ADAPTIVE_MAX_POOL_FUNCTIONS: dict[Callable, Callable] = {
-    F.adaptive_max_pool1d: F.adaptive_avg_pool1d, F.adaptive_max_pool2d: F.adaptive_avg_pool2d,
-    F.adaptive_max_pool3d: F.adaptive_avg_pool3d}
+class TraceFailed(Exception):
+    """torch.fx cannot trace the model (the cause is chained): convert() then tries
+    torch.export, given an example input."""
 
 
 def _max_pool_sig(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False, return_indices=False): ...
 def _adaptive_max_pool_sig(input, output_size, return_indices=False): ...
-
-
-def _tuple(v) -> tuple:
-    return tuple(v) if isinstance(v, (tuple, list)) else (v,)
 
 
 class _Tracer(fx.Tracer):
@@ -103,37 +51,35 @@ def _constant(v) -> bool:
 def _activation_call(node: fx.Node) -> tuple[str, dict, bool] | None:
     """(target name, target parameters, in place) of a functional activation node, or None
     (not an activation, or one whose parameters are computed in the graph)."""
-    if node.op == "call_method" and node.target in METHODS and len(node.args) == 1 and not node.kwargs:
-        name, inplace = METHODS[node.target]
-        return name, {}, inplace
-    if node.op != "call_function" or node.target not in FUNCTIONS:
+    if node.op == "call_method" and node.target in BY_METHOD and len(node.args) == 1 and not node.kwargs:
+        return BY_METHOD[node.target].name, {}, node.target.endswith("_")
+    if node.op != "call_function" or node.target not in BY_CALL:
         return None
-    name, sig_fn, target_params, inplace = FUNCTIONS[node.target]
-    args = _bind(sig_fn, node)
+    row, call = BY_CALL[node.target]
+    args = _bind(call.signature, node)
     if args is None or args.get("out") is not None or not all(_constant(v) for k, v in args.items() if k != "input"):
         return None
-    params = {k: args[k] for k in target_params if k in args}
-    return name, params, inplace or bool(args.get("inplace", False))
+    params = {param: args[param] for param, _ in row.module_params if param in args}
+    return row.name, params, call.inplace or bool(args.get("inplace", False))
 
 
 def _pool_call(node: fx.Node) -> tuple[Callable, tuple, dict] | None:
     """The average-pooling call that replaces a functional max-pooling node, or None."""
-    if node.op != "call_function":
+    if node.op != "call_function" or node.target not in POOL_BY_CALL:
         return None
-    if node.target in _MAX_POOL_FUNCTIONS:
-        a = _bind(_max_pool_sig, node)
-        if a is None or a.get("return_indices") or not _constant(a.get("dilation", 1)) \
-                or set(_tuple(a.get("dilation", 1))) != {1}:
-            return None
-        return _MAX_POOL_FUNCTIONS[node.target], (a["input"], a["kernel_size"]), {
-            "stride": a.get("stride"), "padding": a.get("padding", 0), "ceil_mode": a.get("ceil_mode", False),
-            "count_include_pad": False}
-    if node.target in _ADAPTIVE_MAX_POOL_FUNCTIONS:
+    pool = POOL_BY_CALL[node.target]
+    if pool.adaptive:
         a = _bind(_adaptive_max_pool_sig, node)
         if a is None or a.get("return_indices"):
             return None
-        return _ADAPTIVE_MAX_POOL_FUNCTIONS[node.target], (a["input"], a["output_size"]), {}
-    return None
+        return pool.avg_call, (a["input"], a["output_size"]), {}
+    a = _bind(_max_pool_sig, node)
+    if a is None or a.get("return_indices") or not _constant(a.get("dilation", 1)) \
+            or set(as_tuple(a.get("dilation", 1))) != {1}:
+        return None
+    return pool.avg_call, (a["input"], a["kernel_size"]), {
+        "stride": a.get("stride"), "padding": a.get("padding", 0), "ceil_mode": a.get("ceil_mode", False),
+        "count_include_pad": False}
 
 
 def _redirect_later_uses(graph: fx.Graph, old: fx.Node, new: fx.Node, after: fx.Node) -> None:
@@ -217,10 +163,10 @@ def _trace(model: nn.Module) -> fx.Graph:
     return _Tracer().trace(model)
 
 
-def convert_functional(model: nn.Module, make: Callable, max_pool: str, example_input) -> nn.Module:
+def convert_functional(model: nn.Module, make: Callable, max_pool: str) -> nn.Module:
     """``model`` itself when its traced graph has nothing to rewrite, else a
-    ConvertedGraphModule sharing ``model``'s submodules (torch.export's module where
-    torch.fx cannot trace the model and ``example_input`` is given)."""
+    ConvertedGraphModule sharing ``model``'s submodules. :class:`TraceFailed` where
+    torch.fx cannot trace ``model``."""
     was_training = model.training
     graphs = {}
     try:
@@ -228,17 +174,7 @@ def convert_functional(model: nn.Module, make: Callable, max_pool: str, example_
             model.train(mode)
             graphs[mode] = _trace(model)
     except Exception as e:  # fx raises many types (TraceError, TypeError, RuntimeError...)
-        model.train(was_training)
-        if example_input is not None:
-            from .export_convert import convert_exported
-
-            return convert_exported(model, make, max_pool, example_input)
-        raise ConvertError(
-            f"torch.fx cannot trace {type(model).__name__} to find its functional activations "
-            f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}). Pass example_input=... to "
-            f"trace it with torch.export instead, functional=False to convert its activation modules only "
-            f"(pnn_ext.polynomial_report then lists what remains), or make its forward traceable (no Python "
-            f"control flow on tensor values)") from e
+        raise TraceFailed(f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}") from e
     finally:
         model.train(was_training)
     made: dict[str, nn.Module] = {}

@@ -1,6 +1,6 @@
-"""``python scripts/results_table.py RUN_DIR...``: a markdown table of finished
+"""``python experiments/training/results_table.py RUN_DIR...``: a markdown table of finished
 pnn-train runs (from their summary.json), each row with the command that reproduces
-it. scripts/results.sh writes the README's training table with it."""
+it. experiments/training/results.sh writes the README's training table with it."""
 from __future__ import annotations
 
 import sys
@@ -35,5 +35,5 @@ def table(run_dirs: list[str]) -> str:
 
 if __name__ == "__main__":
     if len(sys.argv) < 2:
-        sys.exit("usage: python scripts/results_table.py RUN_DIR...")
+        sys.exit("usage: python experiments/training/results_table.py RUN_DIR...")
     print(table(sys.argv[1:]), end="")

@@ -6,14 +6,18 @@ input's shapes (its train()/eval() raise: torch.export's limits).
 """
 from __future__ import annotations
 
+import inspect
 import operator
 from collections.abc import Callable
 
 import torch
 from torch import fx, nn
 
-from .fx_convert import ConvertError, _tuple
-from .nn import poly_modules
+from ..activations import BY_ATEN
+from ..nn import poly_modules
+from .errors import ConvertError
+from .pooling import BY_ATEN as POOL_BY_ATEN
+from .pooling import as_tuple
 
 
 @torch.library.custom_op("pnn_convert::poly_marker", mutates_args=())
@@ -34,54 +38,45 @@ def _arg(node: fx.Node, i: int, name: str, default):
 
 
 def _aten_activation(node: fx.Node) -> tuple[str, dict] | None:
-    """(target, parameters) of an ATen activation node of an exported graph, or None."""
+    """(target, parameters) of an ATen activation node of an exported graph, or None.
+    The parameters follow the input in the order of the row's ``module_params``."""
     if node.op != "call_function" or not isinstance(node.target, torch._ops.OpOverload):
         return None
     name = node.target.overloadpacket.__name__.rstrip("_")
-    if name in ("relu", "relu6", "selu", "silu", "mish", "hardswish", "hardsigmoid", "sigmoid", "tanh"):
-        return name, {}
-    if name == "hardtanh":
-        lo, hi = _arg(node, 1, "min_val", -1.0), _arg(node, 2, "max_val", 1.0)
-        return ("relu6", {}) if (lo, hi) == (0.0, 6.0) else ("hardtanh", {"min_val": lo, "max_val": hi})
-    if name == "leaky_relu":
-        return name, {"negative_slope": _arg(node, 1, "negative_slope", 0.01)}
-    if name == "celu":
-        return name, {"alpha": _arg(node, 1, "alpha", 1.0)}
+    row = BY_ATEN.get(name)
+    if row is None:
+        return None
+    defaults = {k: p.default for k, p in inspect.signature(row.target).parameters.items()
+                if p.default is not inspect.Parameter.empty}
+    params = {param: _arg(node, i + 1, param, defaults[param]) for i, (param, _) in enumerate(row.module_params)}
+    if name == "hardtanh" and (params["min_val"], params["max_val"]) == (0.0, 6.0):
+        return "relu6", {}  # F.relu6 decomposes to aten.hardtanh(x, 0, 6)
     if name == "elu":  # aten.elu(x, alpha, scale, input_scale) also spells CELU and SELU
-        alpha, scale, in_scale = (_arg(node, 1, "alpha", 1.0), _arg(node, 2, "scale", 1.0),
-                                  _arg(node, 3, "input_scale", 1.0))
+        scale, in_scale = _arg(node, 2, "scale", 1.0), _arg(node, 3, "input_scale", 1.0)
         if scale == 1.0 and in_scale == 1.0:
-            return "elu", {"alpha": alpha}
-        return ("celu", {"alpha": alpha}) if scale == 1.0 and in_scale == 1.0 / alpha else None
-    if name == "gelu":
-        return name, {"approximate": node.kwargs.get("approximate", "none")}
-    if name == "softplus":
-        return name, {"beta": _arg(node, 1, "beta", 1.0), "threshold": _arg(node, 2, "threshold", 20.0)}
-    return None
-
-
-_ATEN_MAX_POOLS = {"max_pool1d": torch.ops.aten.avg_pool1d.default, "max_pool2d": torch.ops.aten.avg_pool2d.default,
-                   "max_pool3d": torch.ops.aten.avg_pool3d.default}
-_ATEN_ADAPTIVE_MAX_POOLS = {"adaptive_max_pool1d": torch.ops.aten.adaptive_avg_pool1d.default,
-                            "adaptive_max_pool2d": torch.ops.aten.adaptive_avg_pool2d.default,
-                            "adaptive_max_pool3d": torch.ops.aten.adaptive_avg_pool3d.default}
+            return "elu", params
+        return ("celu", params) if scale == 1.0 and in_scale == 1.0 / params["alpha"] else None
+    return row.name, params
 
 
 def _aten_pool(node: fx.Node) -> tuple | None:
     """(average-pooling op, args, the node whose uses it takes) for an ATen max-pooling node."""
     if node.op != "call_function" or not isinstance(node.target, torch._ops.OpOverload):
         return None
-    name = node.target.overloadpacket.__name__
-    if name in _ATEN_MAX_POOLS and set(_tuple(_arg(node, 4, "dilation", 1))) <= {1}:
+    pool = POOL_BY_ATEN.get(node.target.overloadpacket.__name__)
+    if pool is None:
+        return None
+    if not pool.adaptive:
+        if not set(as_tuple(_arg(node, 4, "dilation", 1))) <= {1}:
+            return None
         kernel = _arg(node, 1, "kernel_size", None)
-        return _ATEN_MAX_POOLS[name], (node.args[0], kernel, _arg(node, 2, "stride", []) or kernel,
-                                       _arg(node, 3, "padding", 0), _arg(node, 5, "ceil_mode", False), False), node
-    if name in _ATEN_ADAPTIVE_MAX_POOLS:  # (values, indices): only the values may be used
-        users = list(node.users)
-        if len(users) == 1 or all(u.target is operator.getitem for u in users):
-            values = [u for u in users if u.args[1] == 0]
-            if len(values) == 1 and all(not u.users for u in users if u.args[1] != 0):
-                return _ATEN_ADAPTIVE_MAX_POOLS[name], (node.args[0], node.args[1]), values[0]
+        return pool.avg_aten, (node.args[0], kernel, _arg(node, 2, "stride", []) or kernel,
+                               _arg(node, 3, "padding", 0), _arg(node, 5, "ceil_mode", False), False), node
+    users = list(node.users)  # (values, indices): only the values may be used
+    if len(users) == 1 or all(u.target is operator.getitem for u in users):
+        values = [u for u in users if u.args[1] == 0]
+        if len(values) == 1 and all(not u.users for u in users if u.args[1] != 0):
+            return pool.avg_aten, (node.args[0], node.args[1]), values[0]
     return None
 
 

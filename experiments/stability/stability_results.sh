@@ -12,7 +12,7 @@
 # Output: $1 (default runs/stability)/{digits,mnist}-{map,cliff}/sweep.{md,json} and heat maps (the
 # MNIST cliff's runs live in mnist-map, beside the map's), and stability.md (the README's tables).
 : "${PNN_DATA:?set PNN_DATA to the directory that holds MNIST (see the README)}"
-source "$(dirname "$0")/env.sh"
+source "$(dirname "$0")/../../scripts/env.sh"
 OUT=${1:-runs/stability}
 JOBS=${JOBS:-1}
 mkdir -p "$OUT"

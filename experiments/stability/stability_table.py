@@ -1,10 +1,10 @@
-"""``python scripts/stability_table.py LABEL=SWEEP_DIR ...``: the README's stability
+"""``python experiments/stability/stability_table.py LABEL=SWEEP_DIR ...``: the README's stability
 tables from pnn-sweep outputs (their sweep.json): for each sweep with bound, lr and
 degree axes, the harshest setting where the full method stays within 1 point of its
 lr-1e-3 accuracy while at least two ablated variants diverge or fall behind; for
 each sweep with bound and degree axes, the B cliff of the full method; and --bound
 auto against the preset (bound=none) wherever a sweep has both.
-scripts/stability_results.sh writes docs/stability.md with it."""
+experiments/stability/stability_results.sh writes docs/stability.md with it."""
 from __future__ import annotations
 
 import json

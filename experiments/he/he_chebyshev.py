@@ -1,4 +1,4 @@
-"""``python scripts/he_chebyshev.py``: the Chebyshev evaluator against TenSEAL's monomial
+"""``python experiments/he/he_chebyshev.py``: the Chebyshev evaluator against TenSEAL's monomial
 ``polyval`` on the folded ReLU fits (p(t)/B, |t| <= 1, 8192 points), at N=16384 and a
 2^40 scale: max error against the float64 polynomial, levels consumed, and operation
 counts. The numbers of docs/he.md's "Chebyshev evaluation" section."""

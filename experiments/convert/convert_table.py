@@ -2,7 +2,7 @@
 and what pnn_ext.polynomial_report says remains (untrained models, weights=None,
 10 classes, a batch of two 3x32x32 images; ViT-B/16 built for 32x32, 2x2 patches).
 
-    python scripts/convert_table.py            # Markdown table on stdout
+    python experiments/convert/convert_table.py            # Markdown table on stdout
 """
 from __future__ import annotations
 

@@ -7,7 +7,7 @@
 # Output: $1 (default runs/results)/results.md, ablation-mnist/ and ablation-mnist-lr1e-2/ablation.md. Table runs
 # are redone (--overwrite); finished ablation runs are kept (pnn-ablate skips them).
 : "${PNN_DATA:?set PNN_DATA to the directory that holds MNIST (see the README)}"
-source "$(dirname "$0")/env.sh"
+source "$(dirname "$0")/../../scripts/env.sh"
 OUT=${1:-runs/results}
 for act in relu 2 8 22; do
   if [ "$act" = relu ]; then a=(--activation relu); else a=(--degree "$act"); fi

@@ -1,18 +1,20 @@
-"""pnn-train's ``--model`` names: the models of :mod:`pnn_ext.models` and any
-torchvision classifier, built from a TrainConfig, initialised and converted (a
-torchvision model's report of what stays not polynomial is printed)."""
+"""pnn-train's ``--model`` names, one registry (the flag's choices come from it): the
+models of :mod:`pnn_ext.models` and any torchvision classifier ("torchvision:NAME"),
+built from a TrainConfig, initialised and converted (a torchvision model's report of
+what stays not polynomial is printed)."""
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 
 from .. import fitting
-from ..conversion import convert
+from ..conversion import convert, polynomial_report
 from ..models import MLP, CNN1d, CryptoNets, ResNet18, SmallCNN, kaiming_uniform_init
 from ..nn import poly_modules
-from ..readiness import polynomial_report
 
 
 class RepeatChannels(nn.Module):
@@ -55,43 +57,67 @@ def _torchvision_report(name: str, model: nn.Module, in_shape) -> None:
         print(f"{name}: {report}", flush=True)
 
 
+def _features(in_shape) -> int:
+    n = 1
+    for s in in_shape:
+        n *= s
+    return n
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    """A ``--model`` name: ``build(cfg, in_shape, num_classes)``, the input layout it needs
+    (None: any), what that is in words and the hint given when the data has another."""
+    build: Callable[..., nn.Module]
+    layout: str | None = None
+    needs: str = ""
+    hint: str = ""
+
+
+_IMAGES = {"layout": "image", "needs": "images (N, C, H, W)", "hint": "use --model mlp"}
+MODELS: dict[str, ModelEntry] = {
+    "small-cnn": ModelEntry(lambda cfg, s, k: SmallCNN(s[0], k, s[1:], cfg.norm, cfg.act_position, cfg.dropout),
+                            **_IMAGES),
+    "mlp": ModelEntry(lambda cfg, s, k: MLP(_features(s), k, cfg.hidden_sizes(), cfg.norm, cfg.act_position,
+                                            cfg.dropout)),
+    "resnet18": ModelEntry(lambda cfg, s, k: ResNet18(s[0], k, cfg.norm, cfg.act_position, cfg.dropout), **_IMAGES),
+    "cnn1d": ModelEntry(lambda cfg, s, k: CNN1d(s[0], k, s[1], norm=cfg.norm, act_position=cfg.act_position,
+                                                dropout=cfg.dropout),
+                        layout="sequence", needs="sequences (N, C, T)", hint="use --layout sequence"),
+    "cryptonets": ModelEntry(lambda cfg, s, k: CryptoNets(s[0], k, s[1:], cfg.norm, cfg.act_position, cfg.dropout),
+                             **_IMAGES),
+}
+TORCHVISION = "torchvision:"  # any torchvision classifier: "torchvision:resnet18"
+_TORCHVISION_ENTRY = ModelEntry(lambda cfg, s, k: _torchvision(cfg.model[len(TORCHVISION):], s, k), **_IMAGES)
+
+
+def model_entry(name: str) -> ModelEntry:
+    """The registry's entry for a ``--model`` name (ValueError naming the choices)."""
+    if name in MODELS:
+        return MODELS[name]
+    if name.startswith(TORCHVISION) and len(name) > len(TORCHVISION):
+        return _TORCHVISION_ENTRY
+    raise ValueError(f"model must be one of {list(MODELS)} or {TORCHVISION}NAME, got {name!r}")
+
+
 def build_model(cfg, in_shape: tuple[int, ...], layout: str, num_classes: int) -> nn.Module:
     """The model a TrainConfig asks for, for samples of ``in_shape``: kaiming-uniform
     initialised, and polynomial (converted) when cfg.activation == "poly"."""
     name = cfg.model
-    if name in ("small-cnn", "cryptonets", "resnet18") or name.startswith("torchvision:"):
-        if layout != "image":
-            raise ValueError(f"model {name} needs images (N, C, H, W); {cfg.dataset} has layout {layout}: "
-                             f"use --model mlp")
-    if name == "mlp":
-        features = 1
-        for s in in_shape:
-            features *= s
-        model = MLP(features, num_classes, cfg.hidden_sizes(), cfg.norm, cfg.act_position, cfg.dropout)
-    elif name == "small-cnn":
-        model = SmallCNN(in_shape[0], num_classes, in_shape[1:], cfg.norm, cfg.act_position, cfg.dropout)
-    elif name == "cnn1d":
-        if layout != "sequence":
-            raise ValueError(f"model cnn1d needs sequences (N, C, T); {cfg.dataset} has layout {layout}: "
-                             f"use --layout sequence")
-        model = CNN1d(in_shape[0], num_classes, in_shape[1], norm=cfg.norm, act_position=cfg.act_position,
-                      dropout=cfg.dropout)
-    elif name == "cryptonets":
-        model = CryptoNets(in_shape[0], num_classes, in_shape[1:], cfg.norm, cfg.act_position, cfg.dropout)
-    elif name == "resnet18":
-        model = ResNet18(in_shape[0], num_classes, cfg.norm, cfg.act_position, cfg.dropout)
-    else:
-        model = _torchvision(name.split(":", 1)[1], in_shape, num_classes)
+    entry = model_entry(name)
+    if entry.layout is not None and layout != entry.layout:
+        raise ValueError(f"model {name} needs {entry.needs}; {cfg.dataset} has layout {layout}: {entry.hint}")
+    model = entry.build(cfg, in_shape, num_classes)
     kaiming_uniform_init(model)
     if cfg.activation == "poly":
         # --target's default (relu) is what pnn_ext's models use; a torchvision model's
         # activations are each fitted to their own function unless another target is asked.
-        own = name.startswith("torchvision:") and cfg.target == fitting.TARGET
+        own = name.startswith(TORCHVISION) and cfg.target == fitting.TARGET
         # --bound auto starts from the preset; the trainer calibrates (pnn_ext.train.calibrate)
         bound = None if cfg.bound == "auto" else cfg.bound
         model = convert(model, degree=cfg.degree, bound=bound, alpha=cfg.alpha, basis=cfg.basis,
                         learnable=cfg.learnable, method=cfg.fit_method, target=None if own else cfg.target)
-        if name.startswith("torchvision:"):
+        if name.startswith(TORCHVISION):
             _torchvision_report(name, model, in_shape)
         for m in poly_modules(model):
             m.boundary_form = cfg.boundary_form
