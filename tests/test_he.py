@@ -20,7 +20,7 @@ from pnn_ext.he import (
     poly_depth,
     recommend,
 )
-from pnn_ext.he.fold import Affine, Poly
+from pnn_ext.he.model import Affine, HEModel, Poly
 from pnn_ext.train import TrainConfig, train
 
 
@@ -108,6 +108,27 @@ def test_export_round_trip(tmp_path):
         v = v @ z[f"layer{i}_weight"].T + z[f"layer{i}_bias"] if layer["kind"] == "affine" else \
             np.polynomial.chebyshev.chebval(v, z[f"layer{i}_chebyshev"])
     np.testing.assert_allclose(v, he(x.reshape(3, 1, 8, 8)), rtol=1e-12)
+
+
+def test_model_file_carries_its_id_and_input_range(tmp_path):
+    """The model id covers every weight and the description; an edited file is refused on load."""
+    from pnn_ext.he import InputRange, ModelFileError
+    x = torch.randn(50, 1, 8, 8, generator=torch.Generator().manual_seed(2))
+    he = fold(build("small-cnn", "before-bn"), (1, 8, 8), inputs=x)
+    assert he.input_range == InputRange(float(x.min()), float(x.max()), 50)
+    assert not he.input_range.outside(x.numpy()).any() and he.input_range.outside(50 * x.numpy()).all()
+    model_id = he.export(str(tmp_path / "m.npz"))
+    loaded = HEModel.load(str(tmp_path / "m.npz"))
+    assert loaded.model_id == model_id == he.model_id and loaded.input_range == he.input_range
+    np.testing.assert_array_equal(loaded(x.numpy()), he(x.numpy()))
+    z = dict(np.load(tmp_path / "m.npz"))
+    z["layer1_chebyshev"] = z["layer1_chebyshev"] * (1 + 1e-12)        # one coefficient's last bits
+    np.savez(tmp_path / "edited.npz", **z)
+    with pytest.raises(ModelFileError, match="edited.npz is damaged or was edited: its model id"):
+        HEModel.load(str(tmp_path / "edited.npz"))
+    with pytest.raises(ValueError, match="must end in .npz"):
+        he.export(str(tmp_path / "m"))
+    assert not (tmp_path / "m").exists() and not (tmp_path / "m.npz.npz").exists()
 
 
 @pytest.mark.parametrize("layer, name, hint", [

@@ -24,6 +24,7 @@ class ModelFileError(ValueError):
 
 @dataclass
 class Affine:
+    """An affine layer ``y = weight @ x + bias`` (everything between two polynomials, folded)."""
     weight: np.ndarray  # (out, in), float64
     bias: np.ndarray    # (out,)
 
@@ -34,6 +35,7 @@ class Affine:
 
 @dataclass
 class Poly:
+    """A polynomial activation, applied element-wise: ``chebval(t, coeffs)`` on its input t."""
     coeffs: np.ndarray  # Chebyshev, low to high, in t (the input is already x / B); output is p / out_scale
     degree: int
     bound: float        # B of the original activation (for the record)

@@ -47,10 +47,12 @@ def poly_depth(degree: int) -> int:
 
 
 def layer_depths(model: HEModel) -> list[int]:
+    """Levels each layer of ``model`` consumes (affine: 1; polynomial: poly_depth of its degree)."""
     return [1 if isinstance(layer, Affine) else poly_depth(layer.degree) for layer in model.layers]
 
 
 def depth(model: HEModel) -> int:
+    """The multiplicative depth of ``model``: levels of the modulus chain one evaluation consumes."""
     return sum(layer_depths(model))
 
 
@@ -74,6 +76,7 @@ def needed_scale_bits(model: HEModel, tolerance: float = DEFAULT_TOLERANCE) -> i
 
 @dataclass
 class CKKSParams:
+    """CKKS parameters: ring dimension N, the modulus chain's prime sizes (bits), scale 2^scale_bits."""
     poly_modulus_degree: int
     coeff_mod_bit_sizes: list[int]
     scale_bits: int
