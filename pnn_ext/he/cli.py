@@ -11,6 +11,7 @@ where it can be."""
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from ..errors import run_main
@@ -59,7 +60,9 @@ def _main(argv: list[str] | None) -> int:
         raise UsageError("--batch-size and --fill apply to --packing batch")
     scale_bits, n, sizes = parse_params(args)
     check_output(args.json, "--json", (args.checkpoint,))
-    check_output(args.export, "--export", (args.checkpoint, args.json), suffix=".npz")
+    check_output(args.export, "--export", (args.checkpoint,), suffix=".npz")
+    if args.json and args.export and os.path.realpath(args.json) == os.path.realpath(args.export):
+        raise UsageError("--json and --export name the same file")
     r = evaluate(args.checkpoint, args.samples, args.data_dir, scale_bits, n, sizes, args.export, args.packing,
                  args.batch_size, args.fill)
     print_report(r)
