@@ -83,6 +83,9 @@ def files(tmp_path_factory):
     model.layers[0].weight[0, 0] += 0.5
     model.export(str(tmp / "m2.npz"))                                   # another model, intact
     shutil.copy(tmp / "m2.npz", f / "m2.npz")
+    model.input_range = None                                            # folded without its training inputs
+    model.export(str(f / "m_norange.npz"))
+    he("keygen", f / "m_norange.npz", "--out-dir", f / "keysN")
     z = dict(np.load(f / "m.npz"))
     z["layer0_weight"] = model.layers[0].weight                         # the same model id, edited weights
     np.savez(f / "m_edited.npz", **z)
@@ -130,6 +133,8 @@ CASES = [
     ("keygen-out-dir-is-file", ["keygen", "{F}/m.npz", "--out-dir", "{F}/x.npy"], r"exists and is not a directory"),
     ("inputs-50x", ["encrypt", "--context", "{F}/keysA/secret.ctx", "--inputs", "{F}/x50.npy", "--out", "{OUT}/x.ct"],
      r"20 of 20 samples have values outside the range the model was trained on .*--allow-out-of-range"),
+    ("no-recorded-range", ["encrypt", "--context", "{F}/keysN/secret.ctx", "--inputs", "{F}/x.npy", "--out",
+                           "{OUT}/x.ct"], r"records no input range .*--allow-out-of-range to encrypt them unchecked"),
     ("inputs-other-width", ["encrypt", "--context", "{F}/keysA/secret.ctx", "--inputs", "{F}/x_narrow.npy", "--out",
                             "{OUT}/x.ct"], r"10 features per sample; the model takes 64"),
 ]
