@@ -1,4 +1,4 @@
-"""Accuracy of the fused op against float64, for the README.
+"""Accuracy of the fused op against float64, for docs/numerics.md.
 
     python bench/accuracy.py          # ReLU fits, degrees 2..22, both bases, all dtypes
 

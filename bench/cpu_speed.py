@@ -1,4 +1,4 @@
-"""The headline row of bench/RESULTS.md in about a minute: one forward+backward with the
+"""The headline row of docs/benchmarks.md in about a minute: one forward+backward with the
 boundary term (the "full" mode of the suite), fused vs torch.compile of the reference vs
 the eager reference, in one process, after checking each against float64.
 

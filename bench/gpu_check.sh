@@ -44,10 +44,10 @@ else
 fi
 t0=$(date +%s)
 $PY bench/report.py --device cuda --sizes 16M --degrees 22 2>&1 | grep -v "^W1\|^  " | tail -n 5
-sed -n '/<!-- BEGIN GPU -->/,/<!-- END GPU -->/p' bench/RESULTS.md | grep -E "^\||^GPU|^Measured|^##"
+sed -n '/<!-- BEGIN GPU -->/,/<!-- END GPU -->/p' docs/benchmarks.md | grep -E "^\||^GPU|^Measured|^##"
 echo "== report: $(( $(date +%s) - t0 ))s"
 # A short GPU training run (ResNet-18, MNIST, degree 22) when MNIST's idx files are in
-# $PNN_DATA (default: data/ in the repository, i.e. data/MNIST/raw/*.gz; see the README's
+# $PNN_DATA (default: data/ in the repository, i.e. data/MNIST/raw/*.gz; see docs/training.md's
 # Data section). Needs only torch and numpy (no plots, no progress bar).
 DATA=${PNN_DATA:-data}
 if [ -d "$DATA/MNIST/raw" ]; then
@@ -57,6 +57,6 @@ if [ -d "$DATA/MNIST/raw" ]; then
   echo "== GPU training run: $(( $(date +%s) - t0 ))s"
   [ -n "${OUT:-}" ] && cp runs/gpu/summary.json "$OUT"/gpu_train_summary.json 2>/dev/null
 fi
-[ -n "${OUT:-}" ] && cp bench/RESULTS.md bench/results-gpu.json gpu_build.log "$OUT"/ 2>/dev/null
+[ -n "${OUT:-}" ] && cp docs/benchmarks.md bench/results-gpu.json gpu_build.log "$OUT"/ 2>/dev/null
 echo "== total $(( $(date +%s) - start ))s, CUDA tests rc=$test_rc"
 exit "$test_rc"

@@ -1,5 +1,5 @@
 """The fused step in every memory layout, beside torch.compile of the reference, and where
-the dense step's time goes. Writes the LAYOUTS section of bench/RESULTS.md.
+the dense step's time goes. Writes the LAYOUTS section of docs/benchmarks.md.
 
     python bench/layouts.py                 # 16M float32 elements, degree 22 (~5 min on 2 cores)
     python bench/layouts.py --size 1M       # quicker

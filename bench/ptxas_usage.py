@@ -1,7 +1,7 @@
 """Static resource usage of the CUDA kernels: registers, spills, stack and shared memory per
 kernel, as ptxas reports them (`nvcc -Xptxas -v`) for sm_80 and sm_90. Needs only nvcc, no GPU.
 
-    python bench/ptxas_usage.py            # prints the table and writes its section of bench/RESULTS.md
+    python bench/ptxas_usage.py            # prints the table and writes its section of docs/benchmarks.md
 
 tests/test_ptxas.py uses the same functions to fail on any spill.
 """

@@ -1,14 +1,14 @@
-"""Run the benchmark suite and write bench/RESULTS.md.
+"""Run the benchmark suite and write docs/benchmarks.md (the site's Benchmarks page).
 
     python bench/report.py                 # CPU: the whole suite (~25 min on 2 cores), then memory and end-to-end
     python bench/report.py --device cuda   # GPU section (same suite, synchronized timing; CUDA events at 64M)
     python bench/report.py --sizes 1M --degrees 8,22   # a quicker slice
     python bench/report.py --suite-json bench/results-cpu.json  # reuse a saved suite run
 
-The suite's raw pytest-benchmark JSON is kept beside RESULTS.md
+The suite's raw pytest-benchmark JSON is kept in bench/
 (bench/results-cpu.json / results-gpu.json).
 
-Each run rewrites only its own section of RESULTS.md (CPU or GPU), so the two
+Each run rewrites only its own section of docs/benchmarks.md (CPU or GPU), so the two
 can come from different machines. Every number in it comes from this script.
 """
 from __future__ import annotations
@@ -32,7 +32,7 @@ from pnn_ext.models import SmallCNN
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
-RESULTS = os.path.join(HERE, "RESULTS.md")
+RESULTS = os.path.join(ROOT, "docs", "benchmarks.md")  # the documentation site's Benchmarks page
 
 
 # ---------------------------------------------------------------- measurements
@@ -313,7 +313,7 @@ def section_end_to_end(e2e):
 
 
 def build_section(device, args, benches, copy_gbs, memory, e2e, event_rows):
-    """RESULTS.md's section for one device, section by section."""
+    """docs/benchmarks.md's section for one device, section by section."""
     by = index_suite(benches)
     out = section_header(device, args, copy_gbs) + section_headline(by)
     if device == "cpu":
@@ -324,7 +324,7 @@ def build_section(device, args, benches, copy_gbs, memory, e2e, event_rows):
 
 
 def write_section(marker, text):
-    """Replace RESULTS.md's section between <!-- BEGIN marker --> and <!-- END marker -->
+    """Replace docs/benchmarks.md's section between <!-- BEGIN marker --> and <!-- END marker -->
     (appended when missing), leaving the others: each script writes only its own
     (report.py: CPU, GPU; layouts.py: LAYOUTS; ptxas_usage.py: PTXAS)."""
     begin, end = f"<!-- BEGIN {marker} -->", f"<!-- END {marker} -->"

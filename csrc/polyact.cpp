@@ -12,8 +12,8 @@
 // The autograd formula and the fake (meta) implementations are registered
 // from Python (pnn_ext/ops.py), as the PyTorch custom-op tutorial recommends.
 #include <ATen/ATen.h>
-#include <torch/library.h>
 #include <Python.h>
+#include <torch/library.h>
 
 #include <cstdlib>
 #include <string>
@@ -31,8 +31,8 @@ CpuCapability detect_cpu_capability() {
 #if defined(__x86_64__) || defined(_M_X64)
   __builtin_cpu_init();
   if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) best = CpuCapability::kAvx2;
-  if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
-      __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq"))
+  if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl") &&
+      __builtin_cpu_supports("avx512dq"))
     best = CpuCapability::kAvx512;
 #endif
   // PNN_EXT_CPU_CAPABILITY=default|avx2|avx512 lowers the choice (tests use it to
@@ -54,9 +54,8 @@ CpuCapability cpu_capability() {
   return cap;
 }
 
-std::tuple<at::Tensor, at::Tensor> poly_act_cpu(const at::Tensor& x, const at::Tensor& coeffs,
-                                                double bound, double alpha,
-                                                std::string_view basis, std::string_view boundary_form) {
+std::tuple<at::Tensor, at::Tensor> poly_act_cpu(const at::Tensor& x, const at::Tensor& coeffs, double bound,
+                                                double alpha, std::string_view basis, std::string_view boundary_form) {
   check_forward_args(x, coeffs, bound, alpha);
   const Basis b = parse_basis(basis);
   const BoundaryForm f = parse_boundary_form(boundary_form);
@@ -71,10 +70,10 @@ std::tuple<at::Tensor, at::Tensor> poly_act_cpu(const at::Tensor& x, const at::T
   return {y, stats};
 }
 
-std::tuple<at::Tensor, at::Tensor> poly_act_backward_cpu(
-    const at::Tensor& grad_y, const at::Tensor& grad_stats, const at::Tensor& x,
-    const at::Tensor& coeffs, double bound, double alpha, std::string_view basis, bool coeffs_grad,
-    std::string_view boundary_form) {
+std::tuple<at::Tensor, at::Tensor> poly_act_backward_cpu(const at::Tensor& grad_y, const at::Tensor& grad_stats,
+                                                         const at::Tensor& x, const at::Tensor& coeffs, double bound,
+                                                         double alpha, std::string_view basis, bool coeffs_grad,
+                                                         std::string_view boundary_form) {
   check_forward_args(x, coeffs, bound, alpha);
   check_backward_args(grad_y, grad_stats, x);
   const Basis b = parse_basis(basis);
@@ -119,14 +118,11 @@ TORCH_LIBRARY_IMPL(pnn_ext, CPU, m) {
 
 // A plain Python module, so that `import pnn_ext._C` loads the library (and runs
 // the registrations above); it also reports which CPU build is in use.
-static PyObject* py_cpu_capability(PyObject*, PyObject*) {
-  return PyUnicode_FromString(pnn::cpu_capability_name());
-}
+static PyObject* py_cpu_capability(PyObject*, PyObject*) { return PyUnicode_FromString(pnn::cpu_capability_name()); }
 
-static PyMethodDef kMethods[] = {
-    {"cpu_capability", py_cpu_capability, METH_NOARGS,
-     "Instruction set of the CPU kernels in use: 'avx512', 'avx2' or 'default'."},
-    {nullptr, nullptr, 0, nullptr}};
+static PyMethodDef kMethods[] = {{"cpu_capability", py_cpu_capability, METH_NOARGS,
+                                  "Instruction set of the CPU kernels in use: 'avx512', 'avx2' or 'default'."},
+                                 {nullptr, nullptr, 0, nullptr}};
 
 extern "C" PyObject* PyInit__C(void) {
   static PyModuleDef module = {PyModuleDef_HEAD_INIT, "_C", nullptr, -1, kMethods};

@@ -24,15 +24,15 @@ struct PolyParams {
   const acc_t* coeffs;  // c_0..c_d in t = x / B (device memory for CUDA kernels)
   int degree;           // d
   Basis basis;
-  acc_t bound;          // B
-  acc_t inv_bound;      // 1 / B
-  acc_t threshold;      // alpha * B, where the boundary term starts
-  BoundaryForm form;    // shape of the boundary term
+  acc_t bound;        // B
+  acc_t inv_bound;    // 1 / B
+  acc_t threshold;    // alpha * B, where the boundary term starts
+  BoundaryForm form;  // shape of the boundary term
 };
 
 template <typename acc_t>
-inline PolyParams<acc_t> make_poly_params(const acc_t* coeffs, int degree, Basis basis, double bound,
-                                          double alpha, BoundaryForm form = BoundaryForm::kExp) {
+inline PolyParams<acc_t> make_poly_params(const acc_t* coeffs, int degree, Basis basis, double bound, double alpha,
+                                          BoundaryForm form = BoundaryForm::kExp) {
   PolyParams<acc_t> P;
   P.coeffs = coeffs;
   P.degree = degree;
@@ -45,9 +45,7 @@ inline PolyParams<acc_t> make_poly_params(const acc_t* coeffs, int degree, Basis
 }
 
 // max that propagates NaN (std::max and fmax drop it).
-PNN_HD double nan_max(double a, double b) {
-  return (a != a || b != b) ? NAN : (a > b ? a : b);
-}
+PNN_HD double nan_max(double a, double b) { return (a != a || b != b) ? NAN : (a > b ? a : b); }
 
 // Partial sums of the forward pass over some elements (a CPU chunk, a CUDA
 // block), all in float64 so that the boundary term of huge inputs stays finite.

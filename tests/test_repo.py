@@ -149,3 +149,33 @@ def test_no_upward_import_in_the_package():
                 upward.append(f"{m} imports {n}")
     assert all(_layer(m) is not None for m in _import_graph() if m != "pnn_ext"), "a module outside LAYERS"
     assert not upward, f"upward imports: {upward}"
+
+
+API_PAGES = {"pnn_ext": "docs/api/pnn_ext.md", "pnn_ext.train": "docs/api/train.md", "pnn_ext.he": "docs/api/he.md"}
+
+
+@pytest.mark.parametrize("package", sorted(API_PAGES))
+def test_every_public_name_is_in_the_api_reference_with_a_docstring(package):
+    """The API reference (mkdocstrings) lists each name of ``__all__``, as a member of the
+    package's ``:::`` block or a block of its own, and each callable or module has a docstring."""
+    import importlib
+    import inspect
+
+    module = importlib.import_module(package)
+    page = open(os.path.join(ROOT, API_PAGES[package])).read()
+    members = set(re.findall(r"^\s+- (\w+)$", page, re.M))
+    blocks = set(re.findall(r"^::: ([\w.]+)$", page, re.M))
+    for name in module.__all__:
+        assert name in members or f"{package}.{name}" in blocks, f"{package}.{name} is not in {API_PAGES[package]}"
+        obj = getattr(module, name)
+        if callable(obj) or inspect.ismodule(obj):
+            assert (obj.__doc__ or "").strip(), f"{package}.{name} has no docstring"
+    assert not members - set(module.__all__), f"{API_PAGES[package]} lists names not in {package}.__all__"
+
+
+def test_version_is_the_package_metadata_and_the_changelog_has_it():
+    import pnn_ext
+
+    version = re.search(r'^version = "([^"]+)"', open(os.path.join(ROOT, "pyproject.toml")).read(), re.M).group(1)
+    assert pnn_ext.__version__ == version
+    assert f"## [{version}]" in open(os.path.join(ROOT, "CHANGELOG.md")).read()

@@ -9,13 +9,13 @@ namespace pnn {
 namespace cpu {
 
 // Entry points of one instruction-set build; polyact.cpp picks one at run time.
-#define PNN_DECLARE_CPU_KERNELS(CAP)                                                        \
-  namespace CAP {                                                                           \
-  void forward(const at::Tensor& x, const at::Tensor& coeffs, double bound, double alpha,   \
-               Basis basis, BoundaryForm form, at::Tensor& y, at::Tensor& stats);           \
-  void backward(const at::Tensor& grad_y, double grad_boundary, const at::Tensor& x,        \
-                const at::Tensor& coeffs, double bound, double alpha, Basis basis,          \
-                BoundaryForm form, at::Tensor& grad_x, at::Tensor* grad_coeffs);            \
+#define PNN_DECLARE_CPU_KERNELS(CAP)                                                                           \
+  namespace CAP {                                                                                              \
+  void forward(const at::Tensor& x, const at::Tensor& coeffs, double bound, double alpha, Basis basis,         \
+               BoundaryForm form, at::Tensor& y, at::Tensor& stats);                                           \
+  void backward(const at::Tensor& grad_y, double grad_boundary, const at::Tensor& x, const at::Tensor& coeffs, \
+                double bound, double alpha, Basis basis, BoundaryForm form, at::Tensor& grad_x,                \
+                at::Tensor* grad_coeffs);                                                                      \
   }
 
 PNN_DECLARE_CPU_KERNELS(DEFAULT)

@@ -39,8 +39,7 @@ namespace pnn {
 // ordinary lookup only what is declared before the template's definition, and
 // argument-dependent lookup looks in at::vec, not here.
 template <typename T>
-inline at::vec::Vectorized<T> madd(at::vec::Vectorized<T> a, at::vec::Vectorized<T> b,
-                                   at::vec::Vectorized<T> c) {
+inline at::vec::Vectorized<T> madd(at::vec::Vectorized<T> a, at::vec::Vectorized<T> b, at::vec::Vectorized<T> c) {
   return at::vec::fmadd(a, b, c);
 }
 }  // namespace pnn
@@ -66,8 +65,7 @@ struct CpuParams : PolyParams<acc_t> {
 };
 
 template <typename acc_t>
-CpuParams<acc_t> make_params(const at::Tensor& coeffs, double bound, double alpha, Basis basis,
-                             BoundaryForm form) {
+CpuParams<acc_t> make_params(const at::Tensor& coeffs, double bound, double alpha, Basis basis, BoundaryForm form) {
   CpuParams<acc_t> P;
   static_cast<PolyParams<acc_t>&>(P) = make_poly_params<acc_t>(
       coeffs.const_data_ptr<acc_t>(), static_cast<int>(coeffs.numel()) - 1, basis, bound, alpha, form);
@@ -189,12 +187,14 @@ struct BoundaryAccumulator {
 
 // Overflowed lanes (NaN from a non-NaN x) -> +-inf, see polyact.h. Rare.
 template <typename acc_t>
-inline Vectorized<acc_t> fix_overflow_vec(Vectorized<acc_t> v, Vectorized<acc_t> xv, Vectorized<acc_t> t,
-                                          acc_t lead, int power) {
+inline Vectorized<acc_t> fix_overflow_vec(Vectorized<acc_t> v, Vectorized<acc_t> xv, Vectorized<acc_t> t, acc_t lead,
+                                          int power) {
   using Vec = Vectorized<acc_t>;
   if (!any_lane(v.isnan())) return v;
   acc_t vb[Vec::size()], xb[Vec::size()], tb[Vec::size()];
-  v.store(vb); xv.store(xb); t.store(tb);
+  v.store(vb);
+  xv.store(xb);
+  t.store(tb);
   for (int64_t l = 0; l < Vec::size(); ++l) vb[l] = fix_overflow(vb[l], xb[l], tb[l], lead, power);
   return Vec::loadu(vb);
 }
@@ -204,8 +204,8 @@ inline Vectorized<acc_t> fix_overflow_vec(Vectorized<acc_t> v, Vectorized<acc_t>
 // One run of n elements with element strides xs, ys (in elements); any strides,
 // always vectorized (see load_vec / store_vec).
 template <typename scalar_t, typename acc_t>
-void forward_run(const scalar_t* x, int64_t xs, scalar_t* y, int64_t ys, int64_t n,
-                 const CpuParams<acc_t>& P, const Vectorized<acc_t>* cv, ForwardPartial& out) {
+void forward_run(const scalar_t* x, int64_t xs, scalar_t* y, int64_t ys, int64_t n, const CpuParams<acc_t>& P,
+                 const Vectorized<acc_t>* cv, ForwardPartial& out) {
   using Vec = Vectorized<acc_t>;
   constexpr int64_t W = Vec::size();
   const int d = P.degree;
@@ -252,8 +252,8 @@ void forward_run(const scalar_t* x, int64_t xs, scalar_t* y, int64_t ys, int64_t
 
 inline int64_t num_chunks(int64_t numel) { return (numel + kChunk - 1) / kChunk; }
 
-void forward(const at::Tensor& x, const at::Tensor& coeffs, double bound, double alpha,
-             Basis basis, BoundaryForm form, at::Tensor& y, at::Tensor& stats) {
+void forward(const at::Tensor& x, const at::Tensor& coeffs, double bound, double alpha, Basis basis, BoundaryForm form,
+             at::Tensor& y, at::Tensor& stats) {
   const int64_t numel = x.numel();
   std::vector<ForwardPartial> partials(num_chunks(numel), ForwardPartial::zero());
   if (numel > 0) {
@@ -275,8 +275,8 @@ void forward(const at::Tensor& x, const at::Tensor& coeffs, double bound, double
             for (int64_t j = 0; j < n1; ++j) {
               auto* yp = reinterpret_cast<scalar_t*>(data[0] + j * strides[2]);
               auto* xp = reinterpret_cast<const scalar_t*>(data[1] + j * strides[3]);
-              forward_run<scalar_t, acc_t>(xp, strides[1] / sizeof(scalar_t), yp,
-                                           strides[0] / sizeof(scalar_t), n0, P, cv.data(), part);
+              forward_run<scalar_t, acc_t>(xp, strides[1] / sizeof(scalar_t), yp, strides[0] / sizeof(scalar_t), n0, P,
+                                           cv.data(), part);
             }
           };
           iter.serial_for_each(loop, {c * kChunk, std::min(numel, (c + 1) * kChunk)});
@@ -287,9 +287,8 @@ void forward(const at::Tensor& x, const at::Tensor& coeffs, double bound, double
   // Fixed-order reduction of the chunk partials.
   ForwardPartial total = ForwardPartial::zero();
   for (const auto& p : partials) total.merge(p);
-  AT_DISPATCH_FLOATING_TYPES(stats.scalar_type(), "pnn_poly_stats", [&] {
-    total.finalize(numel, stats.data_ptr<scalar_t>());
-  });
+  AT_DISPATCH_FLOATING_TYPES(stats.scalar_type(), "pnn_poly_stats",
+                             [&] { total.finalize(numel, stats.data_ptr<scalar_t>()); });
 }
 
 // ---------------------------------------------------------------- backward
@@ -301,9 +300,9 @@ void forward(const at::Tensor& x, const at::Tensor& coeffs, double bound, double
 // One run of n elements with element strides gys, xs, gxs (gys = 0: grad_y is one
 // value broadcast, as from y.sum()); any strides, always vectorized.
 template <typename scalar_t, typename acc_t>
-void backward_run(const scalar_t* gy, int64_t gys, const scalar_t* x, int64_t xs, scalar_t* gx,
-                  int64_t gxs, int64_t n, const CpuParams<acc_t>& P, const Vectorized<acc_t>* cv,
-                  acc_t boundary_scale, Vectorized<acc_t>* coeff_acc) {
+void backward_run(const scalar_t* gy, int64_t gys, const scalar_t* x, int64_t xs, scalar_t* gx, int64_t gxs, int64_t n,
+                  const CpuParams<acc_t>& P, const Vectorized<acc_t>* cv, acc_t boundary_scale,
+                  Vectorized<acc_t>* coeff_acc) {
   using Vec = Vectorized<acc_t>;
   constexpr int64_t W = Vec::size();
   const int d = P.degree;
@@ -362,9 +361,8 @@ void backward_run(const scalar_t* gy, int64_t gys, const scalar_t* x, int64_t xs
   }
 }
 
-void backward(const at::Tensor& grad_y, double grad_boundary, const at::Tensor& x,
-              const at::Tensor& coeffs, double bound, double alpha, Basis basis, BoundaryForm form,
-              at::Tensor& grad_x, at::Tensor* grad_coeffs) {
+void backward(const at::Tensor& grad_y, double grad_boundary, const at::Tensor& x, const at::Tensor& coeffs,
+              double bound, double alpha, Basis basis, BoundaryForm form, at::Tensor& grad_x, at::Tensor* grad_coeffs) {
   const int64_t numel = x.numel();
   const int degree = static_cast<int>(coeffs.numel()) - 1;
   const int64_t chunks = num_chunks(numel);
@@ -394,8 +392,8 @@ void backward(const at::Tensor& grad_y, double grad_boundary, const at::Tensor& 
           // large, outer stride small), walking whole rows touches a new cache line
           // and page per element; columns of kTile across all rows reuse them.
           auto loop = [&](char** data, const int64_t* strides, int64_t n0, int64_t n1) {
-            const bool tiled = n1 > 1 && (std::abs(strides[1]) > std::abs(strides[4]) ||
-                                          std::abs(strides[2]) > std::abs(strides[5]));
+            const bool tiled =
+                n1 > 1 && (std::abs(strides[1]) > std::abs(strides[4]) || std::abs(strides[2]) > std::abs(strides[5]));
             const int64_t tile = tiled ? kTile : n0;
             for (int64_t i0 = 0; i0 < n0; i0 += tile) {
               const int64_t len = std::min(tile, n0 - i0);
@@ -403,10 +401,9 @@ void backward(const at::Tensor& grad_y, double grad_boundary, const at::Tensor& 
                 auto* gxp = reinterpret_cast<scalar_t*>(data[0] + j * strides[3] + i0 * strides[0]);
                 auto* gyp = reinterpret_cast<const scalar_t*>(data[1] + j * strides[4] + i0 * strides[1]);
                 auto* xp = reinterpret_cast<const scalar_t*>(data[2] + j * strides[5] + i0 * strides[2]);
-                backward_run<scalar_t, acc_t>(
-                    gyp, strides[1] / sizeof(scalar_t), xp, strides[2] / sizeof(scalar_t), gxp,
-                    strides[0] / sizeof(scalar_t), len, P, cv.data(), boundary_scale,
-                    grad_coeffs ? acc_v.data() : nullptr);
+                backward_run<scalar_t, acc_t>(gyp, strides[1] / sizeof(scalar_t), xp, strides[2] / sizeof(scalar_t),
+                                              gxp, strides[0] / sizeof(scalar_t), len, P, cv.data(), boundary_scale,
+                                              grad_coeffs ? acc_v.data() : nullptr);
               }
             }
           };

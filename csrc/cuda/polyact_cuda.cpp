@@ -64,9 +64,13 @@ std::tuple<at::Tensor, at::Tensor> poly_act_cuda(const at::Tensor& x_in, const a
   const int degree = static_cast<int>(coeffs.numel()) - 1;
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "pnn_poly_forward_cuda", [&] {
     using acc_t = acc_type_t<scalar_t>;
-    cuda::ForwardArgs<scalar_t> args{x.const_data_ptr<scalar_t>(), y.data_ptr<scalar_t>(), x.numel(),
-                                     make_poly_params<acc_t>(coeffs.const_data_ptr<acc_t>(), degree, basis, bound, alpha, form),
-                                     stats.data_ptr<acc_t>(), nullptr};
+    cuda::ForwardArgs<scalar_t> args{
+        x.const_data_ptr<scalar_t>(),
+        y.data_ptr<scalar_t>(),
+        x.numel(),
+        make_poly_params<acc_t>(coeffs.const_data_ptr<acc_t>(), degree, basis, bound, alpha, form),
+        stats.data_ptr<acc_t>(),
+        nullptr};
     const cuda::LaunchPlan plan = cuda::plan_forward(args);
     at::Tensor scratch = at::empty({static_cast<int64_t>(plan.scratch_bytes)}, x.options().dtype(at::kByte));
     args.partials = reinterpret_cast<ForwardPartial*>(scratch.data_ptr());
@@ -98,11 +102,16 @@ std::tuple<at::Tensor, at::Tensor> poly_act_backward_cuda(const at::Tensor& grad
   const at::Tensor grad_stats = grad_stats_in.to(accumulate_type(x.scalar_type())).contiguous();
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "pnn_poly_backward_cuda", [&] {
     using acc_t = acc_type_t<scalar_t>;
-    cuda::BackwardArgs<scalar_t> args{grad_y.const_data_ptr<scalar_t>(), broadcast, x.const_data_ptr<scalar_t>(),
-                                      grad_x.data_ptr<scalar_t>(), n,
-                                      make_poly_params<acc_t>(coeffs.const_data_ptr<acc_t>(), degree, basis, bound, alpha, form),
-                                      grad_stats.const_data_ptr<acc_t>(),
-                                      coeffs_grad ? grad_coeffs.data_ptr<acc_t>() : nullptr, nullptr};
+    cuda::BackwardArgs<scalar_t> args{
+        grad_y.const_data_ptr<scalar_t>(),
+        broadcast,
+        x.const_data_ptr<scalar_t>(),
+        grad_x.data_ptr<scalar_t>(),
+        n,
+        make_poly_params<acc_t>(coeffs.const_data_ptr<acc_t>(), degree, basis, bound, alpha, form),
+        grad_stats.const_data_ptr<acc_t>(),
+        coeffs_grad ? grad_coeffs.data_ptr<acc_t>() : nullptr,
+        nullptr};
     const cuda::LaunchPlan plan = cuda::plan_backward(args);
     at::Tensor scratch;
     if (plan.scratch_bytes > 0) {

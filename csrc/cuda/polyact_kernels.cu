@@ -77,10 +77,10 @@ void launch_backward(const BackwardArgs<scalar_t>& args, const LaunchPlan& plan,
   launch_backward_on(args, plan, backend);
 }
 
-#define PNN_INSTANTIATE(T)                                                                              \
-  template LaunchPlan plan_forward<T>(const ForwardArgs<T>&);                                           \
-  template void launch_forward<T>(const ForwardArgs<T>&, const LaunchPlan&, cudaStream_t);              \
-  template LaunchPlan plan_backward<T>(const BackwardArgs<T>&);                                         \
+#define PNN_INSTANTIATE(T)                                                                 \
+  template LaunchPlan plan_forward<T>(const ForwardArgs<T>&);                              \
+  template void launch_forward<T>(const ForwardArgs<T>&, const LaunchPlan&, cudaStream_t); \
+  template LaunchPlan plan_backward<T>(const BackwardArgs<T>&);                            \
   template void launch_backward<T>(const BackwardArgs<T>&, const LaunchPlan&, cudaStream_t);
 PNN_INSTANTIATE(float)
 PNN_INSTANTIATE(double)

@@ -3,7 +3,8 @@
 // call interface in polyact_launch.h). No ATen and no CUDA runtime calls, so the
 // same file is compiled by nvcc (polyact_kernels.cu) and, unchanged, by the host
 // compiler under the CUDA emulation of tests/cuda_emulation, which runs these
-// kernels on the CPU under AddressSanitizer and UBSan.
+// kernels on the CPU under AddressSanitizer and UBSan. Just over 400 lines: the
+// kernels and the plan that sizes their launches share templates and constants.
 //
 // Forward:  one grid-stride pass over x in memory order, `vec` consecutive
 //           elements per thread and step (one 16-byte load when every pointer is
@@ -27,8 +28,8 @@
 #if defined(PNN_CUDA_EMULATION)
 #define PNN_DYNAMIC_SHARED(T, name) T* name = ::cuda_emulation::dynamic_shared<T>()
 #else
-#define PNN_DYNAMIC_SHARED(T, name)                                        \
-  extern __shared__ __align__(16) unsigned char pnn_dynamic_shared_[];     \
+#define PNN_DYNAMIC_SHARED(T, name)                                    \
+  extern __shared__ __align__(16) unsigned char pnn_dynamic_shared_[]; \
   T* name = reinterpret_cast<T*>(pnn_dynamic_shared_)
 #endif
 
@@ -167,8 +168,7 @@ __global__ void __launch_bounds__(kThreads) forward_kernel(ForwardArgs<scalar_t>
   }
 
   // Block reduction: warps by shuffles (a fixed tree), then thread 0 over the warps in order.
-  ForwardPartial part{warp_sum(expm1_sum), warp_sum(linear_sum),
-                      warp_max(saw_nan ? NAN : static_cast<double>(max_abs)),
+  ForwardPartial part{warp_sum(expm1_sum), warp_sum(linear_sum), warp_max(saw_nan ? NAN : static_cast<double>(max_abs)),
                       warp_sum(static_cast<double>(count))};
   const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
   if (lane == 0) red[warp] = part;
@@ -344,7 +344,8 @@ BackwardKernel<scalar_t> backward_kernel_for(const LaunchPlan& p) {
 template <typename scalar_t>
 BackwardKernel<scalar_t> backward_kernel_for(const LaunchPlan& p, BoundaryForm f) {
   using F = BoundaryForm;
-  return f == F::kQuadratic ? backward_kernel_for<scalar_t, F::kQuadratic>(p) : backward_kernel_for<scalar_t, F::kExp>(p);
+  return f == F::kQuadratic ? backward_kernel_for<scalar_t, F::kQuadratic>(p)
+                            : backward_kernel_for<scalar_t, F::kExp>(p);
 }
 
 inline int grid_blocks(int64_t n, int vec, int resident) {
@@ -361,7 +362,8 @@ LaunchPlan plan_forward_on(const ForwardArgs<scalar_t>& a, Backend& backend) {
   p.slice = 0;
   p.slices = 1;
   p.shared_bytes = forward_shared_bytes<acc_t>(a.poly.degree);
-  p.blocks = grid_blocks(a.n, p.vec, backend.resident_blocks(forward_kernel_for<scalar_t>(p), kThreads, p.shared_bytes));
+  p.blocks =
+      grid_blocks(a.n, p.vec, backend.resident_blocks(forward_kernel_for<scalar_t>(p), kThreads, p.shared_bytes));
   p.scratch_bytes = static_cast<size_t>(p.blocks) * sizeof(ForwardPartial);
   return p;
 }
@@ -383,14 +385,16 @@ LaunchPlan plan_backward_on(const BackwardArgs<scalar_t>& a, Backend& backend) {
   p.aligned = p.slice == 0 && aligned16(a.x) && aligned16(a.grad_x) && (a.grad_y_broadcast || aligned16(a.grad_y));
   p.vec = p.slice > 0 ? kCoeffVec : (p.aligned ? kAlignedVec<scalar_t> : kUnalignedVec);
   p.shared_bytes = backward_shared_bytes<acc_t>(d, p.slice);
-  p.blocks = grid_blocks(a.n, p.vec, backend.resident_blocks(backward_kernel_for<scalar_t>(p, a.poly.form), kThreads, p.shared_bytes));
+  p.blocks = grid_blocks(
+      a.n, p.vec, backend.resident_blocks(backward_kernel_for<scalar_t>(p, a.poly.form), kThreads, p.shared_bytes));
   p.scratch_bytes = p.slice == 0 ? 0 : static_cast<size_t>(p.blocks) * (d + 1) * sizeof(double);
   return p;
 }
 
 template <typename scalar_t, typename Backend>
 void launch_backward_on(const BackwardArgs<scalar_t>& a, const LaunchPlan& p, Backend& backend) {
-  backend.launch(backward_kernel_for<scalar_t>(p, a.poly.form), dim3(p.blocks, p.slices), dim3(kThreads), p.shared_bytes, a);
+  backend.launch(backward_kernel_for<scalar_t>(p, a.poly.form), dim3(p.blocks, p.slices), dim3(kThreads),
+                 p.shared_bytes, a);
   if (p.slice > 0)
     backend.launch(coeff_grad_finalize_kernel<scalar_t>, dim3(a.poly.degree + 1), dim3(kFinalizeThreads),
                    kFinalizeThreads * sizeof(double), a, p.blocks);

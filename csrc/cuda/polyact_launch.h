@@ -35,9 +35,9 @@ struct ForwardArgs {
   const scalar_t* x;
   scalar_t* y;
   int64_t n;
-  PolyParams<acc_t> poly;     // poly.coeffs: device memory
-  acc_t* stats;               // (3,)
-  ForwardPartial* partials;   // scratch: one per block of the main kernel
+  PolyParams<acc_t> poly;    // poly.coeffs: device memory
+  acc_t* stats;              // (3,)
+  ForwardPartial* partials;  // scratch: one per block of the main kernel
 };
 
 // grad_x = grad_y * p'(x) + g_L/N * sign(x) f'(e) [e > 0] (polyact.h), and the
@@ -45,26 +45,26 @@ struct ForwardArgs {
 template <typename scalar_t>
 struct BackwardArgs {
   using acc_t = acc_type_t<scalar_t>;
-  const scalar_t* grad_y;     // in x's memory order, or one value (grad_y_broadcast)
-  bool grad_y_broadcast;      // grad_y is a single value for every element (y.sum())
+  const scalar_t* grad_y;  // in x's memory order, or one value (grad_y_broadcast)
+  bool grad_y_broadcast;   // grad_y is a single value for every element (y.sum())
   const scalar_t* x;
   scalar_t* grad_x;
-  int64_t n;                  // > 0
+  int64_t n;  // > 0
   PolyParams<acc_t> poly;
-  const acc_t* grad_stats;    // (3,) on the device; [0] is the incoming gradient of L
-  acc_t* grad_coeffs;         // (degree + 1,), or nullptr for no coefficient gradients
-  double* coeff_partials;     // scratch: blocks x (degree + 1), when grad_coeffs is set
+  const acc_t* grad_stats;  // (3,) on the device; [0] is the incoming gradient of L
+  acc_t* grad_coeffs;       // (degree + 1,), or nullptr for no coefficient gradients
+  double* coeff_partials;   // scratch: blocks x (degree + 1), when grad_coeffs is set
 };
 
 // Which instantiation runs, on which grid.
 struct LaunchPlan {
-  int vec;              // consecutive elements per thread and step
-  bool aligned;         // 16-byte vector loads/stores (all pointers aligned), else scalar ones
-  int slice;            // coefficients per block row (0: no coefficient gradients)
-  int blocks;           // grid.x
-  int slices;           // grid.y: rows of coefficient slices (1 without coefficient gradients)
-  size_t shared_bytes;  // dynamic shared memory of the main kernel
-  size_t scratch_bytes; // partial sums the caller allocates
+  int vec;               // consecutive elements per thread and step
+  bool aligned;          // 16-byte vector loads/stores (all pointers aligned), else scalar ones
+  int slice;             // coefficients per block row (0: no coefficient gradients)
+  int blocks;            // grid.x
+  int slices;            // grid.y: rows of coefficient slices (1 without coefficient gradients)
+  size_t shared_bytes;   // dynamic shared memory of the main kernel
+  size_t scratch_bytes;  // partial sums the caller allocates
 };
 
 #if !defined(PNN_CUDA_EMULATION)

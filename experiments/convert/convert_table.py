@@ -1,8 +1,9 @@
-"""The README's table of torchvision models: what pnn_ext.convert turns into polynomials
+"""The table of torchvision models of docs/convert.md: what pnn_ext.convert turns into polynomials
 and what pnn_ext.polynomial_report says remains (untrained models, weights=None,
 10 classes, a batch of two 3x32x32 images; ViT-B/16 built for 32x32, 2x2 patches).
 
     python experiments/convert/convert_table.py            # Markdown table on stdout
+    python experiments/convert/convert_table.py | python experiments/docs_section.py docs/convert.md convert-zoo
 """
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Reproduces the README's "Fine-tuning a ReLU network into a PNN" table (CPU, about
+# Reproduces docs/finetune.md's table (written there) (CPU, about
 # 10 minutes on 2 cores): the small CNN on MNIST (idx files in $PNN_DATA), per seed
 #   relu for 1 and for 2 epochs (the pretrained networks),
 #   degree 22 fine-tuned from them (--init-from) for 2 and 1 epochs, every activation
@@ -10,7 +10,7 @@
 # SEEDS (default "0 1 2") and EXTRA (more pnn-train flags for every run, e.g.
 # "--lr 1e-2") change the grid; PNN_NO_ENV=1 uses the Python environment already active
 # instead of scripts/env.sh.
-: "${PNN_DATA:?set PNN_DATA to the directory that holds MNIST (see the README)}"
+: "${PNN_DATA:?set PNN_DATA to the directory that holds MNIST (see docs/training.md, Data)}"
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 [ -n "${PNN_NO_ENV:-}" ] || source "$HERE/../../scripts/env.sh"
@@ -30,3 +30,4 @@ for s in $SEEDS; do
   train --degree 22 --epochs 3 --seed "$s" --out-dir "$OUT/scratch3/seed$s"
 done
 python "$HERE/finetune_table.py" "$OUT" | tee "$OUT/finetune.md"
+python "$HERE/../docs_section.py" docs/finetune.md finetune < "$OUT/finetune.md"

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Reproduces the README's "Encrypted inference" table: the CryptoNets network on MNIST
+# Reproduces docs/encrypted.md's tables (written there): the CryptoNets network on MNIST
 # (degrees 2, 8, 22) and a digits MLP (hidden 64,32, degree 22), each trained by
 # pnn-train when OUT holds no checkpoint yet, then run by pnn-he in batch packing
 # (the whole test set, the last batch filled with repeats) and in sample packing
@@ -37,3 +37,4 @@ measure batch-cn-8 "$OUT/cn-8/best.pt" --data-dir "$DATA" --batch --fill
 measure batch-cn-22 "$OUT/cn-22/best.pt" --data-dir "$DATA" --batch --fill
 measure batch-cn-22-s45 "$OUT/cn-22/best.pt" --data-dir "$DATA" --batch --fill --scale-bits 45
 python "$(dirname "$0")/he_table.py" "${reports[@]}" | tee "$OUT/he.md"
+python "$(dirname "$0")/../docs_section.py" docs/encrypted.md he < "$OUT/he.md"

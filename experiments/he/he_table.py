@@ -1,6 +1,6 @@
 """``python experiments/he/he_table.py REPORT.json...``: markdown tables of pnn-he reports
 (``pnn-he ... --json``), latency (sample packing) and throughput (batch packing) rows
-side by side. experiments/he/he_results.sh writes the README's encrypted-inference tables
+side by side. experiments/he/he_results.sh writes docs/encrypted.md's tables
 with it."""
 from __future__ import annotations
 

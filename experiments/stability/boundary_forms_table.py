@@ -1,4 +1,4 @@
-"""The README's table of boundary-loss forms: one row per (degree, B, lr) cell of a
+"""The table of boundary-loss forms of docs/stability.md: one row per (degree, B, lr) cell of a
 pnn-sweep over the variants full (exponential form), quadratic and no-boundary, from its
 sweep.json. Usage: python experiments/stability/boundary_forms_table.py runs/stability/digits-quadratic/sweep.json"""
 import json

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Reproduces the README's "Stability map" tables (CPU): pnn-sweep maps of B x learning
+# Reproduces docs/stability.md's tables (CPU): pnn-sweep maps of B x learning
 # rate x degree for the four method variants of pnn-ablate (preset B, written bound=none,
 # and fixed B), --bound auto with the full method, B cliffs per degree (full method,
 # lr 1e-3), and auto against preset B for the MLP without BatchNorm; 3 seeds, divergence
@@ -8,10 +8,10 @@
 # does not fit this machine's budget). Finished runs are kept (pnn-sweep skips them), so
 # an interrupted script continues where it stopped; the report-only calls at the end
 # build each table from the run directories the sweeps share.
-# MNIST is read from its original idx files in $PNN_DATA (see the README's Data section).
+# MNIST is read from its original idx files in $PNN_DATA (see docs/training.md, Data).
 # Output: $1 (default runs/stability)/{digits,mnist}-{map,cliff}/sweep.{md,json} and heat maps (the
-# MNIST cliff's runs live in mnist-map, beside the map's), and stability.md (the README's tables).
-: "${PNN_DATA:?set PNN_DATA to the directory that holds MNIST (see the README)}"
+# MNIST cliff's runs live in mnist-map, beside the map's), and stability.md (docs/stability.md's tables).
+: "${PNN_DATA:?set PNN_DATA to the directory that holds MNIST (see docs/training.md, Data)}"
 source "$(dirname "$0")/../../scripts/env.sh"
 OUT=${1:-runs/stability}
 JOBS=${JOBS:-1}

@@ -1,4 +1,4 @@
-"""``python experiments/stability/stability_table.py LABEL=SWEEP_DIR ...``: the README's stability
+"""``python experiments/stability/stability_table.py LABEL=SWEEP_DIR ...``: docs/stability.md's
 tables from pnn-sweep outputs (their sweep.json): for each sweep with bound, lr and
 degree axes, the harshest setting where the full method stays within 1 point of its
 lr-1e-3 accuracy while at least two ablated variants diverge or fall behind; for

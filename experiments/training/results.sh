@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
-# Reproduces the results tables of the README (CPU, about 30 minutes on 2 cores):
+# Reproduces docs/training-results.md's tables (the runs table written there) (CPU, about 30 minutes on 2 cores):
 # the small CNN on digits and on MNIST for relu and degrees 2, 8, 22, then the
 # ablation on MNIST (degrees 8 and 22, seeds 0 and 1) and its stress version
 # (degree 22 at 10x the learning rate). MNIST is read from its original idx files
-# in $PNN_DATA (DIR, DIR/raw or DIR/MNIST/raw; see the README's Data section).
+# in $PNN_DATA (DIR, DIR/raw or DIR/MNIST/raw; see docs/training.md, Data).
 # Output: $1 (default runs/results)/results.md, ablation-mnist/ and ablation-mnist-lr1e-2/ablation.md. Table runs
 # are redone (--overwrite); finished ablation runs are kept (pnn-ablate skips them).
-: "${PNN_DATA:?set PNN_DATA to the directory that holds MNIST (see the README)}"
+: "${PNN_DATA:?set PNN_DATA to the directory that holds MNIST (see docs/training.md, Data)}"
 source "$(dirname "$0")/../../scripts/env.sh"
 OUT=${1:-runs/results}
 for act in relu 2 8 22; do
@@ -15,6 +15,7 @@ for act in relu 2 8 22; do
   pnn-train --dataset mnist --data-dir "$PNN_DATA" --epochs 5 "${a[@]}" --no-progress --out-dir "$OUT/mnist-$act" --overwrite
 done
 python "$(dirname "$0")/results_table.py" "$OUT"/digits-{relu,2,8,22} "$OUT"/mnist-{relu,2,8,22} > "$OUT/results.md"
+python "$(dirname "$0")/../docs_section.py" docs/training-results.md training < "$OUT/results.md"
 pnn-ablate --degrees 8,22 --seeds 0,1 --out-dir "$OUT/ablation-mnist" -- \
   --dataset mnist --data-dir "$PNN_DATA" --epochs 3 --no-progress
 pnn-ablate --degrees 22 --seeds 0,1 --out-dir "$OUT/ablation-mnist-lr1e-2" -- \

@@ -1,6 +1,6 @@
 """``python experiments/training/results_table.py RUN_DIR...``: a markdown table of finished
 pnn-train runs (from their summary.json), each row with the command that reproduces
-it. experiments/training/results.sh writes the README's training table with it."""
+it. experiments/training/results.sh writes docs/training-results.md's table with it."""
 from __future__ import annotations
 
 import sys

@@ -4,7 +4,7 @@ Rule: B_i = margin x q_i / alpha^2, q_i the ``quantile`` of |x| reaching layer i
 in one forward of a few training samples. The boundary penalty, which starts at
 alpha * B, then starts (margin / alpha) x q_i out: 2.5 q at degree 2 (alpha 1),
 5 q from degree 8 on (alpha 0.5) with the default margin. pnn-sweep's B maps
-(README, "Stability map") put the cliff at alpha * B of about 1.2-1.6 q at every
+(docs/stability.md) put the cliff at alpha * B of about 1.2-1.6 q at every
 degree; above it degree 2 slowly loses accuracy from B of about 3 q (a wider
 interval, a coarser fit), while degrees 8-32 lose nothing up to B of 10-25 q and
 are more stable at large learning rates the wider B is. alpha, the preset's own

@@ -81,9 +81,9 @@ inline thread_local dim3 blockDim{};
 inline thread_local dim3 gridDim{};
 
 // Device math resolves to the std overloads, so float stays float (as in CUDA).
-using std::abs, std::ceil, std::copysign, std::cos, std::exp, std::exp2, std::expm1, std::fabs, std::floor,
-    std::fma, std::fmax, std::fmin, std::isfinite, std::isinf, std::isnan, std::log, std::log1p, std::log2,
-    std::pow, std::round, std::signbit, std::sin, std::sqrt, std::tanh, std::trunc;
+using std::abs, std::ceil, std::copysign, std::cos, std::exp, std::exp2, std::expm1, std::fabs, std::floor, std::fma,
+    std::fmax, std::fmin, std::isfinite, std::isinf, std::isnan, std::log, std::log1p, std::log2, std::pow, std::round,
+    std::signbit, std::sin, std::sqrt, std::tanh, std::trunc;
 // CUDA's global min/max accept mixed arithmetic types (usual arithmetic conversions).
 template <class A, class B>
   requires std::is_arithmetic_v<A> && std::is_arithmetic_v<B>
@@ -100,7 +100,9 @@ constexpr std::common_type_t<A, B> max(A a, B b) {
 inline float rsqrtf(float v) { return 1.0f / std::sqrt(v); }
 inline double rsqrt(double v) { return 1.0 / std::sqrt(v); }
 template <class T>
-T __ldg(const T* p) { return *p; }
+T __ldg(const T* p) {
+  return *p;
+}
 inline int __popc(unsigned int v) { return std::popcount(v); }
 inline int __popcll(unsigned long long v) { return std::popcount(v); }
 inline int __clz(int v) { return std::countl_zero(static_cast<unsigned int>(v)); }
@@ -176,11 +178,16 @@ struct Warp {
 
 struct Block {
   Block(dim3 grid_dim, dim3 block_dim, uint3 index, std::size_t dyn_bytes, const std::function<void()>& kernel_body)
-      : grid(grid_dim), dim(block_dim), idx(index), threads(block_dim.x * block_dim.y * block_dim.z),
-        barrier(static_cast<int>(threads)), body(&kernel_body),
+      : grid(grid_dim),
+        dim(block_dim),
+        idx(index),
+        threads(block_dim.x * block_dim.y * block_dim.z),
+        barrier(static_cast<int>(threads)),
+        body(&kernel_body),
         // Exactly the requested size (ASan redzones right after it), garbage-filled.
         dyn(::operator new(dyn_bytes, std::align_val_t{16})) {
-    for (unsigned w = 0; w * 32 < threads; ++w) warps.push_back(std::make_unique<Warp>(std::min(32u, threads - w * 32)));
+    for (unsigned w = 0; w * 32 < threads; ++w)
+      warps.push_back(std::make_unique<Warp>(std::min(32u, threads - w * 32)));
     std::memset(dyn, kSharedFill, dyn_bytes);
   }
   ~Block() { ::operator delete(dyn, std::align_val_t{16}); }  // (not copyable: Barrier holds a mutex)
@@ -246,8 +253,8 @@ class Pool {
     std::unique_lock lock(mutex_);
     if (!done_.wait_for(lock, block_timeout(), [&] { return pending_.load(std::memory_order_acquire) == 0; }))
       die("block (" + std::to_string(block.idx.x) + "," + std::to_string(block.idx.y) + "," +
-          std::to_string(block.idx.z) + ") did not finish within " + std::to_string(block_timeout().count()) +
-          " s (" + std::to_string(pending_.load()) + " of " + std::to_string(n) +
+          std::to_string(block.idx.z) + ") did not finish within " + std::to_string(block_timeout().count()) + " s (" +
+          std::to_string(pending_.load()) + " of " + std::to_string(n) +
           " threads still running): a __syncthreads() or warp collective that not every running thread "
           "of the block/warp reaches? (CUDA_EMULATION_TIMEOUT_S sets the limit)");
     return std::exchange(error_, nullptr);
@@ -327,9 +334,11 @@ inline void check_config(KernelId kernel, dim3 grid, dim3 block, std::size_t dyn
          std::to_string(kMaxThreadsPerBlock));
   for (int a = 0; a < 3; ++a) {
     if (b[a] > kMaxBlockDim[a])
-      fail(std::string("block.") + axis[a] + " = " + std::to_string(b[a]) + " exceeds " + std::to_string(kMaxBlockDim[a]));
+      fail(std::string("block.") + axis[a] + " = " + std::to_string(b[a]) + " exceeds " +
+           std::to_string(kMaxBlockDim[a]));
     if (g[a] > kMaxGridDim[a])
-      fail(std::string("grid.") + axis[a] + " = " + std::to_string(g[a]) + " exceeds " + std::to_string(kMaxGridDim[a]));
+      fail(std::string("grid.") + axis[a] + " = " + std::to_string(g[a]) + " exceeds " +
+           std::to_string(kMaxGridDim[a]));
   }
   State& s = state();
   std::size_t limit = s.max_dynamic_shared;
@@ -342,7 +351,8 @@ inline void check_config(KernelId kernel, dim3 grid, dim3 block, std::size_t dyn
 }
 
 inline void run_grid(KernelId kernel, dim3 grid, dim3 block, std::size_t dyn_bytes, const std::function<void()>& body) {
-  if (tl_ctx) throw std::runtime_error("cuda_emulation::launch from inside a kernel (dynamic parallelism) is not emulated");
+  if (tl_ctx)
+    throw std::runtime_error("cuda_emulation::launch from inside a kernel (dynamic parallelism) is not emulated");
   State& s = state();
   std::lock_guard lock(s.mutex);
   check_config(kernel, grid, block, dyn_bytes);
@@ -483,8 +493,12 @@ inline void __syncwarp(unsigned mask = 0xffffffffu) {
 inline void __threadfence() { std::atomic_thread_fence(std::memory_order_seq_cst); }
 inline void __threadfence_block() { std::atomic_thread_fence(std::memory_order_seq_cst); }
 
-inline unsigned __ballot_sync(unsigned mask, int pred) { return cuda_emulation::detail::vote(mask, pred, "__ballot_sync").ballot; }
-inline int __any_sync(unsigned mask, int pred) { return cuda_emulation::detail::vote(mask, pred, "__any_sync").ballot != 0; }
+inline unsigned __ballot_sync(unsigned mask, int pred) {
+  return cuda_emulation::detail::vote(mask, pred, "__ballot_sync").ballot;
+}
+inline int __any_sync(unsigned mask, int pred) {
+  return cuda_emulation::detail::vote(mask, pred, "__any_sync").ballot != 0;
+}
 inline int __all_sync(unsigned mask, int pred) {
   const auto v = cuda_emulation::detail::vote(mask, pred, "__all_sync");
   return v.ballot == v.voters;
@@ -492,26 +506,25 @@ inline int __all_sync(unsigned mask, int pred) {
 
 // Shuffles as non-template overloads per CUDA type, so overload resolution (e.g. short
 // -> int) matches CUDA's. Segment rules follow the CUDA programming guide.
-#define CUDA_EMULATION_SHUFFLES(T)                                                                       \
-  inline T __shfl_sync(unsigned mask, T v, int src, int width = warpSize) {                              \
-    return cuda_emulation::detail::shuffle("__shfl_sync", mask, v, width,                                \
+#define CUDA_EMULATION_SHUFFLES(T)                                                                                \
+  inline T __shfl_sync(unsigned mask, T v, int src, int width = warpSize) {                                       \
+    return cuda_emulation::detail::shuffle("__shfl_sync", mask, v, width,                                         \
                                            [=](long long l) { return l / width * width + (src & (width - 1)); }); \
-  }                                                                                                      \
-  inline T __shfl_up_sync(unsigned mask, T v, unsigned delta, int width = warpSize) {                    \
-    return cuda_emulation::detail::shuffle("__shfl_up_sync", mask, v, width, [=](long long l) {          \
-      return l % width >= delta ? l - delta : -1LL;                                                      \
-    });                                                                                                  \
-  }                                                                                                      \
-  inline T __shfl_down_sync(unsigned mask, T v, unsigned delta, int width = warpSize) {                  \
-    return cuda_emulation::detail::shuffle("__shfl_down_sync", mask, v, width, [=](long long l) {        \
-      return l % width + delta < static_cast<unsigned>(width) ? l + delta : -1LL;                        \
-    });                                                                                                  \
-  }                                                                                                      \
-  inline T __shfl_xor_sync(unsigned mask, T v, int lane_mask, int width = warpSize) {                    \
-    return cuda_emulation::detail::shuffle("__shfl_xor_sync", mask, v, width, [=](long long l) {         \
-      const long long s = l ^ lane_mask;                                                                 \
-      return s < (l / width + 1) * width ? s : -1LL;                                                     \
-    });                                                                                                  \
+  }                                                                                                               \
+  inline T __shfl_up_sync(unsigned mask, T v, unsigned delta, int width = warpSize) {                             \
+    return cuda_emulation::detail::shuffle("__shfl_up_sync", mask, v, width,                                      \
+                                           [=](long long l) { return l % width >= delta ? l - delta : -1LL; });   \
+  }                                                                                                               \
+  inline T __shfl_down_sync(unsigned mask, T v, unsigned delta, int width = warpSize) {                           \
+    return cuda_emulation::detail::shuffle("__shfl_down_sync", mask, v, width, [=](long long l) {                 \
+      return l % width + delta < static_cast<unsigned>(width) ? l + delta : -1LL;                                 \
+    });                                                                                                           \
+  }                                                                                                               \
+  inline T __shfl_xor_sync(unsigned mask, T v, int lane_mask, int width = warpSize) {                             \
+    return cuda_emulation::detail::shuffle("__shfl_xor_sync", mask, v, width, [=](long long l) {                  \
+      const long long s = l ^ lane_mask;                                                                          \
+      return s < (l / width + 1) * width ? s : -1LL;                                                              \
+    });                                                                                                           \
   }
 CUDA_EMULATION_SHUFFLES(int)
 CUDA_EMULATION_SHUFFLES(unsigned int)
@@ -524,22 +537,22 @@ CUDA_EMULATION_SHUFFLES(double)
 #undef CUDA_EMULATION_SHUFFLES
 
 // Atomics on host memory through std::atomic_ref, with CUDA's overload set.
-#define CUDA_EMULATION_ATOMIC(NAME, T, EXPR)                \
-  inline T NAME(T* address, T val) {                        \
-    [[maybe_unused]] std::atomic_ref<T> ref(*address);      \
-    return EXPR;                                            \
+#define CUDA_EMULATION_ATOMIC(NAME, T, EXPR)           \
+  inline T NAME(T* address, T val) {                   \
+    [[maybe_unused]] std::atomic_ref<T> ref(*address); \
+    return EXPR;                                       \
   }
-#define CUDA_EMULATION_INT_ATOMICS(T)                                                        \
-  CUDA_EMULATION_ATOMIC(atomicAdd, T, ref.fetch_add(val))                                    \
-  CUDA_EMULATION_ATOMIC(atomicExch, T, ref.exchange(val))                                    \
+#define CUDA_EMULATION_INT_ATOMICS(T)                                                                             \
+  CUDA_EMULATION_ATOMIC(atomicAdd, T, ref.fetch_add(val))                                                         \
+  CUDA_EMULATION_ATOMIC(atomicExch, T, ref.exchange(val))                                                         \
   CUDA_EMULATION_ATOMIC(atomicMin, T, cuda_emulation::detail::atomic_replace_if(address, val, std::less<T>()))    \
   CUDA_EMULATION_ATOMIC(atomicMax, T, cuda_emulation::detail::atomic_replace_if(address, val, std::greater<T>())) \
-  CUDA_EMULATION_ATOMIC(atomicAnd, T, ref.fetch_and(val))                                    \
-  CUDA_EMULATION_ATOMIC(atomicOr, T, ref.fetch_or(val))                                      \
-  CUDA_EMULATION_ATOMIC(atomicXor, T, ref.fetch_xor(val))                                    \
-  inline T atomicCAS(T* address, T compare, T val) {                                         \
-    std::atomic_ref<T>(*address).compare_exchange_strong(compare, val);                      \
-    return compare;                                                                          \
+  CUDA_EMULATION_ATOMIC(atomicAnd, T, ref.fetch_and(val))                                                         \
+  CUDA_EMULATION_ATOMIC(atomicOr, T, ref.fetch_or(val))                                                           \
+  CUDA_EMULATION_ATOMIC(atomicXor, T, ref.fetch_xor(val))                                                         \
+  inline T atomicCAS(T* address, T compare, T val) {                                                              \
+    std::atomic_ref<T>(*address).compare_exchange_strong(compare, val);                                           \
+    return compare;                                                                                               \
   }
 CUDA_EMULATION_INT_ATOMICS(int)
 CUDA_EMULATION_INT_ATOMICS(unsigned int)

@@ -74,8 +74,8 @@ void write_array(const std::string& path, const T* data, size_t count) {
 
 void write_plan(const std::string& path, const LaunchPlan& p) {
   std::ofstream out(path);
-  out << p.vec << ' ' << p.aligned << ' ' << p.slice << ' ' << p.blocks << ' ' << p.slices << ' '
-      << p.shared_bytes << ' ' << p.scratch_bytes << '\n';
+  out << p.vec << ' ' << p.aligned << ' ' << p.slice << ' ' << p.blocks << ' ' << p.slices << ' ' << p.shared_bytes
+      << ' ' << p.scratch_bytes << '\n';
 }
 
 struct Case {
@@ -114,8 +114,10 @@ void run(const std::string& dir, const Case& c) {
     auto grad_stats = read_array<acc_t>(base + ".gs", 3, 0);
     Buffer<scalar_t> grad_x(n, c.out_offset);
     Buffer<acc_t> grad_coeffs(ncoef, 0);
-    pnn::cuda::BackwardArgs<scalar_t> args{grad_y.data, broadcast, x.data, grad_x.data, c.n, poly, grad_stats.data,
-                                           c.coeffs_grad ? grad_coeffs.data : nullptr, nullptr};
+    pnn::cuda::BackwardArgs<scalar_t> args{
+        grad_y.data, broadcast, x.data,          grad_x.data,
+        c.n,         poly,      grad_stats.data, c.coeffs_grad ? grad_coeffs.data : nullptr,
+        nullptr};
     const LaunchPlan plan = pnn::cuda::plan_backward_on(args, device);
     Buffer<double> partials(plan.scratch_bytes / sizeof(double), 0);
     args.coeff_partials = plan.scratch_bytes ? partials.data : nullptr;
@@ -145,16 +147,20 @@ int main(int argc, char** argv) {
     if (line.empty()) continue;
     std::istringstream in(line);
     Case c;
-    in >> c.name >> c.op >> c.dtype >> c.n >> c.degree >> c.basis >> c.bound >> c.alpha >> c.x_offset >>
-        c.out_offset >> c.grad_y >> c.coeffs_grad >> c.resident >> c.form;
+    in >> c.name >> c.op >> c.dtype >> c.n >> c.degree >> c.basis >> c.bound >> c.alpha >> c.x_offset >> c.out_offset >>
+        c.grad_y >> c.coeffs_grad >> c.resident >> c.form;
     if (!in || (c.form != "exp" && c.form != "quadratic")) {
       std::cerr << "run_kernels: bad case line: " << line << "\n";
       return 2;
     }
-    if (c.dtype == "f32") run<float>(dir, c);
-    else if (c.dtype == "f64") run<double>(dir, c);
-    else if (c.dtype == "f16") run<c10::Half>(dir, c);
-    else if (c.dtype == "bf16") run<c10::BFloat16>(dir, c);
+    if (c.dtype == "f32")
+      run<float>(dir, c);
+    else if (c.dtype == "f64")
+      run<double>(dir, c);
+    else if (c.dtype == "f16")
+      run<c10::Half>(dir, c);
+    else if (c.dtype == "bf16")
+      run<c10::BFloat16>(dir, c);
     else {
       std::cerr << "run_kernels: unknown dtype " << c.dtype << "\n";
       return 2;

@@ -19,22 +19,22 @@ namespace {
 std::string g_mode;
 int g_failures = 0;
 
-#define CHECK(cond)                                                                           \
-  do {                                                                                        \
-    if (!(cond)) {                                                                            \
-      std::printf("FAIL %s: %s:%d: %s\n", g_mode.c_str(), __FILE__, __LINE__, #cond);        \
-      ++g_failures;                                                                           \
-    }                                                                                         \
+#define CHECK(cond)                                                                   \
+  do {                                                                                \
+    if (!(cond)) {                                                                    \
+      std::printf("FAIL %s: %s:%d: %s\n", g_mode.c_str(), __FILE__, __LINE__, #cond); \
+      ++g_failures;                                                                   \
+    }                                                                                 \
   } while (0)
-#define CHECK_EQ(a, b)                                                                        \
-  do {                                                                                        \
-    const auto va = (a);                                                                      \
-    const auto vb = (b);                                                                      \
-    if (!(va == vb)) {                                                                        \
-      std::printf("FAIL %s: %s:%d: %s == %s (%s vs %s)\n", g_mode.c_str(), __FILE__, __LINE__, \
-                  #a, #b, std::to_string(va).c_str(), std::to_string(vb).c_str());            \
-      ++g_failures;                                                                           \
-    }                                                                                         \
+#define CHECK_EQ(a, b)                                                                                 \
+  do {                                                                                                 \
+    const auto va = (a);                                                                               \
+    const auto vb = (b);                                                                               \
+    if (!(va == vb)) {                                                                                 \
+      std::printf("FAIL %s: %s:%d: %s == %s (%s vs %s)\n", g_mode.c_str(), __FILE__, __LINE__, #a, #b, \
+                  std::to_string(va).c_str(), std::to_string(vb).c_str());                             \
+      ++g_failures;                                                                                    \
+    }                                                                                                  \
   } while (0)
 
 using cuda_emulation::launch;
@@ -250,8 +250,12 @@ __global__ void indices_kernel(unsigned* out) {
   const unsigned bx = blockIdx.x + gridDim.x * (blockIdx.y + gridDim.y * blockIdx.z);
   const unsigned tx = threadIdx.x + blockDim.x * (threadIdx.y + blockDim.y * threadIdx.z);
   unsigned* o = out + (bx * blockDim.x * blockDim.y * blockDim.z + tx) * 6;
-  o[0] = threadIdx.x; o[1] = threadIdx.y; o[2] = threadIdx.z;
-  o[3] = blockIdx.x; o[4] = blockIdx.y; o[5] = blockIdx.z;
+  o[0] = threadIdx.x;
+  o[1] = threadIdx.y;
+  o[2] = threadIdx.z;
+  o[3] = blockIdx.x;
+  o[4] = blockIdx.y;
+  o[5] = blockIdx.z;
   __syncthreads();
 }
 
@@ -477,7 +481,7 @@ void oob_shared() {
 
 __global__ void static_smem_kernel(float* out) {
   __shared__ float buf[64];
-  float* p = buf;  // through a pointer: ASan's global redzone, not UBSan's bounds check
+  float* p = buf;         // through a pointer: ASan's global redzone, not UBSan's bounds check
   p[threadIdx.x] = 1.0f;  // blockDim 80: threads 64..79 overflow
   __syncthreads();
   out[threadIdx.x % 64] = buf[threadIdx.x % 64];
@@ -497,8 +501,10 @@ void ubsan() {
 
 // Thread 0 waits in a warp sync while the others wait in __syncthreads: hangs.
 __global__ void deadlock_kernel() {
-  if (threadIdx.x == 0) __syncwarp();
-  else __syncthreads();
+  if (threadIdx.x == 0)
+    __syncwarp();
+  else
+    __syncthreads();
 }
 
 void deadlock() { launch(deadlock_kernel, 1, 64, 0); }

@@ -1,0 +1,81 @@
+"""The fused op against the baseline a user would write: ``torch.compile`` of the lean
+formulation (a Clenshaw loop in t = x / B and ``expm1(clamp(|x| - alpha*B, min=0)).mean()``,
+nothing else), one forward + backward with the boundary term, in the same process,
+interleaved, median of the repetitions. Prints the CPU, the times and the ratios.
+
+    python bench/lean_compile.py [--numel 16777216] [--degree 22] [--reps 7]
+
+Both grads: a dense random grad_y, and ``y.sum()``'s broadcast grad (a stride-0 grad_y).
+"""
+from __future__ import annotations
+
+import argparse
+import platform
+import statistics
+import time
+
+import torch
+
+import pnn_ext as pnn
+
+
+def lean(x: torch.Tensor, c: torch.Tensor, bound: float, alpha: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """What a user writes: p(x/B) by Clenshaw's recurrence, and the boundary term."""
+    t = x / bound
+    b1 = torch.zeros_like(t)
+    b2 = torch.zeros_like(t)
+    for k in range(c.numel() - 1, 0, -1):
+        b1, b2 = 2 * t * b1 - b2 + c[k], b1
+    y = t * b1 - b2 + c[0]
+    return y, torch.expm1(torch.clamp(x.abs() - alpha * bound, min=0)).mean()
+
+
+def fused(x, c, bound, alpha):
+    y, stats = pnn.poly_act(x, c, bound, alpha, impl="fused")
+    return y, stats[0]
+
+
+def step(fn, x, c, bound, alpha, grad_y):
+    x.grad = None
+    y, boundary = fn(x, c, bound, alpha)
+    loss = (y.sum() if grad_y is None else (y * grad_y).sum()) + 1000.0 * boundary
+    loss.backward()
+
+
+def cpu_name() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            return next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+    except (OSError, StopIteration):
+        return platform.processor() or "unknown CPU"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--numel", type=int, default=1 << 24)
+    ap.add_argument("--degree", type=int, default=22)
+    ap.add_argument("--reps", type=int, default=7)
+    args = ap.parse_args()
+    bound, alpha = pnn.preset(args.degree)
+    c = torch.from_numpy(pnn.fit("relu", args.degree, bound).coeffs).float()
+    x = (torch.randn(args.numel) * bound / 3).requires_grad_()
+    compiled = torch.compile(lean)
+    print(f"{cpu_name()}, {torch.get_num_threads()} torch threads, torch {torch.__version__}, "
+          f"pnn_ext kernels: {pnn.cpu_capability()}; {args.numel} float32 elements, degree {args.degree}, "
+          f"forward + backward with the boundary term, median of {args.reps}")
+    for grad_name, grad_y in (("dense grad_y", torch.randn(args.numel)), ("y.sum() (broadcast grad)", None)):
+        times = {"fused": [], "compiled lean": []}
+        for fn in (fused, compiled):  # warm-up: compilation, first touch
+            step(fn, x, c, bound, alpha, grad_y)
+        for _ in range(args.reps):
+            for name, fn in (("fused", fused), ("compiled lean", compiled)):
+                t0 = time.perf_counter()
+                step(fn, x, c, bound, alpha, grad_y)
+                times[name].append(time.perf_counter() - t0)
+        f, comp = statistics.median(times["fused"]), statistics.median(times["compiled lean"])
+        print(f"{grad_name}: fused {1e3 * f:.1f} ms, torch.compile(lean) {1e3 * comp:.1f} ms -> "
+              f"fused is {comp / f:.2f}x")
+
+
+if __name__ == "__main__":
+    main()
