@@ -194,6 +194,13 @@ HE = [
     pytest.param("modulus-text", ["{RUN}", "--coeff-mod-bit-sizes", "a,b"], 2, r"coeff-mod-bit-sizes"),
     pytest.param("json-missing-dir", ["{RUN}", "--samples", "1", "--json", "{DATA}/no/such/dir/r.json"], 2,
                  r"no/such/dir"),
+    # outputs: named as written (numpy appends .npz/.npy otherwise), never over an input (issue 23)
+    ("fold-out-without-npz", ["fold", "{RUN}", "--out", "{DATA}/model"], 2, r"--out .*/model must end in \.npz"),
+    ("fold-inputs-out-without-npy", ["fold", "{RUN}", "--out", "{DATA}/m.npz", "--inputs-out", "{DATA}/x"], 2,
+     r"--inputs-out .*/x must end in \.npy"),
+    ("export-without-npz", ["{RUN}", "--export", "{DATA}/model"], 2, r"--export .*/model must end in \.npz"),
+    ("json-over-checkpoint", ["{RUN}/best.pt", "--json", "{RUN}/best.pt"], 2,
+     r"--json .*best\.pt is also an input of this command"),
 ]
 MODULES = {"pnn-train": "pnn_ext.train", "pnn-ablate": "pnn_ext.train.ablation", "pnn-sweep": "pnn_ext.train.sweep",
            "pnn-he": "pnn_ext.he.cli"}
