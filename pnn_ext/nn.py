@@ -151,9 +151,16 @@ class PolyActivation(nn.Module):
                                                                        else "")
                 + (f", boundary_form={self.boundary_form}" if self.boundary_form != "exp" else ""))
 
+    def __prepare_scriptable__(self):
+        # torch.jit.script calls this on every submodule before compiling: one clear line
+        # instead of a TorchScript compilation error deep in pnn_ext.ops.
+        raise RuntimeError(TORCHSCRIPT_REFUSAL.format(what="torch.jit.script"))
+
     # The configuration travels with the state dict, so load_state_dict restores
     # an activation built with other settings.
     def get_extra_state(self):
+        if _in_torchscript_onnx_export():  # it reads the state dict as tensors only, and fails on this dict
+            raise RuntimeError(TORCHSCRIPT_REFUSAL.format(what="torch.onnx.export(..., dynamo=False)"))
         return {"degree": self.degree, "bound": self.bound, "alpha": self.alpha, "basis": self.basis,
                 "target": self.target, "boundary_form": self.boundary_form}
 
@@ -163,6 +170,20 @@ class PolyActivation(nn.Module):
         self.bound, self.alpha = float(state["bound"]), float(state["alpha"])
         self.basis, self.target = state["basis"], state["target"]
         self.boundary_form = state.get("boundary_form", "exp")  # states saved before the form existed
+
+
+TORCHSCRIPT_REFUSAL = ("pnn_ext: {what} (TorchScript, in maintenance) is not supported for PolyActivation; use "
+                       "torch.export.export(model, (x,)), or pnn_ext.export_onnx(model, x, 'model.onnx') for ONNX "
+                       "(docs/export.md)")
+
+
+def _in_torchscript_onnx_export() -> bool:
+    """True inside torch.onnx.export(..., dynamo=False) (the dynamo exporter is supported)."""
+    try:
+        from torch.onnx._internal.torchscript_exporter._globals import GLOBALS
+    except ImportError:  # a torch without the TorchScript-based exporter
+        return False
+    return bool(GLOBALS.in_onnx_export)
 
 
 def poly_modules(model: nn.Module) -> Iterable[PolyActivation]:

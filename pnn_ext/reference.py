@@ -96,17 +96,25 @@ def overflow_fixup(p: torch.Tensor, x: torch.Tensor, t: torch.Tensor, coeffs: to
     return torch.where(bad, sign.to(p.dtype) * math.inf, p)
 
 
-def boundary_term(x: torch.Tensor, bound: float, alpha: float, boundary_form: str = "exp") -> torch.Tensor:
-    """L = mean f(|x| - alpha*B), summed in float64; 0 for an empty x, NaN if x has NaN."""
+def boundary_term(x: torch.Tensor, bound: float, alpha: float, boundary_form: str = "exp",
+                  per_row: bool = False) -> torch.Tensor:
+    """L = mean f(|x| - alpha*B), summed in float64; 0 for an empty x, NaN if x has NaN.
+    ``per_row``: x is (samples, elements), one L per sample (the op's vmap rule)."""
     e = x.double().abs() - alpha * bound
     if boundary_form == "quadratic":
         term = torch.where(e > 0, e.clamp(min=0).square(), torch.where(e.isnan(), e, torch.zeros_like(e)))
-        return term.sum() / max(x.numel(), 1)
+        return _mean(term, per_row)
     # The linear part as relu(e - E), not e - min(e, E): the latter's gradient is
     # exp(E) - exp(E) added to exp(e) in float64, which loses ~1e-7 of it (1e13 + 7e3).
     term = torch.expm1(e.clamp(max=BOUNDARY_EXP_CAP)) + math.exp(BOUNDARY_EXP_CAP) * (e - BOUNDARY_EXP_CAP).clamp(min=0)
     term = torch.where(e > 0, term, torch.where(e.isnan(), e, torch.zeros_like(e)))
-    return term.sum() / max(x.numel(), 1)
+    return _mean(term, per_row)
+
+
+def _mean(term: torch.Tensor, per_row: bool) -> torch.Tensor:
+    if per_row:
+        return term.sum(1) / max(term.shape[1], 1)
+    return term.sum() / max(term.numel(), 1)
 
 
 def poly_act(x: torch.Tensor, coeffs: torch.Tensor, bound: float, alpha: float,

@@ -1,4 +1,4 @@
-"""Bad invocations as a user makes them: pnn-train, pnn-ablate and pnn-he command lines
+"""Bad invocations as a user makes them: pnn-train, pnn-ablate, pnn-sweep and pnn-he command lines
 and calls of the op and its modules, each in a process of its own (forked from
 tests/forkserver.py, which imports torch once, so that the ~150 cases take seconds).
 
@@ -67,6 +67,8 @@ TRAIN = [
     ("missing-value", ["--epochs"], 2, r"argument --epochs: expected one argument"),
     ("resume-and-overwrite", ["--resume", "last"], 2, r"resume and overwrite exclude each other"),
     ("batch-of-one", ["--batch-size", "1"], 2, r"cannot train on this data.*batch_size 1.*Expected more than 1 value"),
+    ("calibrate-samples-one", ["--model", "mlp", "--bound", "auto", "--calibrate-samples", "1"], 2,
+     r"--bound auto: the calibration pass on 1 training sample\(s\) cannot run: BatchNorm .*--calibrate-samples 2 or"),
     ("image-too-small", ["--dataset", "npz:{DATA}/tiny_images.npz"], 2, r"small-cnn needs images of at least 4x4"),
     ("features-into-cnn", ["--dataset", "npz:{DATA}/features.npz"], 2, r"needs images"),
     ("dataset-unknown", ["--dataset", "imagenet"], 2, r"dataset must be digits, mnist"),
@@ -144,6 +146,43 @@ ABLATE = [
     ("missing-data", ["--degrees", "2", "--seeds", "0", "--variants", "full", "--", "--dataset",
                       "npz:{DATA}/missing.npz"], 2, r"does not exist"),
 ]
+# pnn-sweep: every case but the last four runs into {SWEEP}, a finished one-cell sweep (lr=1e-3,
+# full, seed 0, made with SWEEP_TRAIN), and must leave its runs and its report byte-identical.
+SWEEP_TRAIN = ["--", "--model", "mlp", "--hidden", "16", "--degree", "2", "--epochs", "1", "--max-steps", "1"]
+SWEEP = [
+    ("grid-degree-zero", ["--grid", "degree=0,2"], 2, r"--grid degree=0: degree must be an integer from 1 to 128"),
+    ("grid-scheduler-bogus", ["--grid", "scheduler=bogus"], 2,
+     r"--grid scheduler=bogus: argument --scheduler: invalid choice: 'bogus'"),
+    ("grid-bound-negative", ["--grid", "bound=-5"], 2, r"--grid bound=-5: bound must be a number > 0 or auto"),
+    ("grid-bool-bad", ["--grid", "learnable=maybe"], 2, r"--grid learnable: 'maybe' is not a valid value"),
+    ("grid-combination", ["--grid", "replace=all,progressive", "--grid", "epochs=3,1", "--", "--replace-epochs", "2"],
+     2, r"cell replace=progressive/epochs=1/full/seed0: replace_epochs \(2\) must not exceed epochs \(1\)"),
+    ("train-unknown-flag", ["--", "--nope"], 2, r"pnn-train arguments after --: unrecognized arguments: --nope"),
+    ("train-bad-value", ["--", "--lr", "-1"], 2, r"cell full/seed0: lr must be > 0"),
+    ("train-own-flag", ["--", "--seed", "3"], 2, r"after -- must not set \['seed'\]: pnn-sweep sets them"),
+    ("train-variant-flag", ["--", "--clip", "none"], 2, r"set \['clip'\], which the variant full sets itself"),
+    ("grid-variant-flag", ["--grid", "clip=none,all"], 2, r"--grid clip: the variants \[.*\] set clip themselves"),
+    ("grid-and-train-flag", ["--grid", "lr=1e-3", "--", "--lr", "0.1"], 2,
+     r"--grid lr and the arguments after -- both set lr"),
+    ("grid-same-value", ["--grid", "lr=1e-3,0.001"], 2,
+     r"cells lr=1e-3/full/seed0 and lr=0\.001/full/seed0 are one run"),
+    ("grid-same-bool", ["--grid", "learnable=true,yes"], 2,
+     r"cells learnable=true/.* and learnable=yes/.* are one run"),
+    ("grid-no-effect", ["--grid", "plots=true,false"], 2, r"are one run"),
+    ("seeds-empty", ["--seeds", ","], 2, r"argument --seeds: must list at least one seed"),
+    ("seeds-twice", ["--seeds", "0,1,0"], 2, r"seeds \[0\] are listed twice"),
+    ("variants-twice", ["--variants", "full,no-clip,full"], 2, r"--variants lists \['full'\] twice"),
+    ("variants-empty", ["--variants", ","], 2, r"unknown variants"),
+    ("jobs-zero", ["--jobs", "0"], 2, r"argument --jobs: must be >= 1"),
+    ("report-dir-is-file", ["--report-dir", "{DATA}/a_file"], 2, r"report-dir .*a_file' exists and is not a directory"),
+    ("other-settings", ["--grid", "lr=1e-3", "--variants", "full", "--seeds", "0", *SWEEP_TRAIN[:-1], "2"], 2,
+     r"cell lr=1e-3/full/seed0 in .* holds a run made with other settings \(max_steps 1 -> 2\); pass --overwrite"),
+    ("out-dir-is-file", ["--out-dir", "{DATA}/a_file"], 2, r"out-dir .*a_file' exists and is not a directory"),
+    ("out-dir-under-file", ["--out-dir", "{DATA}/a_file/sweep"], 2,
+     r"out-dir .*a_file/sweep' cannot be created: .*a_file' is not a directory"),
+    ("out-dir-proc", ["--out-dir", "/proc/pnn-sweep"], 2, r"out-dir '/proc/pnn-sweep' cannot be written"),
+    ("out-dir-locked", ["--out-dir", "{LOCKED}"], 2, r"out-dir .* is in use by another pnn-sweep"),
+]
 HE = [
     ("missing-checkpoint", ["{DATA}/missing.pt"], 2, r"does not exist"),
     ("corrupt-checkpoint", ["{CORRUPT}/last.pt"], 2, r"is corrupted"),
@@ -155,8 +194,16 @@ HE = [
     pytest.param("modulus-text", ["{RUN}", "--coeff-mod-bit-sizes", "a,b"], 2, r"coeff-mod-bit-sizes"),
     pytest.param("json-missing-dir", ["{RUN}", "--samples", "1", "--json", "{DATA}/no/such/dir/r.json"], 2,
                  r"no/such/dir"),
+    # outputs: named as written (numpy appends .npz/.npy otherwise), never over an input (issue 23)
+    ("fold-out-without-npz", ["fold", "{RUN}", "--out", "{DATA}/model"], 2, r"--out .*/model must end in \.npz"),
+    ("fold-inputs-out-without-npy", ["fold", "{RUN}", "--out", "{DATA}/m.npz", "--inputs-out", "{DATA}/x"], 2,
+     r"--inputs-out .*/x must end in \.npy"),
+    ("export-without-npz", ["{RUN}", "--export", "{DATA}/model"], 2, r"--export .*/model must end in \.npz"),
+    ("json-over-checkpoint", ["{RUN}/best.pt", "--json", "{RUN}/best.pt"], 2,
+     r"--json .*best\.pt is also an input of this command"),
 ]
-MODULES = {"pnn-train": "pnn_ext.train", "pnn-ablate": "pnn_ext.train.ablation", "pnn-he": "pnn_ext.he.cli"}
+MODULES = {"pnn-train": "pnn_ext.train", "pnn-ablate": "pnn_ext.train.ablation", "pnn-sweep": "pnn_ext.train.sweep",
+           "pnn-he": "pnn_ext.he.cli"}
 
 OP_SETUP = """
 import math, torch, pnn_ext
@@ -224,6 +271,12 @@ OPS = [
     ("convert-degree-200", "convert(nn.Sequential(nn.ReLU()), degree=200)", r"degree must be an integer from 1 to 128"),
     ("convert-types", "convert(nn.Sequential(nn.Linear(2, 2)), types=(nn.Linear,))", r"types must be among"),
     ("set-impl", "set_impl(nn.Sequential(PolyActivation(2)), 'gpu')", r"impl must be one of"),
+    ("convert-again-other-degree", "convert(convert(nn.Sequential(nn.ReLU()), degree=8), degree=4)",
+     r"already holds PolyActivation modules of other settings \('0': degree 8 \(this call: 4\)\); .*does not refit"),
+    ("convert-script-module", "convert(torch.jit.script(nn.Sequential(nn.Linear(2, 2), nn.ReLU())), functional=False)",
+     r"^the model is a TorchScript module \(RecursiveScriptModule\).*convert the nn\.Module it was scripted"),
+    ("convert-exported-program", "convert(torch.export.export(nn.Sequential(nn.ReLU()), (x,)))",
+     r"model must be a torch\.nn\.Module, got ExportedProgram"),
     # correct results
     ("nan-coeff-chebyshev", "cn = c.clone(); cn[3] = math.nan\nassert poly_act(x * 100, cn, 2.0, 0.5)[0].isnan().all()",
      None),
@@ -236,6 +289,10 @@ OPS = [
     ("nan-coeff-module", "m = PolyActivation(8); m.coeffs[2] = math.nan\nassert m(x).isnan().all()", None),
     ("overflow-is-inf", "y = poly_act(torch.tensor([1e30, -1e30]), c, 2.0, 0.5)[0]\n"
                         "assert y.isinf().all() and not y.isnan().any()", None),
+    ("convert-relu-reused", "r = nn.ReLU()\n"
+                            "m = convert(nn.Sequential(nn.Linear(2, 2), r, nn.Linear(2, 2), r), degree=4)\n"
+                            "assert not any(isinstance(a, nn.ReLU) for a in m.modules()) and m[1] is m[3]", None),
+    ("convert-again-same", "m = convert(nn.Sequential(nn.ReLU()), degree=4)\nassert convert(m, degree=4) is m", None),
     ("meta-forward", "y, s = poly_act(x.to('meta'), c.to('meta'), 2.0, 0.5)\n"
                      "assert y.device.type == 'meta' and y.shape == x.shape and s.shape == (3,)", None),
     ("module-degree-128", "assert PolyActivation(128)(x).isfinite().all()", None),
@@ -254,7 +311,7 @@ def _ids(cases):
 def world(tmp_path_factory):
     """The files the cases point at: a finished run (RUN), damaged copies of it, bad
     datasets and config files; then every case, run once through the fork server."""
-    from pnn_ext.train import checkpoint
+    from pnn_ext.train import checkpoint, sweep, sweep_run
     from pnn_ext.train.config import TrainConfig
     from pnn_ext.train.loop import Trainer
     tmp = tmp_path_factory.mktemp("bad_invocations")
@@ -277,8 +334,13 @@ def world(tmp_path_factory):
     checkpoint.save_atomic(ck, str(tmp / "nonfinite" / "last.pt"))
     shutil.copy(tmp / "nonfinite" / "last.pt", tmp / "nonfinite" / "best.pt")
     _datasets(data)
+    places["SWEEP"], places["LOCKED"] = str(tmp / "sweep"), str(tmp / "locked")
+    assert sweep.main(["--grid", "lr=1e-3", "--variants", "full", "--seeds", "0", "--out-dir", places["SWEEP"],
+                       *SWEEP_TRAIN]) == 0
     cases = []
-    for cli, table in (("pnn-train", TRAIN), ("pnn-train", TRAIN_OWN_DIR), ("pnn-ablate", ABLATE), ("pnn-he", HE)):
+    tables = (("pnn-train", TRAIN), ("pnn-train", TRAIN_OWN_DIR), ("pnn-ablate", ABLATE), ("pnn-sweep", SWEEP),
+              ("pnn-he", HE))
+    for cli, table in tables:
         for c in table:
             cid, argv = (c.values if hasattr(c, "values") else c)[:2]
             argv = [a.format(**places) for a in argv]
@@ -287,20 +349,26 @@ def world(tmp_path_factory):
                 argv = [*argv, "--out-dir", places["RUN"], "--overwrite", "--no-progress", "--max-steps", "1"]
             if table is ABLATE and "--out-dir" not in argv:
                 argv = ["--out-dir", str(tmp / "ablation"), *argv]
-            cases.append(((cli, cid), {"module": MODULES[cli], "argv": argv, "watch": places["RUN"]}))
+            if table is SWEEP and "--out-dir" not in argv:
+                argv = ["--out-dir", places["SWEEP"], *argv]
+            watch = places["SWEEP" if table is SWEEP else "RUN"]
+            cases.append(((cli, cid), {"module": MODULES[cli], "argv": argv, "watch": watch, "timeout": 60}))
     for cid, code, _ in OPS:
         cases.append((("op", cid), {"code": OP_SETUP + code, "timeout": 60}))
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": ROOT, "PNN_DATA": str(data)}
-    out = subprocess.run([sys.executable, os.path.join(ROOT, "tests", "forkserver.py")],
-                         input="".join(json.dumps(c) + "\n" for _, c in cases), capture_output=True, text=True,
-                         cwd=str(tmp), env=env, timeout=900)
+    from forkserver import tree_digest
+    sweep_digest = tree_digest(places["SWEEP"])
+    with sweep_run.locked(places["LOCKED"]):  # as a sweep running there would
+        out = subprocess.run([sys.executable, os.path.join(ROOT, "tests", "forkserver.py")],
+                             input="".join(json.dumps(c) + "\n" for _, c in cases), capture_output=True, text=True,
+                             cwd=str(tmp), env=env, timeout=900)
     assert out.returncode == 0, out.stderr[-3000:]
     results = [json.loads(line) for line in out.stdout.splitlines()]
     assert len(results) == len(cases), out.stderr[-3000:]
     slow = sorted(((r["seconds"], key) for (key, _), r in zip(cases, results)), reverse=True)[:8]
     print("slowest cases:", slow)
-    from forkserver import tree_digest
-    return {"places": places, "run_digest": tree_digest(places["RUN"]), "tmp": tmp, "env": env,
+    return {"places": places, "run_digest": tree_digest(places["RUN"]), "sweep_digest": sweep_digest, "tmp": tmp,
+            "env": env,
             "results": {key: (case, r) for (key, case), r in zip(cases, results)}}
 
 
@@ -365,7 +433,7 @@ def _datasets(d) -> None:
     (d / "a_file").write_text("not a directory\n")
 
 
-def _check_cli(world, key, rc, pattern):
+def _check_cli(world, key, rc, pattern, watched="run_digest"):
     case, r = world["results"][key]
     text = r["stdout"] + r["stderr"]
     assert "Traceback" not in text, text[-3000:]
@@ -374,7 +442,7 @@ def _check_cli(world, key, rc, pattern):
     assert len(lines) == 1, (case["argv"], lines)
     assert lines[0].startswith(f"{key[0]}: error: "), lines[0]
     assert re.search(pattern, lines[0]), (pattern, lines[0])
-    assert r["watch"] == world["run_digest"], f"{case['argv']} changed the files of the existing run"
+    assert r["watch"] == world[watched], f"{case['argv']} changed the files it was pointed at"
 
 
 @pytest.mark.parametrize("cid,argv,rc,pattern", TRAIN + TRAIN_OWN_DIR, ids=_ids(TRAIN + TRAIN_OWN_DIR))
@@ -385,6 +453,11 @@ def test_pnn_train_bad_invocation(world, cid, argv, rc, pattern):
 @pytest.mark.parametrize("cid,argv,rc,pattern", ABLATE, ids=_ids(ABLATE))
 def test_pnn_ablate_bad_invocation(world, cid, argv, rc, pattern):
     _check_cli(world, ("pnn-ablate", cid), rc, pattern)
+
+
+@pytest.mark.parametrize("cid,argv,rc,pattern", SWEEP, ids=_ids(SWEEP))
+def test_pnn_sweep_bad_invocation(world, cid, argv, rc, pattern):
+    _check_cli(world, ("pnn-sweep", cid), rc, pattern, watched="sweep_digest")
 
 
 @pytest.mark.parametrize("cid,argv,rc,pattern", HE, ids=_ids(HE))
@@ -400,7 +473,7 @@ def test_bad_op_call(world, cid, code, pattern):
     if pattern is None:
         assert result["raised"] is None, result
         return
-    assert result["raised"] in ("RuntimeError", "ValueError", "TypeError"), result
+    assert result["raised"] in ("RuntimeError", "ValueError", "TypeError", "ConvertError"), result
     message = result["message"]
     assert "\n" not in message.strip() and "Exception raised from" not in message, message
     assert re.search(pattern, message), (pattern, message)
@@ -409,13 +482,13 @@ def test_bad_op_call(world, cid, code, pattern):
 def test_matrix_is_what_the_documentation_says():
     """docs/testing.md states the size of this matrix: the counts are those, exactly."""
     text = " ".join(open(os.path.join(ROOT, "docs", "testing.md")).read().split())
-    m = re.search(r"runs (\d+) bad command lines \((\d+) of pnn-train, (\d+) of pnn-ablate, (\d+) of pnn-he\) "
-                  r"and (\d+) op calls \((\d+) mistakes, (\d+) edge cases", text)
+    m = re.search(r"runs (\d+) bad command lines \((\d+) of pnn-train, (\d+) of pnn-ablate, (\d+) of pnn-sweep, "
+                  r"(\d+) of pnn-he\) and (\d+) op calls \((\d+) mistakes, (\d+) edge cases", text)
     assert m, "docs/testing.md no longer states the size of the bad-call matrix"
     edge = sum(1 for case in OPS if case[2] is None)
     train = len(TRAIN) + len(TRAIN_OWN_DIR)
-    assert tuple(map(int, m.groups())) == (train + len(ABLATE) + len(HE), train, len(ABLATE), len(HE), len(OPS),
-                                           len(OPS) - edge, edge)
+    assert tuple(map(int, m.groups())) == (train + len(ABLATE) + len(SWEEP) + len(HE), train, len(ABLATE),
+                                           len(SWEEP), len(HE), len(OPS), len(OPS) - edge, edge)
 
 
 @pytest.mark.parametrize("cli,argv,pattern", [

@@ -20,7 +20,7 @@ from pnn_ext.he import (
     poly_depth,
     recommend,
 )
-from pnn_ext.he.fold import Affine, Poly
+from pnn_ext.he.model import Affine, HEModel, Poly
 from pnn_ext.train import TrainConfig, train
 
 
@@ -70,8 +70,9 @@ def test_fold_evaluates_each_polynomial_in_t():
     he = fold(model, (1, 8, 8), normalize_outputs=False)
     act = next(pnn_ext.nn.poly_modules(model))
     fit = pnn_ext.fit("relu", 8, act.bound)
-    # the module keeps float32 coefficients: equal to the float64 fit to float32 rounding
-    np.testing.assert_allclose(he.layers[1].coeffs, fit.monomial_coeffs_t(), rtol=2e-6, atol=1e-9)
+    # Chebyshev end to end (the basis the evaluators use); the module keeps float32 coefficients:
+    # equal to the float64 fit to float32 rounding
+    np.testing.assert_allclose(he.layers[1].coeffs, fit.chebyshev_coeffs(), rtol=2e-6, atol=1e-9)
     # the 1/B is in the affine map: its outputs are t = x / B
     x = torch.randn(5, 1, 8, 8)
     with torch.no_grad():
@@ -105,8 +106,29 @@ def test_export_round_trip(tmp_path):
     v = x
     for i, layer in enumerate(meta["layers"]):
         v = v @ z[f"layer{i}_weight"].T + z[f"layer{i}_bias"] if layer["kind"] == "affine" else \
-            np.polynomial.polynomial.polyval(v, z[f"layer{i}_coeffs"])
+            np.polynomial.chebyshev.chebval(v, z[f"layer{i}_chebyshev"])
     np.testing.assert_allclose(v, he(x.reshape(3, 1, 8, 8)), rtol=1e-12)
+
+
+def test_model_file_carries_its_id_and_input_range(tmp_path):
+    """The model id covers every weight and the description; an edited file is refused on load."""
+    from pnn_ext.he import InputRange, ModelFileError
+    x = torch.randn(50, 1, 8, 8, generator=torch.Generator().manual_seed(2))
+    he = fold(build("small-cnn", "before-bn"), (1, 8, 8), inputs=x)
+    assert he.input_range == InputRange(float(x.min()), float(x.max()), 50)
+    assert not he.input_range.outside(x.numpy()).any() and he.input_range.outside(50 * x.numpy()).all()
+    model_id = he.export(str(tmp_path / "m.npz"))
+    loaded = HEModel.load(str(tmp_path / "m.npz"))
+    assert loaded.model_id == model_id == he.model_id and loaded.input_range == he.input_range
+    np.testing.assert_array_equal(loaded(x.numpy()), he(x.numpy()))
+    z = dict(np.load(tmp_path / "m.npz"))
+    z["layer1_chebyshev"] = z["layer1_chebyshev"] * (1 + 1e-12)        # one coefficient's last bits
+    np.savez(tmp_path / "edited.npz", **z)
+    with pytest.raises(ModelFileError, match="edited.npz is damaged or was edited: its model id"):
+        HEModel.load(str(tmp_path / "edited.npz"))
+    with pytest.raises(ValueError, match="must end in .npz"):
+        he.export(str(tmp_path / "m"))
+    assert not (tmp_path / "m").exists() and not (tmp_path / "m.npz.npz").exists()
 
 
 @pytest.mark.parametrize("layer, name, hint", [
@@ -160,7 +182,7 @@ def _trained_mlp(tmp_path, degree):
 @pytest.mark.parametrize("degree", [2, 8])
 def test_encrypted_predictions_equal_plaintext(tmp_path, degree):
     pytest.importorskip("tenseal")
-    from pnn_ext.he.cli import evaluate
+    from pnn_ext.he.measure import evaluate
     r = evaluate(_trained_mlp(tmp_path, degree), samples=4)
     assert r["fold_max_abs_diff_float64"] < 1e-9
     assert r["agreement"] == 1.0, r
@@ -174,10 +196,10 @@ def test_encrypted_predictions_equal_plaintext(tmp_path, degree):
 
 def test_encrypted_run_refuses_short_parameters(tmp_path):
     pytest.importorskip("tenseal")
-    from pnn_ext.he.encrypted import EncryptedRunner
+    from pnn_ext.he.per_sample import PerSampleRunner
     he = fold(build("mlp", "after-bn", degree=8), (1, 8, 8))
     with pytest.raises(HEParameterError, match="too small for the depth"):
-        EncryptedRunner(he, CKKSParams(16384, [60, 40, 40, 40, 60], 40))
+        PerSampleRunner(he, CKKSParams(16384, [60, 40, 40, 40, 60], 40))
 
 
 def test_pnn_he_command(tmp_path, capsys):
@@ -221,7 +243,7 @@ def test_monomial_polyval_error_grows_with_the_coefficients():
     (The Chebyshev evaluator: ~6e-8, tests/test_he_chebyshev.py.)"""
     ts = pytest.importorskip("tenseal")
     fit = pnn_ext.fit("relu", 22)
-    c = fit.monomial_coeffs_t() / fit.bound                       # as fold() leaves it
+    c = fit.monomial_coeffs_t() / fit.bound                       # fold()'s polynomial, in the monomial basis
     mass = float(np.abs(c).sum())
     ctx = ts.context(ts.SCHEME_TYPE.CKKS, poly_modulus_degree=16384, coeff_mod_bit_sizes=[60] + [40] * 5 + [60])
     ctx.global_scale = 2.0 ** 40
@@ -232,7 +254,7 @@ def test_monomial_polyval_error_grows_with_the_coefficients():
 
 
 def test_plain_vector_bias_would_corrupt_the_next_product():
-    """Why EncryptedRunner encrypts its biases: TenSEAL replicates a plain vector added to a
+    """Why PerSampleRunner encrypts its biases: TenSEAL replicates a plain vector added to a
     ciphertext over all slots, and the next vector-matrix product sums the copies in."""
     ts = pytest.importorskip("tenseal")
     ctx = ts.context(ts.SCHEME_TYPE.CKKS, poly_modulus_degree=8192, coeff_mod_bit_sizes=[60, 40, 40, 60])

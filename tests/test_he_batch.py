@@ -18,7 +18,7 @@ from pnn_ext.he.params import CKKSParams, check, depth, recommend
 ts = pytest.importorskip("tenseal")
 from pnn_ext.he.batch import BatchRunner, run_batches  # noqa: E402
 from pnn_ext.he.engine import Engine  # noqa: E402
-from pnn_ext.he.protocol import make_context  # noqa: E402
+from pnn_ext.he.keys import make_context  # noqa: E402
 
 
 def randomize_batchnorm(model, seed):
@@ -138,13 +138,15 @@ def test_client_server_split(checkpoint, tmp_path, capsys):
     assert np.abs(logits - model(x)).max() < 1e-4 and (logits.argmax(1) == model(x).argmax(1)).all()
 
     # The server's context has no secret key: it cannot decrypt, by any route.
-    from pnn_ext.he.protocol import CiphertextReader, load_context
-    server = load_context(f"{d}/keys/public.ctx")
+    from pnn_ext.he.ciphertexts import LOGITS, CiphertextReader
+    from pnn_ext.he.keys import Keys
+    keys = Keys(f"{d}/keys/public.ctx", need_secret=False)
+    server = keys.ctx
     assert server.is_public() and not server.has_secret_key()
     with pytest.raises(ValueError, match="doesn't hold a Secret key"):
         server.secret_key()
     engine = Engine(server)
-    reader = CiphertextReader(f"{d}/l.ct", engine)
+    reader = CiphertextReader(f"{d}/l.ct", LOGITS, engine, keys)
     with pytest.raises(ValueError, match="no secret key"):
         engine.decrypt(reader[0], 50)
     reader.close()
@@ -184,8 +186,8 @@ BAD = [
     (["{ckpt}", "--packing", "rows"], "invalid choice"),
     (["keygen", "{tmp}/nothing.npz", "--out-dir", "{tmp}/k"], "does not exist"),
     (["keygen", "{corrupt}", "--out-dir", "{tmp}/k"], "not a folded model"),
-    (["infer", "--context", "{corrupt}", "--model", "m", "--in", "x", "--out", "{tmp}/y"], "not a TenSEAL context"),
-    (["encrypt", "--context", "{tmp}/none.ctx", "--inputs", "x", "--out", "{tmp}/y"], "cannot read context"),
+    (["infer", "--context", "{corrupt}", "--model", "m", "--in", "x", "--out", "{tmp}/y"], "not a pnn-he key file"),
+    (["encrypt", "--context", "{tmp}/none.ctx", "--inputs", "x", "--out", "{tmp}/y"], "cannot read key"),
     (["decrypt"], "required"),
 ]
 

@@ -20,10 +20,10 @@ def engine(levels, n=16384, bits=40):
     return Engine(ctx)
 
 
-def relu_fit_in_t(degree):
-    """The folded activation: p(t) / B in the Chebyshev basis, as pnn_ext.he.fold leaves it."""
+def relu_fit_in_t(degree, basis="chebyshev"):
+    """The folded activation p(t) / B: in the Chebyshev basis as pnn_ext.he.fold leaves it, or monomial."""
     fit = pnn_ext.fit("relu", degree)
-    return fit.monomial_coeffs_t() / fit.bound
+    return (fit.chebyshev_coeffs() if basis == "chebyshev" else fit.monomial_coeffs_t()) / fit.bound
 
 
 def test_plan_depth_is_log2_degree_plus_one():
@@ -52,8 +52,7 @@ def test_division_identity():
 def test_relu_fit_depth_and_error(degree):
     """ceil(log2(d+1)) levels actually consumed, one fewer fails, and the error vs float64 is tiny
     at a 2^40 scale, where TenSEAL's monomial polyval is off by orders of magnitude more at 22 and 32."""
-    mono = relu_fit_in_t(degree)
-    c = chebyshev.cheb_from_monomial(mono)
+    mono, c = relu_fit_in_t(degree, "monomial"), relu_fit_in_t(degree)
     p = chebyshev.plan(c)
     need = math.ceil(math.log2(degree + 1))
     assert p.depth == need
@@ -65,7 +64,7 @@ def test_relu_fit_depth_and_error(degree):
     assert e.counts["ct_mult"] == p.ct_mults == {8: 4, 22: 7, 32: 9}[degree]
     err = np.abs(np.array(e.decrypt(y, e.slots)) - np.polynomial.polynomial.polyval(t, mono)).max()
     assert err < 1e-6, err
-    assert needed_scale_bits_of(mono) == 40
+    assert needed_scale_bits_of(c) == 40
     short = engine(need - 1)
     with pytest.raises(ValueError, match="past the end of the modulus chain"):
         chebyshev.evaluate(short, short.encrypt(t[:8]), p)
@@ -76,9 +75,9 @@ def test_relu_fit_depth_and_error(degree):
         assert mono_err > 100 * err
 
 
-def needed_scale_bits_of(mono):
-    from pnn_ext.he.fold import HEModel, Poly
-    model = HEModel([Poly(mono, len(mono) - 1, 1.0, 1.0, "p")], (4,))
+def needed_scale_bits_of(cheb):
+    from pnn_ext.he.model import HEModel, Poly
+    model = HEModel([Poly(cheb, len(cheb) - 1, 1.0, 1.0, "p")], (4,))
     assert coefficient_mass(model) < 2         # Chebyshev coefficients of a ReLU fit sum to ~1
     return needed_scale_bits(model)
 
@@ -108,7 +107,7 @@ def test_evaluation_at_a_deeper_level_and_given_scale():
     """The evaluator lands exactly on the level and scale asked for (what lets the batch runner add
     its outputs without correction)."""
     e = engine(6)
-    c = chebyshev.cheb_from_monomial(relu_fit_in_t(8))
+    c = relu_fit_in_t(8)
     x = e.encrypt(np.linspace(-1, 1, 16))
     y = chebyshev.evaluate(e, x, chebyshev.plan(c), level=6, scale=2.0 ** 39)
     assert e.level(y) == 6 and y.scale == 2.0 ** 39

@@ -151,7 +151,8 @@ def test_no_upward_import_in_the_package():
     assert not upward, f"upward imports: {upward}"
 
 
-API_PAGES = {"pnn_ext": "docs/api/pnn_ext.md", "pnn_ext.train": "docs/api/train.md", "pnn_ext.he": "docs/api/he.md"}
+API_PAGES = {"pnn_ext": "docs/api/pnn_ext.md", "pnn_ext.train": "docs/api/train.md", "pnn_ext.he": "docs/api/he.md",
+             "pnn_ext.export": "docs/api/export.md"}
 
 
 @pytest.mark.parametrize("package", sorted(API_PAGES))
@@ -179,3 +180,11 @@ def test_version_is_the_package_metadata_and_the_changelog_has_it():
     version = re.search(r'^version = "([^"]+)"', open(os.path.join(ROOT, "pyproject.toml")).read(), re.M).group(1)
     assert pnn_ext.__version__ == version
     assert f"## [{version}]" in open(os.path.join(ROOT, "CHANGELOG.md")).read()
+
+
+def test_readme_is_a_landing_page():
+    """At most 200 lines: what it is, the two commands, snippets, results at a glance with
+    links, limits; everything else lives in docs/."""
+    readme = open(os.path.join(ROOT, "README.md")).read()
+    assert len(readme.splitlines()) <= 200
+    assert "bash scripts/main.sh" in readme and "bash scripts/test.sh" in readme

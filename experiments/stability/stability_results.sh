@@ -55,3 +55,6 @@ python "$(dirname "$0")/stability_table.py" digits="$OUT/digits-map" "digits (fi
   digits="$OUT/digits-cliff" mnist="$OUT/mnist-cliff" "digits, no BN=$OUT/digits-nonorm" \
   "mnist, no BN=$OUT/mnist-nonorm" > "$OUT/stability.md"
 cat "$OUT/stability.md"
+python "$(dirname "$0")/stability_table.py" --docs docs/stability.md digits="$OUT/digits-map" \
+  "digits (fine)=$OUT/digits-fine" mnist="$OUT/mnist-map" digits="$OUT/digits-cliff" mnist="$OUT/mnist-cliff" \
+  "digits, no BN=$OUT/digits-nonorm" "mnist, no BN=$OUT/mnist-nonorm"

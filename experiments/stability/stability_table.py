@@ -4,7 +4,8 @@ degree axes, the harshest setting where the full method stays within 1 point of 
 lr-1e-3 accuracy while at least two ablated variants diverge or fall behind; for
 each sweep with bound and degree axes, the B cliff of the full method; and --bound
 auto against the preset (bound=none) wherever a sweep has both.
-experiments/stability/stability_results.sh writes docs/stability.md with it."""
+experiments/stability/stability_results.sh writes docs/stability.md's tables with it
+(``--docs docs/stability.md`` as the first arguments: each table into its own section)."""
 from __future__ import annotations
 
 import json
@@ -12,6 +13,9 @@ import os
 import sys
 
 from pnn_ext.fitting import preset
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # experiments/: docs_section
+from docs_section import replace_section  # noqa: E402
 
 ABLATED = ("no-boundary", "no-clip", "standard-clip")
 BEHIND = 5.0   # points below the full method that count as "fall behind"
@@ -160,8 +164,13 @@ def auto_vs_preset(label: str, report: dict, seen: set) -> list[str]:
 
 
 def main(argv: list[str]) -> int:
+    docs = None
+    if argv[:1] == ["--docs"]:  # write each table into its section of that page instead
+        docs, argv = argv[1], argv[2:]
     sweeps = [(s.split("=", 1)[0], load(s.split("=", 1)[1])) for s in argv]
-    out = ["**Where the method matters** (a setting per dataset and degree: the full method within "
+    sections = {}
+    out = sections["matters"] = [
+        "**Where the method matters** (a setting per dataset and degree: the full method within "
            f"{CLOSE:g} point of its best lr-1e-3 accuracy (over the B of the grid), while at least two ablated "
            f"variants diverge in half their seeds or more or end more than {BEHIND:g} points below it; the "
            "harshest learning rate such a setting has, then the best accuracy; where no cell qualifies, the cell "
@@ -173,14 +182,15 @@ def main(argv: list[str]) -> int:
             if {"bound", "lr", "degree"} <= set(dict(r["axes"])) and set(ABLATED) <= set(r["variants"])]
     for label, r in maps:
         out += separating(label, r)
-    out += ["", "**Cell by cell** (each (B, lr) cell of the map where all four variants ran: in how many the "
+    out = sections["cell-by-cell"] = [
+        "**Cell by cell** (each (B, lr) cell of the map where all four variants ran: in how many the "
             f"ablated variant fails against the full method — diverges in half its seeds or ends more than {BEHIND:g} "
             "points below it — and in how many it is that much better):", "",
             "| data | degree | cells | " + " | ".join(f"{v}: worse / better" for v in ABLATED) + " |",
             "|---|---:|---:|---|---|---|"]
     for label, r in maps:
         out += tally(label, r)
-    out += ["", "**The B cliff** (full method, learning rate 1e-3: the B range within "
+    out = sections["cliff"] = ["**The B cliff** (full method, learning rate 1e-3: the B range within "
             f"{CLOSE:g} point of the best accuracy, the largest B of the grid below it, and the first B above it that "
             "is more than that below the best):", "",
             "| data | degree | best acc % | B within 1 pt | cliff: largest B below | slow loss: first B above |",
@@ -189,14 +199,24 @@ def main(argv: list[str]) -> int:
         axes = dict(r["axes"])
         if {"bound", "degree"} <= set(axes) and axes.get("lr", ["1e-3"]) == ["1e-3"]:
             out += cliff(label, r)
-    out += ["", "**--bound auto against the preset** (the full method; same runs otherwise; max |x|/B: largest "
+    out = sections["auto"] = [
+        "**--bound auto against the preset** (the full method; same runs otherwise; max |x|/B: largest "
             "over layers, epochs, seeds; auto B: the range of the chosen per-layer B over layers and seeds):", "",
             "| data | setting | variant | preset acc % | auto acc % | auto − preset | preset max\\|x\\|/B | "
             "auto max\\|x\\|/B | auto B |", "|---|---|---|---|---|---:|---:|---:|---|"]
     seen: set = set()
     for label, r in sweeps:
         out += auto_vs_preset(label, r, seen)
-    print("\n".join(out))
+    if docs is None:
+        print("\n\n".join("\n".join(lines) for lines in sections.values()))
+        return 0
+    with open(docs) as f:
+        page = f.read()
+    for name, lines in sections.items():  # docs/stability.md keeps these tables apart, prose between
+        page = replace_section(page, f"stability-{name}", "\n".join(lines))
+    with open(docs, "w") as f:
+        f.write(page)
+    print(f"wrote the tables of {docs}")
     return 0
 
 

@@ -50,6 +50,44 @@ class _Factory:
                               learnable=self.learnable, coeffs=self.fits[key], impl=self.impl)
 
 
+def _check_model(model) -> None:
+    """What convert() cannot change: not a module, or TorchScript (compiled code, its
+    submodules fixed), anywhere in the model."""
+    if not isinstance(model, nn.Module):
+        hint = (" (an ExportedProgram: pass its .module(), with example_input=..., which torch.export's modules need)"
+                if isinstance(model, torch.export.ExportedProgram) else "")
+        raise ConvertError(f"model must be a torch.nn.Module, got {type(model).__name__}{hint}")
+    for name, m in model.named_modules():
+        if isinstance(m, torch.jit.ScriptModule):
+            where = f"its submodule {name!r}" if name else "the model"
+            raise ConvertError(f"{where} is a TorchScript module ({type(m).__name__}): its code is compiled and its "
+                               f"submodules cannot be replaced, so convert() cannot change it; convert the nn.Module "
+                               f"it was scripted or traced from")
+
+
+def _check_converted(model: nn.Module, make: _Factory, bound, alpha, target) -> None:
+    """A PolyActivation already in ``model`` is kept as it is, never refitted: it must have the
+    settings this call asks for (degree, basis, learnable, and bound, alpha and target where
+    given), else a ConvertError names the first that differs, before anything changes."""
+    want = {"degree": make.degree, "basis": make.basis, "learnable": make.learnable}
+    if bound is not None:
+        want["bound"] = make.bound
+    if alpha is not None:
+        want["alpha"] = make.alpha
+    if target is not None:
+        want["target"] = make.target
+    differ = [(name, [f"{k} {getattr(m, k)!r} (this call: {v!r})" for k, v in want.items() if getattr(m, k) != v])
+              for name, m in model.named_modules() if isinstance(m, PolyActivation)]
+    differ = [(name, d) for name, d in differ if d]
+    if differ:
+        name, d = differ[0]
+        more = f" and {len(differ) - 1} more" if len(differ) > 1 else ""
+        raise ConvertError(f"the model already holds PolyActivation modules of other settings ({name!r}: "
+                           f"{', '.join(d)}{more}); convert() keeps a PolyActivation as it is and does not refit "
+                           f"it: convert the original model with these settings (to move B only: "
+                           f"PolyActivation.set_bound)")
+
+
 def convert(model: nn.Module, degree: int = fitting.DEGREE, bound: float | None = None, alpha: float | None = None,
             basis: str = fitting.BASIS, learnable: bool = False, method: str = fitting.METHOD,
             types: tuple[type, ...] | None = None, target: str | None = None, impl: str = "auto", *,
@@ -63,7 +101,17 @@ def convert(model: nn.Module, degree: int = fitting.DEGREE, bound: float | None 
       Each is fitted on [-B, B] to its own function with its own parameters
       (``LeakyReLU(0.2)`` -> target ``"leaky_relu(negative_slope=0.2)"``);
       ``inplace`` is ignored. One fit per target key is shared by all replacements;
-      each replacement is its own module (own coefficients when ``learnable``).
+      each replacement is its own module (own coefficients when ``learnable``). A
+      module instance held in several places (twice in one ``nn.Sequential``, or in
+      several parents) is replaced in every place by one PolyActivation, shared as the
+      instance was.
+    * **Re-conversion**: a PolyActivation already in ``model`` is kept as it is (its
+      coefficients, its B), never refitted. When it has the settings of this call
+      (``degree``, ``basis``, ``learnable``, and ``bound``, ``alpha``, ``target`` where
+      given) converting again changes nothing but what is left to convert; else
+      :class:`ConvertError` names the layer and the setting, before anything changes.
+    * A TorchScript module (``torch.jit.script`` / ``trace``, or a submodule that is
+      one) cannot be changed: :class:`ConvertError`; convert the nn.Module instead.
     * **Functional calls** (``F.relu``, ``torch.relu``, ``x.relu()``, ``F.relu_``,
       ``F.gelu``, ``torch.sigmoid``, ``F.leaky_relu(x, 0.2)``, ... the calls and
       methods of :data:`pnn_ext.activations.ACTIVATIONS`) are found by tracing with torch.fx (``functional=True``).
@@ -106,7 +154,9 @@ def convert(model: nn.Module, degree: int = fitting.DEGREE, bound: float | None 
     if strict and example_input is None:
         raise ValueError("strict=True (and he_ready=True) runs the model once to list what is not polynomial: "
                          "pass example_input=<a batch of inputs>")
+    _check_model(model)
     make = _Factory(degree, bound, alpha, basis, learnable, method, impl, target)
+    _check_converted(model, make, bound, alpha, target)
     replace_modules(model, make, types, max_pool)
     if functional:
         try:

@@ -176,7 +176,8 @@ def convert_functional(model: nn.Module, make: Callable, max_pool: str) -> nn.Mo
     except Exception as e:  # fx raises many types (TraceError, TypeError, RuntimeError...)
         raise TraceFailed(f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}") from e
     finally:
-        model.train(was_training)
+        if model.training != was_training:  # torch.export's modules refuse train() even to restore a mode
+            model.train(was_training)
     made: dict[str, nn.Module] = {}
     if not any([_rewrite(g, make, max_pool, made) for g in graphs.values()]):
         return model

@@ -25,29 +25,10 @@ import numpy as np
 
 from . import chebyshev
 from .engine import Engine
-from .fold import Affine, HEModel, Poly
+from .memory import peak_rss_bytes, peak_rss_reset
+from .model import Affine, HEModel, Poly
 from .params import poly_depth
-from .protocol import _Scratch
-
-
-def peak_rss_reset() -> None:
-    """Reset the kernel's peak-RSS mark (VmHWM), so the next read is this batch's peak."""
-    try:
-        with open("/proc/self/clear_refs", "w") as fh:
-            fh.write("5")
-    except OSError:
-        pass
-
-
-def peak_rss_bytes() -> int | None:
-    try:
-        with open("/proc/self/status") as fh:
-            for line in fh:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return None
+from .tenseal_io import Scratch
 
 
 class Stages:
@@ -65,7 +46,7 @@ class Stages:
             if len(empty):
                 raise ValueError(f"layer {i}: output {int(empty[0])} has no non-zero weight (a constant output "
                                  f"has no ciphertext to carry it)")
-            plan = chebyshev.plan(chebyshev.cheb_from_monomial(poly.coeffs)) if poly is not None else None
+            plan = chebyshev.plan(poly.coeffs) if poly is not None else None
             self.stages.append((affine, poly, plan))
             i += 2 if poly is not None else 1
         self.in_features = int(np.prod(model.in_shape))
@@ -172,7 +153,7 @@ def run_batches(runner: BatchRunner, x: np.ndarray, batch_size: int, secret_key=
         logits.append(np.stack([np.asarray(e.decrypt(ct, len(xb))) for ct in out], axis=1))
         dec_s = time.perf_counter() - t0
         if logit_bytes is None:
-            scratch = _Scratch()
+            scratch = Scratch()
             logit_bytes = len(scratch.to_bytes(out[0]))
             scratch.close()
         batches.append({"samples": len(xb), "encrypt_s": enc_s, "evaluate_s": eval_s, "decrypt_s": dec_s,

@@ -15,14 +15,7 @@ from __future__ import annotations
 
 from collections import Counter
 
-
-def sealapi():
-    try:
-        import tenseal.sealapi as s
-    except ImportError:
-        raise ImportError("encrypted inference needs TenSEAL: pip install 'pnn_ext[he]' (or pip install tenseal)") \
-            from None
-    return s
+from .tenseal_io import sealapi
 
 
 class Engine:

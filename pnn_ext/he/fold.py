@@ -13,102 +13,35 @@ pushing the zero vector and the basis vectors of its input through the modules.
 Each polynomial is evaluated directly in t = x / B: the 1/B is folded into the
 affine map before it. Its output is divided by ``out_scale`` (B), folded into
 the affine map after it, so that every value an encrypted evaluation carries
-stays O(1). Coefficients are exported in the monomial basis, low to high.
+stays O(1). The coefficients stay in the Chebyshev basis the evaluators use
+(pnn_ext.he.chebyshev), in t, low to high, whatever basis training used.
+
+Given the inputs the model was trained on, fold records their range (InputRange):
+``pnn-he encrypt`` compares a client's inputs with it.
 """
 from __future__ import annotations
 
 import copy
-import json
-from dataclasses import dataclass
 
 import numpy as np
 import torch
 from torch import nn
 
 from ..activations import BY_MODULE
-from ..fitting import monomial_in_t
 from ..nn import PolyActivation
+from .model import Affine, HEModel, InputRange, Poly
 
 AFFINE = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.BatchNorm1d, nn.BatchNorm2d, nn.AvgPool1d, nn.AvgPool2d,
           nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d, nn.Flatten, nn.Dropout, nn.Identity)
-
 
 class UnsupportedLayerError(ValueError):
     """A module the HE form cannot represent (named in the message)."""
 
 
-@dataclass
-class Affine:
-    weight: np.ndarray  # (out, in), float64
-    bias: np.ndarray    # (out,)
-
-    @property
-    def shape(self) -> tuple[int, int]:
-        return self.weight.shape
-
-
-@dataclass
-class Poly:
-    coeffs: np.ndarray  # monomial, low to high, in t (the input is already x / B); output is p / out_scale
-    degree: int
-    bound: float        # B of the original activation (for the record)
-    out_scale: float    # the output was divided by this; the next affine map multiplies it back
-    name: str           # the module it came from
-
-
-class HEModel:
-    """logits = A_k(... P_2(A_2 P_1(A_1 x + b_1) + b_2) ...) + b_k on flattened inputs."""
-
-    def __init__(self, layers: list, in_shape: tuple[int, ...]):
-        self.layers = layers
-        self.in_shape = tuple(in_shape)
-
-    @property
-    def num_outputs(self) -> int:
-        return self.layers[-1].weight.shape[0]
-
-    def __call__(self, x: torch.Tensor | np.ndarray) -> np.ndarray:
-        """Plaintext evaluation in float64: x (N, *in_shape) -> logits (N, classes)."""
-        v = torch.as_tensor(np.asarray(x), dtype=torch.float64).reshape(len(x), -1).numpy()
-        for layer in self.layers:
-            if isinstance(layer, Affine):
-                v = v @ layer.weight.T + layer.bias
-            else:
-                v = np.polynomial.polynomial.polyval(v, layer.coeffs)
-        return v
-
-    def summary(self) -> list[str]:
-        out = []
-        for layer in self.layers:
-            if isinstance(layer, Affine):
-                out.append(f"affine {layer.shape[1]} -> {layer.shape[0]}")
-            else:
-                out.append(f"poly degree {layer.degree} ({layer.name}, B={layer.bound:g})")
-        return out
-
-    def export(self, path: str) -> None:
-        """One .npz: layer{i}_weight / layer{i}_bias (affine) or layer{i}_coeffs (polynomial,
-        monomial, low to high, in t), and ``meta`` (JSON: kinds, shapes, degrees, B)."""
-        arrays, meta = {}, {"in_shape": list(self.in_shape), "layers": []}
-        for i, layer in enumerate(self.layers):
-            if isinstance(layer, Affine):
-                arrays[f"layer{i}_weight"], arrays[f"layer{i}_bias"] = layer.weight, layer.bias
-                meta["layers"].append({"kind": "affine", "in": layer.shape[1], "out": layer.shape[0]})
-            else:
-                arrays[f"layer{i}_coeffs"] = layer.coeffs
-                meta["layers"].append({"kind": "poly", "degree": layer.degree, "bound": layer.bound,
-                                       "out_scale": layer.out_scale, "name": layer.name})
-        np.savez(path, meta=np.array(json.dumps(meta)), **arrays)
-
-    @classmethod
-    def load(cls, path) -> HEModel:
-        """The model :meth:`export` wrote (what the server of the client/server split holds)."""
-        with np.load(path, allow_pickle=False) as z:
-            meta = json.loads(str(z["meta"]))
-            layers = [Affine(z[f"layer{i}_weight"], z[f"layer{i}_bias"]) if m["kind"] == "affine" else
-                      Poly(z[f"layer{i}_coeffs"], m["degree"], m["bound"], m["out_scale"], m["name"])
-                      for i, m in enumerate(meta["layers"])]
-        return cls(layers, tuple(meta["in_shape"]))
+def chebyshev_in_t(coeffs: np.ndarray, basis: str) -> np.ndarray:
+    """Coefficients c_0..c_d in t given in ``basis``, as Chebyshev coefficients (low to high)."""
+    c = np.asarray(coeffs, dtype=np.float64)
+    return c.copy() if basis == "chebyshev" else np.polynomial.chebyshev.poly2cheb(c)
 
 
 def _chain(module: nn.Module, prefix: str = ""):
@@ -132,8 +65,9 @@ def _chain(module: nn.Module, prefix: str = ""):
     raise UnsupportedLayerError(f"unsupported layer {prefix or '<model>'!r} ({type(module).__name__}){hint}")
 
 
-def fold(model: nn.Module, in_shape: tuple[int, ...], normalize_outputs: bool = True) -> HEModel:
-    """The HE-ready form of ``model`` (its eval-mode function) for inputs of shape ``in_shape``."""
+def fold(model: nn.Module, in_shape: tuple[int, ...], normalize_outputs: bool = True, inputs=None) -> HEModel:
+    """The HE-ready form of ``model`` (its eval-mode function) for inputs of shape ``in_shape``;
+    ``inputs`` (the training inputs, array or tensor) sets the input range it records."""
     model = copy.deepcopy(model).double().eval()
     leaves = list(_chain(model))
     if not leaves:
@@ -164,7 +98,7 @@ def fold(model: nn.Module, in_shape: tuple[int, ...], normalize_outputs: bool = 
                 affine.bias /= m.bound
                 layers.append(affine)
                 out_scale = m.bound if normalize_outputs else 1.0
-                coeffs = monomial_in_t(m.coeffs.detach().double().cpu().numpy(), m.basis)
+                coeffs = chebyshev_in_t(m.coeffs.detach().double().cpu().numpy(), m.basis)
                 layers.append(Poly(coeffs / out_scale, m.degree, m.bound, out_scale, name))
                 # The next segment's input is p / out_scale: its map multiplies it back.
                 n = affine.weight.shape[0]
@@ -176,4 +110,5 @@ def fold(model: nn.Module, in_shape: tuple[int, ...], normalize_outputs: bool = 
                     raise UnsupportedLayerError(f"layer {name!r} ({type(m).__name__}) failed on input of shape "
                                                 f"{tuple(pts.shape[1:])}: {e}") from None
         layers.append(finish(pts))
-    return HEModel(layers, in_shape)
+    x = None if inputs is None else torch.as_tensor(inputs).detach().cpu().numpy()
+    return HEModel(layers, in_shape, None if x is None or not len(x) else InputRange.of(x))

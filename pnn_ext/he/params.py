@@ -28,8 +28,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .chebyshev import cheb_from_monomial, depth_for_degree
-from .fold import Affine, HEModel, Poly
+from .chebyshev import depth_for_degree
+from .model import Affine, HEModel, Poly
 
 # Largest total coefficient modulus (bits) for 128-bit classical security, by ring dimension.
 MAX_MODULUS_BITS = {4096: 109, 8192: 218, 16384: 438, 32768: 881}
@@ -47,10 +47,12 @@ def poly_depth(degree: int) -> int:
 
 
 def layer_depths(model: HEModel) -> list[int]:
+    """Levels each layer of ``model`` consumes (affine: 1; polynomial: poly_depth of its degree)."""
     return [1 if isinstance(layer, Affine) else poly_depth(layer.degree) for layer in model.layers]
 
 
 def depth(model: HEModel) -> int:
+    """The multiplicative depth of ``model``: levels of the modulus chain one evaluation consumes."""
     return sum(layer_depths(model))
 
 
@@ -63,7 +65,7 @@ def max_width(model: HEModel) -> int:
 def coefficient_mass(model: HEModel) -> float:
     """Largest sum |c_k| of the model's polynomials in the Chebyshev basis (what their CKKS error
     scales with)."""
-    return max([float(np.abs(cheb_from_monomial(layer.coeffs)).sum()) for layer in model.layers
+    return max([float(np.abs(layer.coeffs).sum()) for layer in model.layers
                 if isinstance(layer, Poly)], default=1.0)
 
 
@@ -74,6 +76,7 @@ def needed_scale_bits(model: HEModel, tolerance: float = DEFAULT_TOLERANCE) -> i
 
 @dataclass
 class CKKSParams:
+    """CKKS parameters: ring dimension N, the modulus chain's prime sizes (bits), scale 2^scale_bits."""
     poly_modulus_degree: int
     coeff_mod_bit_sizes: list[int]
     scale_bits: int

@@ -6,8 +6,9 @@ build_model, evaluate, and the errors CheckpointError and DataError. The modules
 config, data (datasets), models (--model names), loop (Trainer: objective,
 clipping, divergence guard), optim, evaluation, checkpoint (atomic, exact
 resume), artifacts (the run directory's files), plots, distributed, ablation
-(pnn-ablate), calibrate (--bound auto), sweep and sweep_report (pnn-sweep), run
-(load_run)."""
+(pnn-ablate), calibrate (--bound auto), sweep, sweep_plan, sweep_run and
+sweep_report (pnn-sweep: the command, its cells and checks, its engines, its
+reports), run (load_run)."""
 from .checkpoint import CheckpointError
 from .config import TrainConfig, parse_config
 from .data import Data, DataError, DataSpec

@@ -74,4 +74,13 @@ def calibrate_run(model: nn.Module, train_set, cfg, device: torch.device) -> lis
     """pnn-train's calibration: cfg.calibrate_samples training samples chosen by the run's seed."""
     xs = train_set.tensors[0]
     pick = torch.randperm(len(xs), generator=torch.Generator().manual_seed(cfg.seed))[:cfg.calibrate_samples]
-    return calibrate(model, xs[pick].to(device), cfg.calibrate_quantile, cfg.calibrate_margin, cfg.seed)
+    try:
+        return calibrate(model, xs[pick].to(device), cfg.calibrate_quantile, cfg.calibrate_margin, cfg.seed)
+    except ValueError as e:
+        if "Expected more than 1 value per channel" not in str(e):
+            raise
+        # BatchNorm normalises with batch statistics in this pass, as in training: one sample
+        # is too few where a channel has one value per sample (BatchNorm1d on features).
+        raise ValueError(f"--bound auto: the calibration pass on {len(pick)} training sample(s) cannot run: "
+                         f"BatchNorm in training mode needs more than one value per channel ({e}); pass "
+                         f"--calibrate-samples 2 or more") from None

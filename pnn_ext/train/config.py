@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import json
 import math
 import os
@@ -223,7 +224,14 @@ class TrainConfig:
 def setting_types(cls: type | None = None) -> dict[str, Any]:
     """Each setting's type, from the annotations as type objects (not their text).
     A setting of a type that :func:`coerce` cannot read is a TypeError here."""
-    hints = typing.get_type_hints(cls or TrainConfig)
+    return dict(_setting_types(cls or TrainConfig))
+
+
+@functools.cache
+def _setting_types(cls: type) -> dict[str, Any]:
+    # Cached: get_type_hints evaluates every annotation's text, ~4 ms a call, and every
+    # TrainConfig checks its types (pnn-sweep builds one per cell before any run).
+    hints = typing.get_type_hints(cls)
     for name, hint in hints.items():
         kind, _ = _unwrap(hint)
         if (_item_type(kind) or kind) not in (int, float, str, bool):
@@ -374,9 +382,16 @@ def coerce(value, hint):
     raise TypeError(f"unsupported setting type {hint!r}")
 
 
+@functools.cache
+def shared_parser() -> argparse.ArgumentParser:
+    """One parser for every parse_config call (building it takes milliseconds; pnn-sweep
+    parses every cell's command)."""
+    return build_parser()
+
+
 def parse_config(argv: list[str] | None = None) -> TrainConfig:
     """Defaults, then the --config file, then the flags given."""
-    args = vars(build_parser().parse_args(argv))
+    args = vars(shared_parser().parse_args(argv))
     settings: dict[str, Any] = {}
     path = args.pop("config", None)
     if path:

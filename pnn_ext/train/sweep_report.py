@@ -46,14 +46,21 @@ def max_ratio(summary: dict, out: str) -> float | None:
     return best
 
 
-def collect(grid: list[dict], dirs: list[str], axes: list[tuple[str, list[str]]]) -> dict:
-    """Group the runs of the grid by (axis values, variant)."""
+def collect(planned: list[dict], axes: list[tuple[str, list[str]]]) -> dict:
+    """Group the runs of a plan (pnn_ext.train.sweep_plan: cells with their "dir" and
+    "identity") by (axis values, variant). A run made with other settings than its cell's
+    counts as not run (status "other settings")."""
+    from .sweep_plan import FINISHED, stale, summary
     groups: dict[tuple, dict] = {}
-    for cell, out in zip(grid, dirs):
+    for cell in planned:
+        out = cell["dir"]
         key = (tuple(cell["axes"].values()), cell["variant"])
         g = groups.setdefault(key, {"axes": dict(cell["axes"]), "variant": cell["variant"], "runs": []})
-        s = artifacts.read_summary(out)
-        if s is None or s.get("status") not in ("completed", "diverged"):
+        s = summary(out)
+        if s is not None and "identity" in cell and stale(cell):
+            g["runs"].append({"seed": cell["seed"], "status": "other settings", "dir": out})
+            continue
+        if s is None or s.get("status") not in FINISHED:
             g["runs"].append({"seed": cell["seed"], "status": None if s is None else s.get("status"), "dir": out})
             continue
         g["runs"].append({"seed": cell["seed"], "status": s["status"], "dir": out,
@@ -73,7 +80,7 @@ def collect(grid: list[dict], dirs: list[str], axes: list[tuple[str, list[str]]]
                       "acc_std": statistics.stdev(acc) if len(acc) > 1 else (0.0 if acc else None),
                       "acc_min": min(acc) if acc else None, "acc_max": max(acc) if acc else None,
                       "max_abs_x_over_b": max(ratios) if ratios else None})
-    return {"axes": [[a, v] for a, v in axes], "variants": list(dict.fromkeys(c["variant"] for c in grid)),
+    return {"axes": [[a, v] for a, v in axes], "variants": list(dict.fromkeys(c["variant"] for c in planned)),
             "cells": cells}
 
 
@@ -90,7 +97,7 @@ def _fmt(v, spec: str) -> str:
     return "—" if v is None else format(v, spec)
 
 
-def table(report: dict, command: str, guard: bool) -> str:
+def table(report: dict, command: str, guard: bool, stopped: str | None = None) -> str:
     axes = [a for a, _ in report["axes"]]
     head = "| " + " | ".join(axes + ["variant", "runs", "diverged", "final test acc % (mean ± std)", "min – max",
                                      "max \\|x\\|/B"]) + " |"
@@ -103,7 +110,8 @@ def table(report: dict, command: str, guard: bool) -> str:
                                         _fmt(c["max_abs_x_over_b"], ".2f")]) + " |")
     how = ("Divergence guard on: a run counts as diverged when its rollbacks ran out." if guard else
            "Divergence guard off: a run stops at its first non-finite loss or gradient and counts as diverged.")
-    return (f"Command: `{command}`\n\n{how} Accuracy: final test accuracy of the runs that did not diverge. "
+    halt = f"Stopped by {stopped}: the table holds the runs that had finished.\n\n" if stopped else ""
+    return (f"Command: `{command}`\n\n{halt}{how} Accuracy: final test accuracy of the runs that did not diverge. "
             f"max |x|/B: the largest over layers, completed epochs and seeds.\n\n" + "\n".join(lines) + "\n"
             + "".join("\n" + m for m in maps(report)))
 
@@ -199,11 +207,12 @@ def heatmaps(report: dict, out_dir: str) -> list[str]:
     return written
 
 
-def write(report: dict, out_dir: str, command: str, guard: bool) -> str:
-    """sweep.json, sweep.md and the heat maps in out_dir; returns the markdown."""
-    md = table(report, command, guard)
+def write(report: dict, out_dir: str, command: str, guard: bool, stopped: str | None = None) -> str:
+    """sweep.json, sweep.md and the heat maps in out_dir; returns the markdown. ``stopped``:
+    the signal that stopped the sweep, said in both reports."""
+    md = table(report, command, guard, stopped)
     artifacts.write_text(os.path.join(out_dir, "sweep.md"), md)
     artifacts.write_text(os.path.join(out_dir, "sweep.json"),
-                         dumps({"command": command, "guard": guard, **report}, indent=1) + "\n")
+                         dumps({"command": command, "guard": guard, "stopped_by": stopped, **report}, indent=1) + "\n")
     heatmaps(report, out_dir)
     return md

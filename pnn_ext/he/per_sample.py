@@ -5,7 +5,7 @@ with the plaintext weights (``CKKSVector.mm``: TenSEAL's diagonal method, one
 rotation per input value) plus the bias, each polynomial is the Chebyshev
 evaluator (pnn_ext.he.chebyshev) on every slot at once, and the logits are
 decrypted at the end. One context holds the secret key; for throughput and the
-client/server split use batch packing (pnn_ext.he.batch, pnn_ext.he.protocol).
+client/server split use batch packing (pnn_ext.he.batch, pnn_ext.he.ciphertexts).
 TenSEAL is an optional dependency: ``pip install .[he]``.
 """
 from __future__ import annotations
@@ -17,9 +17,10 @@ import numpy as np
 
 from . import chebyshev
 from .engine import Engine
-from .fold import Affine, HEModel
+from .keys import make_context
+from .model import Affine, HEModel
 from .params import CKKSParams, check, poly_depth
-from .protocol import _Scratch, _ts, make_context
+from .tenseal_io import Scratch, tenseal
 
 
 def _varint(n: int) -> bytes:
@@ -40,7 +41,7 @@ def _vector_bytes(ct_bytes: bytes, size: int, scale: float) -> bytes:
             + b"\x19" + struct.pack("<d", scale))
 
 
-class EncryptedRunner:
+class PerSampleRunner:
     """Runs ``model`` on encrypted samples under ``params`` (checked against the model's depth)."""
 
     def __init__(self, model: HEModel, params: CKKSParams):
@@ -48,30 +49,30 @@ class EncryptedRunner:
         self.model, self.params = model, params
         self.ctx = make_context(params, galois=True)
         self.engine = Engine(self.ctx)
-        self.scratch = _Scratch()
+        self.scratch = Scratch()
         # Plaintext operands converted once: TenSEAL takes nested lists.
         # The biases are encrypted once, here: TenSEAL encodes a plain vector added to a
         # ciphertext replicated over all slots, and the next vector-matrix product
         # then sums those copies in (measured: logit errors of order 1); a ciphertext
         # bias has zeros past its length.
-        ts = _ts()
+        ts = tenseal()
         self.ops = []
         for layer in model.layers:
             if isinstance(layer, Affine):
                 self.ops.append(("mm", layer.weight.T.tolist(), ts.ckks_vector(self.ctx, layer.bias.tolist())))
             else:
-                self.ops.append(("poly", chebyshev.plan(chebyshev.cheb_from_monomial(layer.coeffs)),
+                self.ops.append(("poly", chebyshev.plan(layer.coeffs),
                                  poly_depth(layer.degree)))
 
     def _poly(self, v, plan, levels: int):
-        ts = _ts()
+        ts = tenseal()
         ct = v.data.ciphertext()[0]
         out = chebyshev.evaluate(self.engine, ct, plan, self.engine.level(ct) + levels)
         return ts.ckks_vector_from(self.ctx, _vector_bytes(self.scratch.to_bytes(out), v.size(), out.scale))
 
     def logits(self, x: np.ndarray) -> np.ndarray:
         """Encrypt one sample, evaluate every layer on the ciphertext, decrypt the logits."""
-        ts = _ts()
+        ts = tenseal()
         v = ts.ckks_vector(self.ctx, np.asarray(x, dtype=np.float64).ravel().tolist())
         for kind, a, b in self.ops:
             v = v.mm(a) + b if kind == "mm" else self._poly(v, a, b)
