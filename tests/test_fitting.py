@@ -38,3 +38,41 @@ def test_presets():
     assert pnn_ext.preset(28)[0] == pytest.approx(54.0)
     with pytest.raises(ValueError, match="degree"):
         pnn_ext.preset(0)
+
+
+def test_presets_between_and_beyond_the_table():
+    """Between published degrees B is linear in the degree and alpha is that of the degree
+    below; below 2 it is degree 2's; past 22 the 16 -> 22 slope (7/6 per degree) goes on."""
+    table = {2: (12.0, 1.0), 4: (20.0, 0.75), 8: (35.0, 0.5), 16: (40.0, 0.5), 22: (47.0, 0.5)}
+    assert {d: pnn_ext.preset(d) for d in table} == table
+    assert pnn_ext.preset(1) == (12.0, 1.0)
+    assert pnn_ext.preset(3) == (16.0, 1.0)                       # halfway 2 -> 4, alpha of 2
+    assert pnn_ext.preset(5) == pytest.approx((23.75, 0.75))      # a quarter of 4 -> 8, alpha of 4
+    assert pnn_ext.preset(12) == pytest.approx((37.5, 0.5))
+    assert pnn_ext.preset(23) == pytest.approx((47.0 + 7 / 6, 0.5))
+    for bad in (0, -3, 2.0, "8"):
+        with pytest.raises(ValueError, match=r"degree must be an integer >= 1, got"):
+            pnn_ext.preset(bad)
+
+
+def test_target_names_and_parameters_are_checked_by_name():
+    from pnn_ext import fitting
+
+    with pytest.raises(ValueError, match=r"^target must be one of \['celu', 'elu', .*\], got 'swish2'$"):
+        fitting.target_key("swish2")
+    with pytest.raises(ValueError, match=r"^target 'elu' has no parameter 'beta' \(it has \['alpha'\]\)$"):
+        fitting.target_key("elu", beta=2.0)
+    assert fitting.target_key("elu", alpha=1.0) == "elu" and fitting.target_key("elu", alpha=0.5) == "elu(alpha=0.5)"
+    assert fitting.target_key("softplus", threshold=20.0, beta=2) == "softplus(beta=2.0)"
+
+
+def test_monomial_export_orders_and_bases():
+    """The default order is low-to-high; a monomial-basis fit exports its own coefficients."""
+    fit = pnn_ext.fit("silu", 6, 10.0)
+    np.testing.assert_array_equal(fit.monomial_coeffs(), fit.monomial_coeffs("low"))
+    np.testing.assert_array_equal(fit.monomial_coeffs("high"), fit.monomial_coeffs("low")[::-1])
+    with pytest.raises(ValueError, match=r"^order must be 'low' or 'high', got 'middle'$"):
+        fit.monomial_coeffs("middle")
+    mono = pnn_ext.fit("silu", 6, 10.0, basis="monomial")
+    np.testing.assert_allclose(mono.monomial_coeffs_t(), mono.coeffs, rtol=0, atol=0)
+    np.testing.assert_allclose(mono.monomial_coeffs_t(), fit.monomial_coeffs_t(), rtol=1e-9, atol=1e-12)
