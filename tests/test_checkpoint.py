@@ -9,6 +9,7 @@ import sys
 import pytest
 import torch
 
+import pnn_ext
 from pnn_ext import fitting
 from pnn_ext.train import CheckpointError, DataSpec, checkpoint, load_run
 from pnn_ext.train.config import TrainConfig
@@ -262,3 +263,28 @@ def test_overwrite_keeps_the_old_run_when_the_new_one_cannot_start(finished, tmp
         with pytest.raises(ValueError):
             Trainer(TrainConfig(**{**QUICK, "out_dir": str(tmp_path / "r"), "overwrite": True, **bad}))
     assert {p.name: p.read_bytes() for p in (tmp_path / "r").iterdir()} == before
+
+
+def test_apply_changes_rescales_each_group_and_keeps_a_rollback_scale():
+    """--allow-changes on lr and coeff_lr_scale multiplies each group's rate by its own
+    ratio (a rollback's x0.5 on the checkpoint's rates stays), sets the new weight decay
+    on the decayed group only, and the plateau schedule's factor and patience."""
+    from types import SimpleNamespace
+
+    from pnn_ext.train import optim
+    from pnn_ext.train.resume import apply_changes
+
+    model = torch.nn.Sequential(torch.nn.Linear(3, 3), pnn_ext.PolyActivation(2, learnable=True))
+    old = TrainConfig(lr=1e-3, coeff_lr_scale=0.1, weight_decay=5e-4)
+    opt = optim.make_optimizer(model, old)
+    sched = optim.make_scheduler(opt, old)
+    for g in opt.param_groups:
+        g["lr"] *= 0.5                                    # a rollback happened before the checkpoint
+    new = TrainConfig(lr=2e-3, coeff_lr_scale=0.4, weight_decay=1e-2, plateau_factor=0.3, plateau_patience=4)
+    apply_changes(SimpleNamespace(cfg=new, optimizer=opt, scheduler=sched, polys=[model[1]]),
+                  {"lr": [1e-3, 2e-3], "coeff_lr_scale": [0.1, 0.4], "weight_decay": [5e-4, 1e-2]})
+    groups = {g["name"]: g for g in opt.param_groups}
+    assert groups["weights"]["lr"] == pytest.approx(0.5 * 2e-3) and groups["bn_and_bias"]["lr"] == pytest.approx(1e-3)
+    assert groups["coeffs"]["lr"] == pytest.approx(0.5 * 2e-3 * 0.4)
+    assert (groups["weights"]["weight_decay"], groups["bn_and_bias"]["weight_decay"]) == (1e-2, 0.0)
+    assert (sched.factor, sched.patience) == (0.3, 4)
