@@ -89,7 +89,7 @@ def test_guard_rolls_back_then_declares_divergence(tmp_path):
     assert summary["status"] == "diverged" and summary["diverged"]
     assert summary["rollbacks"] == 2 and summary["nonfinite_steps"] == 6
     assert summary["lr_scale"] == pytest.approx(0.25)      # two rollbacks at x0.5 before giving up
-    assert "rollbacks" in summary["diverged_at"]["reason"]
+    assert "rollbacks" in summary["diverged_at"]["reason"] and "why" not in summary["diverged_at"]
 
 
 def test_guard_rollback_recovers_with_lower_lr(tmp_path):
@@ -116,3 +116,26 @@ def test_guard_off_stops_and_records_divergence(tmp_path):
         if torch.is_tensor(v) and v.is_floating_point():
             assert torch.isfinite(v).all()
     assert json.loads((tmp_path / "g" / "summary.json").read_text())["diverged"] is True
+
+
+def test_guard_off_restores_the_last_finite_weights(tmp_path):
+    """Weights gone NaN in epoch 2 with the guard off: the run stops diverged with the
+    weights of its last finite checkpoint (epoch 1's), whose test accuracy it records."""
+    cfg = TrainConfig(**{**QUICK, "out_dir": str(tmp_path / "g"), "guard": False})
+    trainer = Trainer(cfg)
+    per_epoch = len(trainer.train_loader)
+    count = {"n": 0}
+
+    def after_step(optimizer, args, kwargs):
+        count["n"] += 1
+        if count["n"] == per_epoch + 2:
+            with torch.no_grad():
+                trainer.model[0].weight.fill_(float("nan"))
+    trainer.optimizer.register_step_post_hook(after_step)
+    summary = trainer.run()
+    assert summary["status"] == "diverged" and summary["epochs_completed"] == 1
+    assert summary["test_acc_at_stop"] > 0.3
+    saved = torch.load(tmp_path / "g" / "last.pt", weights_only=False)["model"]
+    for k, v in trainer.model.state_dict().items():
+        if torch.is_tensor(v) and v.is_floating_point():
+            assert torch.equal(v, saved[k]), k
