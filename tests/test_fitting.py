@@ -76,3 +76,24 @@ def test_monomial_export_orders_and_bases():
     mono = pnn_ext.fit("silu", 6, 10.0, basis="monomial")
     np.testing.assert_allclose(mono.monomial_coeffs_t(), mono.coeffs, rtol=0, atol=0)
     np.testing.assert_allclose(mono.monomial_coeffs_t(), fit.monomial_coeffs_t(), rtol=1e-9, atol=1e-12)
+
+
+@pytest.mark.parametrize("target,degree", [("relu", 4), ("gelu", 6), ("tanh", 5), ("silu", 8)])
+def test_remez_error_equioscillates(target, degree):
+    """Chebyshev's alternation theorem: the minimax error reaches its maximum, with
+    alternating signs, at degree + 2 points. Least squares does not (its error peaks at
+    the ends), so a Remez exchange that stopped early or kept its start fails here."""
+    from pnn_ext import fitting
+
+    x = np.linspace(-10.0, 10.0, 400_001)
+    for method, alternating in (("remez", True), ("lstsq", False)):
+        fit = pnn_ext.fit(target, degree, 10.0, method=method)
+        err = fitting.TARGETS[target](x) - fit(x)
+        peak = np.abs(err).max()
+        sign = np.sign(err)
+        starts = np.flatnonzero(np.r_[True, sign[1:] != sign[:-1]])
+        runs = [np.abs(err[a:b]).max() for a, b in zip(starts, np.r_[starts[1:], err.size])]
+        near_peak = sum(r >= (1 - 1e-4) * peak for r in runs)
+        assert (near_peak >= degree + 2) == alternating, (method, near_peak)
+        if method == "remez":
+            assert fit.max_error == pytest.approx(peak, rel=1e-4)
