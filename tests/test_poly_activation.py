@@ -99,3 +99,25 @@ def test_impl_switch_on_modules():
         pnn_ext.PolyActivation(4, impl="triton")
     with pytest.raises(ValueError, match="impl"):
         pnn_ext.set_impl(model, "triton")
+
+
+def test_from_preset_and_from_coefficients_defaults_and_refusals():
+    act = pnn_ext.PolyActivation.from_preset(8, learnable=True)
+    assert (act.degree, act.bound, act.alpha, act.coeffs.requires_grad) == (8, 35.0, 0.5, True)
+    c = [0.25, -1.0, 0.5]
+    x = torch.linspace(-6, 6, 13, dtype=torch.float64)
+    for given in (c, np.array(c), torch.tensor(c)):
+        m = pnn_ext.PolyActivation.from_coefficients(given, 3.0)     # Chebyshev in t, low order, alpha 0.5
+        assert (m.degree, m.bound, m.alpha, m.basis, m.target) == (2, 3.0, 0.5, "chebyshev", "custom")
+        error_bounds.check("from_coefficients", m(x), np.polynomial.chebyshev.chebval(x.numpy() / 3.0, c),
+                           error_bounds.value_bound(x, m.coeffs, 3.0, "chebyshev", torch.float32))
+    high = pnn_ext.PolyActivation.from_coefficients(c[::-1], 3.0, basis="monomial", variable="x", order="high")
+    np.testing.assert_allclose(high.coeffs.double().numpy(), [0.25, -3.0, 4.5], rtol=1e-7)   # c_k B^k, in t
+    for kwargs, message in (({"coeffs": [1.0]}, r"^coeffs must be 1-D with >= 2 entries, got shape \(1,\)$"),
+                            ({"coeffs": [[1.0, 2.0]]}, r"^coeffs must be 1-D with >= 2 entries, got shape \(1, 2\)$"),
+                            ({"order": "middle"}, r"^order must be 'low' or 'high', got 'middle'$"),
+                            ({"variable": "x"}, r"^coefficients in x are monomial: pass basis='monomial'$"),
+                            ({"variable": "y"}, r"^variable must be 't' or 'x', got 'y'$")):
+        with pytest.raises(ValueError, match=message):
+            pnn_ext.PolyActivation.from_coefficients(**{"coeffs": c, "bound": 3.0, **kwargs})
+    assert pnn_ext.PolyActivation.from_coefficients([0.0, 1.0], 2.0).degree == 1
