@@ -13,7 +13,7 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
-from .checks import check_inputs, check_model, check_path, dynamic_batch, outputs, trace_inputs, verify
+from .checks import check_inputs, check_model, check_path, export_program, outputs, trace_inputs, verify
 
 
 class AotiReport(NamedTuple):
@@ -35,7 +35,7 @@ def export_aoti(model: nn.Module, example_input, path: str, *, tolerance: float 
     check_path(path, ".pt2")
     traced = trace_inputs(inputs)
     with torch.no_grad():
-        program = torch.export.export(model, traced, dynamic_shapes=dynamic_batch(traced))
+        program = export_program(model, traced)
         torch._inductor.aoti_compile_and_package(program, package_path=path)
     compiled = torch._inductor.aoti_load_package(path)
     sizes, worst, limit = verify(model, lambda *xs: outputs(compiled(*xs)), inputs, tolerance,

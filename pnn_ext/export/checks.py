@@ -3,6 +3,7 @@ outputs against PyTorch's at several batch sizes (the batch dimension is dynamic
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Callable
 
 import numpy as np
@@ -83,6 +84,15 @@ def trace_inputs(inputs: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
 def dynamic_batch(inputs: tuple[torch.Tensor, ...]) -> tuple[dict, ...]:
     batch = torch.export.Dim("batch")
     return tuple({0: batch} for _ in inputs)
+
+
+def export_program(model: nn.Module, traced: tuple[torch.Tensor, ...]) -> torch.export.ExportedProgram:
+    """torch.export's program of ``model`` with a dynamic batch. PolyActivation keeps its last
+    call's boundary terms and range statistics as plain attributes (training bookkeeping, not
+    part of the graph), which torch.export reports as "assigned during export": not for users."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r".*boundary_terms.*were assigned during export")
+        return torch.export.export(model, traced, dynamic_shapes=dynamic_batch(traced))
 
 
 def relative_error(got, want: torch.Tensor) -> float:

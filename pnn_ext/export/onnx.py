@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .checks import ExportError, check_inputs, check_model, check_path, dynamic_batch, trace_inputs, verify
+from .checks import ExportError, check_inputs, check_model, check_path, export_program, trace_inputs, verify
 
 OPSET = 18
 
@@ -132,7 +132,7 @@ def export_onnx(model: nn.Module, example_input, path: str, *, tolerance: float 
     except ImportError as e:
         raise ExportError(f"ONNX export needs onnx, onnxscript and onnxruntime ({e}); pip install them") from None
     traced = trace_inputs(inputs)
-    program = torch.export.export(model, traced, dynamic_shapes=dynamic_batch(traced))
+    program = export_program(model, traced)
     _check_statistics_unused(program.graph)
     # optimize=False, then constant folding only: onnxscript's pattern rewriter (part of optimize=True)
     # costs time superlinear in the graph's size, minutes for the hundreds of nodes a few unrolled
