@@ -1,5 +1,5 @@
 """``pnn-he CHECKPOINT``: fold a checkpoint and run test samples encrypted in one process
-(one context does the client's and the server's part), with the figures the README's
+(one context does the client's and the server's part), with the figures docs/encrypted.md's
 tables report: agreement with the plaintext folded model, logit error, time and
 throughput (wall clock and CPU time: the machine may be shared); with batch packing
 also peak memory per batch and key and ciphertext sizes."""
