@@ -80,8 +80,8 @@ def test_long_source_files_say_why():
 
 # The package's layers, lowest first: a module imports from its own layer or below, never
 # from above (the package roots' __init__ re-exports are not imports of their own layer).
-LAYERS = (("pnn_ext.errors", "pnn_ext.strict_json", "pnn_ext.reference", "pnn_ext.ops", "pnn_ext.activations",
-           "pnn_ext.fitting", "pnn_ext.nn", "pnn_ext.clip", "pnn_ext.models"),
+LAYERS = (("pnn_ext.errors", "pnn_ext.strict_json", "pnn_ext.atomic_file", "pnn_ext.reference", "pnn_ext.ops",
+           "pnn_ext.activations", "pnn_ext.fitting", "pnn_ext.nn", "pnn_ext.clip", "pnn_ext.models"),
           ("pnn_ext.conversion",), ("pnn_ext.train",), ("pnn_ext.he",), ("pnn_ext.export",))
 
 

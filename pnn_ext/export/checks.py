@@ -10,6 +10,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..atomic_file import directory_problem
+
 # Agreement required by default: max |exported - PyTorch| <= TOLERANCE * max |PyTorch| per output
 # (LOW_PRECISION_TOLERANCE for float16/bfloat16 outputs, whose own rounding is ~1e-3).
 TOLERANCE = 1e-4
@@ -32,11 +34,8 @@ def check_model(model: nn.Module) -> None:
 def check_path(path: str, suffix: str) -> None:
     if not str(path).endswith(suffix):
         raise ExportError(f"path must end in {suffix}, got {path!r}")
-    directory = os.path.dirname(os.path.abspath(path))
-    if not os.path.isdir(directory):
-        raise ExportError(f"path {path}: directory {directory} does not exist")
-    if not os.access(directory, os.W_OK):
-        raise ExportError(f"path {path}: directory {directory} is not writable")
+    if (why := directory_problem(path)) is not None:
+        raise ExportError(f"path {path}: {why}")
 
 
 def check_inputs(example_input) -> tuple[torch.Tensor, ...]:

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import argparse
 import os
-import tempfile
 
 import numpy as np
 
+from ..atomic_file import atomic_write, directory_problem
 from ..errors import ArgumentParser as Parser
 from ..errors import UsageError
 from ..strict_json import dumps
@@ -24,11 +24,8 @@ def check_output(path: str | None, flag: str, inputs: tuple = (), suffix: str | 
         return
     if suffix and not path.endswith(suffix):
         raise UsageError(f"{flag} {path} must end in {suffix}")
-    d = os.path.dirname(os.path.abspath(path))
-    if not os.path.isdir(d):
-        raise UsageError(f"{flag} {path}: directory {d} does not exist")
-    if not os.access(d, os.W_OK):
-        raise UsageError(f"{flag} {path}: directory {d} is not writable")
+    if (why := directory_problem(path)) is not None:
+        raise UsageError(f"{flag} {path}: {why}")
     if os.path.isdir(path):
         raise UsageError(f"{flag} {path} is a directory")
     for other in inputs:
@@ -47,15 +44,8 @@ def _same_file(a: str, b: str) -> bool:
 
 def save_npy(path: str, array: np.ndarray) -> None:
     """np.save to a temporary file beside ``path``, renamed into place (never half a file)."""
-    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(os.path.abspath(path)), prefix=".pnn-he-", suffix=".npy")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            np.save(fh, array)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    with atomic_write(path, prefix=".pnn-he-", suffix=".npy") as fh:
+        np.save(fh, array)
 
 
 def write_json(path: str, report: dict) -> None:

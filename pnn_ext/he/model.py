@@ -6,12 +6,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 from dataclasses import dataclass
 
 import numpy as np
 
+from ..atomic_file import atomic_write
 from ..strict_json import dumps
 
 FORMAT = "pnn-he model 2"
@@ -131,15 +130,8 @@ class HEModel:
             raise ValueError(f"a model file must end in .npz, got {path}")   # numpy would append it
         meta, arrays = self._contents()
         meta["model_id"] = _model_id(meta, arrays)
-        fd, tmp = tempfile.mkstemp(dir=os.path.dirname(os.path.abspath(path)), prefix=".pnn-he-", suffix=".npz")
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                np.savez(fh, meta=np.array(dumps(meta)), **arrays)
-            os.replace(tmp, path)       # never half a file under the model's name
-        except BaseException:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-            raise
+        with atomic_write(path, prefix=".pnn-he-", suffix=".npz") as fh:  # never half a file under its name
+            np.savez(fh, meta=np.array(dumps(meta)), **arrays)
         return meta["model_id"]
 
     @classmethod

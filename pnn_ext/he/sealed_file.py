@@ -15,9 +15,9 @@ import hashlib
 import json
 import os
 import struct
-import tempfile
 from typing import BinaryIO
 
+from ..atomic_file import atomic_write
 from ..strict_json import dumps
 
 MAGIC = b"PNNHE-2\n"
@@ -33,26 +33,19 @@ def write(path: str, header: dict, body: BinaryIO | bytes) -> int:
     """Write ``header`` and ``body`` (bytes, or a file read from its start) to ``path`` atomically;
     returns the file's size."""
     head = dumps(header).encode()
-    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(os.path.abspath(path)), prefix=".pnn-he-", suffix=".part")
-    try:
-        h = hashlib.sha256()
-        with os.fdopen(fd, "wb") as fh:
-            def put(data: bytes) -> None:
-                h.update(data)
-                fh.write(data)
-            put(MAGIC + struct.pack("<Q", len(head)) + head)
-            if isinstance(body, bytes):
-                put(body)
-            else:
-                body.seek(0)
-                while chunk := body.read(CHUNK):
-                    put(chunk)
-            fh.write(h.digest())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    h = hashlib.sha256()
+    with atomic_write(path, prefix=".pnn-he-", suffix=".part") as fh:
+        def put(data: bytes) -> None:
+            h.update(data)
+            fh.write(data)
+        put(MAGIC + struct.pack("<Q", len(head)) + head)
+        if isinstance(body, bytes):
+            put(body)
+        else:
+            body.seek(0)
+            while chunk := body.read(CHUNK):
+                put(chunk)
+        fh.write(h.digest())
     return os.path.getsize(path)
 
 

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from .. import ops
+from ..atomic_file import atomic_write
 from ..strict_json import dumps
 
 LAST = "last.pt"
@@ -44,10 +45,8 @@ def path(out_dir: str, name: str) -> str:
 
 def write_text(file: str, text: str) -> None:
     """Write through a temporary file and a rename: readers never see half a file."""
-    tmp = file + ".tmp"
-    with open(tmp, "w") as fh:
-        fh.write(text)
-    os.replace(tmp, file)
+    with atomic_write(file) as fh:
+        fh.write(text.encode())
 
 
 def write_json(file: str, obj) -> None:

@@ -12,11 +12,11 @@ from __future__ import annotations
 import hashlib
 import os
 import random
-import tempfile
 
 import numpy as np
 import torch
 
+from ..atomic_file import atomic_write
 from .artifacts import CHECKPOINTS
 
 
@@ -87,25 +87,8 @@ def save_atomic(obj: dict, path: str) -> None:
         obj["digest"] = digest(obj)
     directory = os.path.dirname(os.path.abspath(path))
     os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=os.path.basename(path) + ".", suffix=".tmp", dir=directory)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            torch.save(obj, fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    try:  # make the rename itself durable
-        dfd = os.open(directory, os.O_RDONLY)
-        try:
-            os.fsync(dfd)
-        finally:
-            os.close(dfd)
-    except OSError:
-        pass
+    with atomic_write(path, prefix=os.path.basename(path) + ".", durable=True) as fh:
+        torch.save(obj, fh)
 
 
 def check_same_model(saved: dict, cfg, path: str) -> None:
