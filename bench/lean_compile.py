@@ -10,13 +10,13 @@ Both grads: a dense random grad_y, and ``y.sum()``'s broadcast grad (a stride-0 
 from __future__ import annotations
 
 import argparse
-import platform
 import statistics
 import time
 
 import torch
 
 import pnn_ext as pnn
+from report import machine_line  # bench/: the machine, as the report names it
 
 
 def lean(x: torch.Tensor, c: torch.Tensor, bound: float, alpha: float) -> tuple[torch.Tensor, torch.Tensor]:
@@ -42,14 +42,6 @@ def step(fn, x, c, bound, alpha, grad_y):
     loss.backward()
 
 
-def cpu_name() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            return next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    except (OSError, StopIteration):
-        return platform.processor() or "unknown CPU"
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--numel", type=int, default=1 << 24)
@@ -60,8 +52,7 @@ def main() -> None:
     c = torch.from_numpy(pnn.fit("relu", args.degree, bound).coeffs).float()
     x = (torch.randn(args.numel) * bound / 3).requires_grad_()
     compiled = torch.compile(lean)
-    print(f"{cpu_name()}, {torch.get_num_threads()} torch threads, torch {torch.__version__}, "
-          f"pnn_ext kernels: {pnn.cpu_capability()}; {args.numel} float32 elements, degree {args.degree}, "
+    print(f"{machine_line('cpu')}; {args.numel} float32 elements, degree {args.degree}, "
           f"forward + backward with the boundary term, median of {args.reps}")
     for grad_name, grad_y in (("dense grad_y", torch.randn(args.numel)), ("y.sum() (broadcast grad)", None)):
         times = {"fused": [], "compiled lean": []}
