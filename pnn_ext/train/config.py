@@ -96,6 +96,11 @@ class TrainConfig:
                              "running the function they are fitted to, over the first --replace-epochs epochs")
     replace_epochs: float = _f(1.0, "with --replace progressive: epochs over which the layers are swapped "
                                     "(layer i of n from step floor(i/n * replace_epochs * steps per epoch))")
+    teacher: str = _f("", "distil from a trained run (its directory or checkpoint; a ReLU network or a PNN, "
+                          "same data): the loss becomes (1 - distill_weight) x CE + distill_weight x T^2 x "
+                          "KL(teacher || student at temperature T) + lambda x boundary terms")
+    distill_weight: float = _f(0.5, "--teacher: weight of the teacher's soft targets (0..1)")
+    distill_temperature: float = _f(4.0, "--teacher: softmax temperature T of teacher and student")
     # objective and optimisation
     epochs: int = _f(10, "training epochs")
     max_steps: int = _f(0, "end the run after this many optimizer steps in total, the epoch it stops in "
@@ -149,7 +154,7 @@ class TrainConfig:
             if isinstance(value, float) and not math.isfinite(value):
                 raise ValueError(f"{name} must be a finite number, got {value!r}")
         positive = ("batch_size", "lr", "clip_norm", "rollback_lr_factor", "guard_patience", "coeff_lr_scale",
-                    "plateau_factor", "alpha", "replace_epochs")
+                    "plateau_factor", "alpha", "replace_epochs", "distill_temperature")
         for name in positive:
             if getattr(self, name) is not None and not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be > 0, got {getattr(self, name)!r}")
@@ -157,6 +162,8 @@ class TrainConfig:
                      "plateau_patience", "num_classes"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)!r}")
+        if not 0 <= self.distill_weight <= 1:
+            raise ValueError(f"distill_weight must be in [0, 1], got {self.distill_weight!r}")
         if not self.plateau_factor < 1:
             raise ValueError(f"plateau_factor must be < 1, got {self.plateau_factor!r}")
         if not self.rollback_lr_factor <= 1:
