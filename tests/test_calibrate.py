@@ -113,3 +113,14 @@ def test_auto_run_records_bounds_and_folds_unchanged(tmp_path):
     with torch.no_grad():
         ref = run.model.double()(x.double()).numpy()
     np.testing.assert_allclose(he(x.numpy()), ref, rtol=0, atol=1e-9 * np.abs(ref).max())
+
+
+@pytest.mark.parametrize("method", ["lstsq", "remez"])
+def test_calibrated_layers_are_fitted_by_the_runs_fit_method(method):
+    """--bound auto with --fit-method remez refits by Remez at the calibrated B (it refitted by
+    least squares before), so the minimax fit asked for is the one trained."""
+    model = mlp()
+    calibrate(model, torch.randn(256, 20, generator=torch.Generator().manual_seed(2)), 0.99, 2.5, method=method)
+    for m in pnn_ext.nn.poly_modules(model):
+        want = fitting.fit("relu", 22, m.bound, method=method).coeffs
+        np.testing.assert_allclose(m.coeffs.double().numpy(), want, rtol=1e-6, atol=1e-6)

@@ -26,15 +26,18 @@ import torch
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
+from .. import fitting
 from ..nn import PolyActivation
 
 MAX_VALUES = 1 << 20  # |x| values per layer the quantile is taken over (a random subset beyond)
 FLOOR = 1e-3          # the quantile of a dead layer (all zeros) would make B = 0
 
 
-def calibrate(model: nn.Module, x: torch.Tensor, quantile: float, margin: float, seed: int = 0) -> list[dict]:
+def calibrate(model: nn.Module, x: torch.Tensor, quantile: float, margin: float, seed: int = 0,
+              method: str = fitting.METHOD) -> list[dict]:
     """Set every PolyActivation's B in ``model`` from one forward of ``x`` (B = margin x
-    quantile / alpha^2); returns per layer {"layer", "quantile_abs_x", "max_abs_x", "bound"}."""
+    quantile / alpha^2, the polynomial refitted there by ``method``); returns per layer
+    {"layer", "quantile_abs_x", "max_abs_x", "bound"}."""
     polys = [(name, m) for name, m in model.named_modules() if isinstance(m, PolyActivation)]
     records: dict[str, dict] = {}
     gen = torch.Generator().manual_seed(seed)
@@ -48,7 +51,7 @@ def calibrate(model: nn.Module, x: torch.Tensor, quantile: float, margin: float,
             bound = margin * max(q, FLOOR) / module.alpha ** 2
             seen = records.get(name)
             if seen is None or bound > seen["bound"]:
-                module.set_bound(bound)
+                module.set_bound(bound, method=method)
                 records[name] = {"layer": name, "quantile_abs_x": q, "max_abs_x": top, "bound": module.bound}
         return pre
 
@@ -75,7 +78,8 @@ def calibrate_run(model: nn.Module, train_set, cfg, device: torch.device) -> lis
     xs = train_set.tensors[0]
     pick = torch.randperm(len(xs), generator=torch.Generator().manual_seed(cfg.seed))[:cfg.calibrate_samples]
     try:
-        return calibrate(model, xs[pick].to(device), cfg.calibrate_quantile, cfg.calibrate_margin, cfg.seed)
+        return calibrate(model, xs[pick].to(device), cfg.calibrate_quantile, cfg.calibrate_margin, cfg.seed,
+                         cfg.fit_method)
     except ValueError as e:
         if "Expected more than 1 value per channel" not in str(e):
             raise
