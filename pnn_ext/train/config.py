@@ -33,6 +33,7 @@ CHOICES = {
     "basis": BASES,
     "target": tuple(fitting.TARGETS),
     "fit_method": fitting.METHODS,
+    "fit_weight": ("uniform", "inputs"),
     "clip": ("selective", "all", "none"),
     "scheduler": ("plateau", "cosine", "none"),
     "device": ("auto", "cpu", "cuda"),
@@ -86,6 +87,9 @@ class TrainConfig:
     target: str = _f(fitting.TARGET, "activation the polynomial is fitted to")
     basis: str = _f(fitting.BASIS, "coefficient basis: chebyshev (Clenshaw) or monomial (Horner)")
     fit_method: str = _f(fitting.METHOD, "fit: least squares or remez (minimax)")
+    fit_weight: str = _f("uniform", "least-squares weight over [-B, B]: uniform, or inputs (each layer's fit "
+                                    "weighted by the inputs it sees at initialisation, measured in the "
+                                    "--bound auto calibration pass; see pnn_ext.train.calibrate)")
     learnable: bool = _f(False, "train the polynomial coefficients (learning rate coeff_lr_scale * lr)")
     # fine-tuning (pnn_ext.train.finetune)
     init_from: str = _f("", "start from a trained run's checkpoint or run directory (a ReLU run, or a PNN of "
@@ -162,6 +166,9 @@ class TrainConfig:
                      "plateau_patience", "num_classes"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)!r}")
+        if self.fit_weight == "inputs" and self.fit_method != "lstsq":
+            raise ValueError(f"fit_weight inputs weights the least-squares fit: it needs fit_method lstsq, got "
+                             f"{self.fit_method!r}")
         if not 0 <= self.distill_weight <= 1:
             raise ValueError(f"distill_weight must be in [0, 1], got {self.distill_weight!r}")
         if not self.plateau_factor < 1:

@@ -47,10 +47,10 @@ class Trainer:
             if cfg.init_from else None
         self.model = self.model.to(self.device)
         self.teacher = distill.load_teacher(cfg.teacher, self.data.spec, self.device) if cfg.teacher else None
-        # --bound auto: B per layer (after --init-from's weights) before the optimizer and DDP see the
-        # model (a resumed run's B then come from its checkpoint, the state dict's extra state)
-        self.calibration = (calibrate_run(self.model, self.data.train, cfg, self.device) if cfg.bound == "auto"
-                            else None)
+        # --bound auto, --fit-weight inputs: B (and fit) per layer (after --init-from's weights) before the
+        # optimizer and DDP see the model (a resumed run's come from its checkpoint, the state dict's extra state)
+        self.calibration = (calibrate_run(self.model, self.data.train, cfg, self.device)
+                            if cfg.bound == "auto" or cfg.fit_weight == "inputs" else None)
         if cfg.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
         self.polys = list(poly_modules(self.model))
