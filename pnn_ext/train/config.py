@@ -5,7 +5,11 @@ Defaults the library shares (degree, basis, target, fit method, lambda, activati
 position, normalisation, MLP sizes) are read from the library modules that define
 them, so the command line and the library cannot disagree. Each setting's type is
 its annotation, read with typing.get_type_hints: int, float, str, bool, X | None,
-list[X] or tuple[X, ...]."""
+list[X] or tuple[X, ...].
+
+Over 400 lines because every setting of pnn-train is declared here once, with its help
+text, type and checks (the flags, the config file and the docs' flag table all read it);
+splitting the list would scatter one table."""
 from __future__ import annotations
 
 import argparse
