@@ -117,5 +117,5 @@ def fold(model: nn.Module, in_shape: tuple[int, ...], normalize_outputs: bool = 
     if x is None or not len(x):
         return HEModel(layers, in_shape)
     he = HEModel(layers, in_shape, InputRange.of(x))
-    he.certificate = certify(he, x, f"the training inputs ({len(x)} samples)")
+    he.certificate = certify(he, x, "the training inputs")
     return he

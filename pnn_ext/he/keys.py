@@ -63,9 +63,10 @@ def write_keys(ctx, params: CKKSParams, model, secret_path: str, public_path: st
     return header
 
 
-def public_key_message(ctx, header: dict) -> bytes:
-    """The public key file's bytes (what ``pnn-he keygen`` writes to public.ctx), for an upload."""
-    return encode({"kind": PUBLIC, **header}, context_bytes(ctx, False))
+def key_message(ctx, header: dict, secret: bool) -> bytes:
+    """The bytes of the secret or public key file (what ``pnn-he keygen`` writes) of ``ctx``,
+    with ``header`` (from :func:`key_header`): an upload, or keys held in memory."""
+    return encode({"kind": SECRET if secret else PUBLIC, **header}, context_bytes(ctx, secret))
 
 
 class Keys:
