@@ -271,3 +271,41 @@ def serve(cfg: ServeConfig, model) -> bool:
     finally:
         sock.close()
     return server.started
+
+
+@contextlib.contextmanager
+def local_server(model: str, *flags: str, env: dict | None = None, timeout: float = 120.0, log=None):
+    """``pnn-he serve MODEL --host 127.0.0.1 --port 0 FLAGS`` in a child process (for tests and
+    benchmarks): yields (url, process) once it is ready; SIGTERM (then SIGKILL after 30 s) on
+    leaving. ``log``: a file for its stderr (default: discarded). A server that does not come up
+    within ``timeout`` seconds is killed and raises RuntimeError with its last error line."""
+    import selectors
+    import subprocess
+    import sys
+    import time
+    cmd = [sys.executable, "-m", "pnn_ext.he", "serve", model, "--host", "127.0.0.1", "--port", "0", *flags]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=log or subprocess.DEVNULL, text=True,
+                            env={**os.environ, **(env or {})})
+    try:
+        sel = selectors.DefaultSelector()
+        sel.register(proc.stdout, selectors.EVENT_READ)
+        deadline = time.monotonic() + timeout
+        while True:
+            if not sel.select(max(0.0, deadline - time.monotonic())):
+                raise RuntimeError(f"pnn-he serve did not start within {timeout:g} s")
+            line = proc.stdout.readline()
+            if not line:
+                raise RuntimeError(f"pnn-he serve exited with code {proc.wait()} before it was ready")
+            if "http://" in line:
+                break
+        sel.close()
+        yield line.split()[line.split().index("on") + 1], proc
+    finally:
+        if proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        proc.stdout.close()
