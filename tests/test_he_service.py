@@ -5,7 +5,11 @@ client. The digits test set round-trips with 100 % argmax agreement; every hosti
 key or the secret key, oversized bodies, unknown and expired sessions, a wrong model id,
 a missing token, too many sessions, concurrent clients, clients that disconnect
 mid-request) is a 4xx with a one-line JSON error; and at the end the same server process
-still serves the first session, no temporary file is left, and it stops cleanly."""
+still serves the first session, no temporary file is left, and it stops cleanly.
+
+The multi-machine path, locally: a second server process (a replica, as on another
+machine behind a load balancer) shares the first one's session directory and serves its
+sessions."""
 import os
 import signal
 import struct
@@ -44,7 +48,7 @@ def served(tmp_path_factory):
              "--session-dir", str(tmp / "sessions"))
     env = {"TMPDIR": str(tmp / "t"), "PNN_HE_TOKEN": TOKEN, "OMP_NUM_THREADS": "1", "PYTHONPATH": ROOT}
     with open(tmp / "server.log", "w") as log, local_server(str(tmp / "m.npz"), *flags, env=env, log=log) as (url, p):
-        yield {"url": url, "proc": p, "tmp": tmp, "x": np.load(tmp / "x.npy"),
+        yield {"url": url, "proc": p, "tmp": tmp, "x": np.load(tmp / "x.npy"), "flags": flags, "env": env,
                "model": HEModel.load(str(tmp / "m.npz")), "other": str(tmp / "other.npz")}
         p.send_signal(signal.SIGTERM)
         assert p.wait(30) == 143, open(tmp / "server.log").read()[-2000:]     # pnn-he's exit code for SIGTERM
@@ -259,6 +263,24 @@ def test_clients_that_disconnect_mid_request(served, first, tmp_path):
     assert os.listdir(served["tmp"] / "t" / spool[0]) == []
 
 
+def test_a_replica_serves_the_sessions_of_the_shared_directory(served, first):
+    from pnn_ext.he import Client
+    from pnn_ext.he.server import local_server
+    flags = [f for f in served["flags"]]
+    flags[flags.index("--workers") + 1] = "1"
+    x, model = served["x"][:30], served["model"]
+    with local_server(str(served["tmp"] / "m.npz"), *flags, env=served["env"]) as (replica, _):
+        on_b = Client(replica, token=TOKEN)
+        on_b.keys, on_b.engine = first.keys, first.engine
+        kept = first.session
+        sid = first.open()                             # opened on the first server ...
+        on_b.session = sid                             # ... sent to the replica by the balancer
+        assert (on_b.predict(x).argmax(1) == model(x).argmax(1)).all()
+        on_b.close()                                   # closed through the replica ...
+        refused(404, first.predict, x, pattern="unknown")      # ... gone on the first server
+        first.session = kept
+
+
 def test_the_server_survived_everything(served, first):
     assert served["proc"].poll() is None
     health = httpx.get(served["url"] + "/v1/health").json()
@@ -269,3 +291,4 @@ def test_the_server_survived_everything(served, first):
         assert d.startswith(("pnn-he-spool-", "pymp-")), d       # pymp-: the forkserver's socket
         if d.startswith("pnn-he-spool-"):
             assert os.listdir(served["tmp"] / "t" / d) == []
+
