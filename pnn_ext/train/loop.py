@@ -20,7 +20,7 @@ from torch.utils.data import DataLoader, DistributedSampler
 from ..clip import clip_gradients
 from ..errors import Terminated
 from ..nn import boundary_loss, poly_modules
-from . import artifacts, checkpoint, distributed, finetune, optim, prerun
+from . import artifacts, checkpoint, distill, distributed, finetune, optim, prerun
 from .artifacts import BEST, LAST
 from .calibrate import calibrate_run
 from .config import TrainConfig
@@ -46,10 +46,11 @@ class Trainer:
         self.init_info = finetune.load_init(self.model, cfg.init_from, load_weights=not cfg.resume) \
             if cfg.init_from else None
         self.model = self.model.to(self.device)
-        # --bound auto: B per layer (after --init-from's weights) before the optimizer and DDP see the
-        # model (a resumed run's B then come from its checkpoint, the state dict's extra state)
-        self.calibration = (calibrate_run(self.model, self.data.train, cfg, self.device) if cfg.bound == "auto"
-                            else None)
+        self.teacher = distill.load_teacher(cfg.teacher, self.data.spec, self.device) if cfg.teacher else None
+        # --bound auto, --fit-weight inputs: B (and fit) per layer (after --init-from's weights) before the
+        # optimizer and DDP see the model (a resumed run's come from its checkpoint, the state dict's extra state)
+        self.calibration = (calibrate_run(self.model, self.data.train, cfg, self.device)
+                            if cfg.bound == "auto" or cfg.fit_weight == "inputs" else None)
         if cfg.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
         self.polys = list(poly_modules(self.model))
@@ -97,8 +98,14 @@ class Trainer:
         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=cfg.bf16):
             logits = self.net(x)
         ce = F.cross_entropy(logits.float(), y)
+        task = ce
+        if self.teacher is not None:
+            with torch.no_grad(), torch.autocast("cuda", dtype=torch.bfloat16, enabled=cfg.bf16):
+                soft = self.teacher(x)
+            task = (1 - cfg.distill_weight) * ce + cfg.distill_weight * distill.distill_loss(
+                logits, soft, cfg.distill_temperature)
         bl = boundary_loss(self.model).to(self.device)
-        loss = ce + cfg.lam * bl if cfg.boundary_loss else ce
+        loss = task + cfg.lam * bl if cfg.boundary_loss else task
         return logits, ce, bl, loss
 
     def train_step(self, x: torch.Tensor, y: torch.Tensor) -> list[float] | None:
