@@ -74,6 +74,10 @@ class Service:
 
     # ------------------------------------------------------------ the pool
     def start_pool(self) -> None:
+        # The fork server imports numpy and torch once for every worker: with one thread each
+        # (OpenBLAS and OpenMP size their pools at import), so W workers use W cores.
+        for name in service_worker.THREAD_VARIABLES:
+            os.environ[name] = "1"
         ctx = multiprocessing.get_context("forkserver")     # workers fork from a clean single-threaded process
         ctx.set_forkserver_preload(["pnn_ext.he.service_worker", "pnn_ext.he.batch"])
         self.pool = ProcessPoolExecutor(self.workers, mp_context=ctx, initializer=service_worker.init,

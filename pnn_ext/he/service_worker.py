@@ -16,15 +16,14 @@ from collections import OrderedDict
 
 from .session_store import ServiceError
 
-THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
+THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")   # set to 1 for the workers
 
 _state: dict = {}
 
 
 def init(model_path: str, store_root: str, cache: int) -> None:
-    """The pool's initializer: one thread, the model, an empty session cache."""
-    for name in THREAD_VARIABLES:
-        os.environ[name] = "1"
+    """The pool's initializer: one torch thread (the server set THREAD_VARIABLES to 1 before the
+    fork server imported numpy and torch), the model, an empty session cache."""
     import torch
     torch.set_num_threads(1)
     from .batch import BatchRunner

@@ -29,7 +29,9 @@ STALE_TEMP_S = 3600       # a temporary file of a store write this old was left 
 
 
 class ServiceError(Exception):
-    """A request the service refuses: an HTTP status (4xx) and one line saying why."""
+    """What ``pnn-he serve`` answered instead of a result: ``status`` (4xx: the request is
+    refused; 500: the server failed; 503 from :class:`Client`: the server could not be
+    reached) and ``message``, one line saying why."""
 
     def __init__(self, status: int, message: str):
         super().__init__(status, message)
