@@ -174,3 +174,35 @@ def test_fit_weight_setting_is_checked_and_fixed_at_resume(tmp_path, capsys):
     assert train_main(["--epochs", "2", "--resume", "last", "--allow-changes", "--fit-weight", "uniform",
                        "--out-dir", out, "--no-progress", "--no-plots"]) == 2
     assert "fit_weight 'inputs' -> 'uniform'" in capsys.readouterr().err
+
+
+def test_recalibration_after_warm_up_sets_b_from_the_trained_layers(tmp_path):
+    """--recalibrate-epoch 1: epoch 1 trains at the preset B, then each layer's B is the
+    auto rule on the inputs the trained layers see, the polynomial refitted there; a
+    resume continues with those B and does not measure again."""
+    from testing import run
+    summary, trainer = run(tmp_path, epochs=2, recalibrate_epoch=1, calibrate_margin=2.0)
+    records = summary["recalibration"]
+    assert len(records) == 3 and summary["calibration"] is None
+    first, second = (r["layer_bound"] for r in trainer.history)
+    assert first == [47.0] * 3
+    assert second == [r["bound"] for r in records] == summary["bounds"] != first
+    for r, m in zip(records, trainer.polys):
+        assert r["bound"] == pytest.approx(2.0 * r["quantile_abs_x"] / m.alpha ** 2)
+        np.testing.assert_allclose(m.coeffs.double().numpy(), fitting.fit("relu", 22, r["bound"]).coeffs,
+                                   rtol=1e-5, atol=1e-6)
+    assert summary["max_abs_x_over_b"] == pytest.approx(max(
+        x / b for row in trainer.history for x, b in zip(row["layer_max_abs_x"], row["layer_bound"])))
+    out = str(tmp_path / "run")
+    assert train_main(["--epochs", "3", "--recalibrate-epoch", "1", "--calibrate-margin", "2.0", "--batch-size",
+                       "64", "--resume", "last", "--out-dir", out, "--no-progress", "--no-plots"]) == 0
+    resumed = json.loads(open(f"{out}/summary.json").read())
+    assert resumed["recalibration"] == records and resumed["bounds"] == summary["bounds"]
+    assert resumed["epochs_completed"] == 3
+
+
+def test_recalibrate_epoch_must_fall_inside_the_run(tmp_path):
+    with pytest.raises(ValueError, match=r"recalibrate_epoch \(3\) must be below epochs \(3\)"):
+        TrainConfig(out_dir=str(tmp_path), epochs=3, recalibrate_epoch=3)
+    with pytest.raises(ValueError, match="recalibrate_epoch must be >= 0"):
+        TrainConfig(out_dir=str(tmp_path), recalibrate_epoch=-1)

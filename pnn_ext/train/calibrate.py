@@ -103,14 +103,15 @@ def calibrate(model: nn.Module, x: torch.Tensor, quantile: float, margin: float,
     return [records[name] for name, _ in polys if name in records]
 
 
-def calibrate_run(model: nn.Module, train_set, cfg, device: torch.device) -> list[dict]:
-    """pnn-train's calibration (--bound auto, --fit-weight inputs): cfg.calibrate_samples
-    training samples chosen by the run's seed."""
+def calibrate_run(model: nn.Module, train_set, cfg, device: torch.device, auto_bound: bool | None = None) -> list[dict]:
+    """pnn-train's calibration (--bound auto, --fit-weight inputs, and --recalibrate-epoch with
+    ``auto_bound`` True): cfg.calibrate_samples training samples chosen by the run's seed."""
     xs = train_set.tensors[0]
     pick = torch.randperm(len(xs), generator=torch.Generator().manual_seed(cfg.seed))[:cfg.calibrate_samples]
     try:
         return calibrate(model, xs[pick].to(device), cfg.calibrate_quantile, cfg.calibrate_margin, cfg.seed,
-                         cfg.fit_method, auto_bound=cfg.bound == "auto", weighted=cfg.fit_weight == "inputs")
+                         cfg.fit_method, auto_bound=cfg.bound == "auto" if auto_bound is None else auto_bound,
+                         weighted=cfg.fit_weight == "inputs")
     except ValueError as e:
         if "Expected more than 1 value per channel" not in str(e):
             raise

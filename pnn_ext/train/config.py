@@ -87,6 +87,9 @@ class TrainConfig:
     calibrate_quantile: float = _f(0.999, "--bound auto: the quantile of |x| measured per layer")
     calibrate_margin: float = _f(2.5, "--bound auto: B = margin x that quantile / alpha^2")
     calibrate_samples: int = _f(1024, "--bound auto: training samples in the calibration pass")
+    recalibrate_epoch: int = _f(0, "after this many epochs (0: never), set each layer's B again from the inputs "
+                                   "it sees then (the --bound auto rule with the --calibrate-* settings) and refit "
+                                   "its polynomial there (learnable coefficients restart from that fit)")
     alpha: float | None = _f(None, "the boundary penalty starts at alpha*B (default: preset for the degree)")
     target: str = _f(fitting.TARGET, "activation the polynomial is fitted to")
     basis: str = _f(fitting.BASIS, "coefficient basis: chebyshev (Clenshaw) or monomial (Horner)")
@@ -167,9 +170,13 @@ class TrainConfig:
             if getattr(self, name) is not None and not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be > 0, got {getattr(self, name)!r}")
         for name in ("epochs", "max_steps", "train_subset", "workers", "max_rollbacks", "lam", "weight_decay",
+                     "recalibrate_epoch",
                      "plateau_patience", "num_classes"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)!r}")
+        if self.recalibrate_epoch and not self.recalibrate_epoch < self.epochs:
+            raise ValueError(f"recalibrate_epoch ({self.recalibrate_epoch}) must be below epochs ({self.epochs}): "
+                             f"B is set again after that many epochs, before the next one")
         if self.fit_weight == "inputs" and self.fit_method != "lstsq":
             raise ValueError(f"fit_weight inputs weights the least-squares fit: it needs fit_method lstsq, got "
                              f"{self.fit_method!r}")

@@ -91,6 +91,7 @@ class Trainer:
         self.best_val = -1.0
         self.stop_test_acc: float | None = None
         self.interrupted_by: str | None = None
+        self.recalibration: list[dict] | None = None  # --recalibrate-epoch: the B set then (in checkpoints)
 
     # ------------------------------------------------------------ one step
     def _forward(self, x: torch.Tensor, y: torch.Tensor):
@@ -192,7 +193,8 @@ class Trainer:
         s, seen, n = totals[:4], totals[4], max(totals[5], 1)
         return {"train_loss": s[0] / n, "train_ce": s[1] / n, "train_boundary": s[2] / n,
                 "train_acc": s[3] / max(seen, 1), "epoch_time_s": time.time() - start,
-                "layer_max_abs_x": range_max.tolist(), "layer_frac_outside_b": (frac_sum / n).tolist()}
+                "layer_max_abs_x": range_max.tolist(), "layer_frac_outside_b": (frac_sum / n).tolist(),
+                "layer_bound": [m.bound for m in self.polys]}
 
     def evaluate(self, dataset) -> tuple[float, float]:
         """(mean cross-entropy, accuracy) in eval mode; every rank evaluates the whole set."""
@@ -206,7 +208,8 @@ class Trainer:
                 "scheduler": self.scheduler.state_dict() if self.scheduler else None,
                 "rng": checkpoint.rng_state(), "history": self.history, "best_val": self.best_val,
                 "lr_scale": self.lr_scale, "nonfinite": self.nonfinite, "rollbacks": self.rollbacks,
-                "config": self.cfg.to_dict(), "data": dataclasses.asdict(self.data.spec), "changes": self.changes}
+                "config": self.cfg.to_dict(), "data": dataclasses.asdict(self.data.spec), "changes": self.changes,
+                "recalibration": self.recalibration}
 
     def save(self, best: bool) -> None:
         if not self.dist.main:
@@ -234,6 +237,8 @@ class Trainer:
         start, status = time.time(), "running"
         try:
             while self.epoch < cfg.epochs and not (cfg.max_steps and self.step >= cfg.max_steps):
+                if cfg.recalibrate_epoch and self.epoch == cfg.recalibrate_epoch and self.recalibration is None:
+                    self._recalibrate()
                 try:
                     row = self.train_epoch()
                 except Rollback as r:
@@ -272,6 +277,15 @@ class Trainer:
             artifacts.write_plots(self.out, self.history, self.polys)
         return summary
 
+    def _recalibrate(self) -> None:
+        """--recalibrate-epoch: B per layer from the inputs the trained layers see now, the
+        polynomials refitted there; saved at once, so a resume or rollback from here on
+        finds the new B (and does not measure again)."""
+        self.recalibration = calibrate_run(self.model, self.data.train, self.cfg, self.device, auto_bound=True)
+        self.log(f"recalibrated after epoch {self.epoch}: B = " +
+                 ", ".join(f"{r['bound']:.3g}" for r in self.recalibration))
+        self.save(best=False)
+
     def _evaluate_epoch(self, row: dict) -> dict:
         val_loss, val_acc, test_loss, test_acc = distributed.from_rank0(
             [*self.evaluate(self.data.val), *self.evaluate(self.data.test)], self.dist, self.device)
@@ -291,9 +305,11 @@ class Trainer:
             interrupted_by=self.interrupted_by, resumed_with_changes=self.changes,
             epochs_completed=self.epoch, steps=self.step, total_time_s=seconds,
             parameters=sum(p.numel() for p in self.model.parameters()), poly_layers=len(self.polys),
-            bounds=[m.bound for m in self.polys], calibration=self.calibration,
+            bounds=[m.bound for m in self.polys], calibration=self.calibration, recalibration=self.recalibration,
             max_abs_x_over_b=max(  # over the completed epochs, for pnn-sweep's map
-                (x / m.bound for r in self.history for x, m in zip(r["layer_max_abs_x"], self.polys)), default=None),
+                (x / b for r in self.history
+                 for x, b in zip(r["layer_max_abs_x"], r.get("layer_bound", [m.bound for m in self.polys]))),
+                default=None),
             init_from=self.init_info, replacement=self.progressive.schedule() if self.progressive else None,
             world_size=self.dist.world, command=self.command, environment=artifacts.environment(self.device),
             config=self.cfg.to_dict())
