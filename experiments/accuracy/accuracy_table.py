@@ -2,9 +2,9 @@
 table of experiments/accuracy/accuracy_results.sh, from the runs' summary.json files
 (OUT/FAMILY/seedS): per family, the seeds found, the final test accuracy (mean ± std),
 the test accuracy at the best validation epoch, the difference from the ReLU family of
-the same epochs (``relu_eN``), seconds per epoch, the largest max |x| / B any layer
-reached, and the command of the first seed. Families are shown in the order given
-(default: every family found, sorted)."""
+the same data and epochs (``relu_eN``, ``mnist_relu_eN``, when listed), seconds per
+epoch, the largest max |x| / B any layer reached, and the command of the first seed.
+Families are shown in the order given (default: every family found, sorted)."""
 from __future__ import annotations
 
 import glob
@@ -50,14 +50,18 @@ def command(summary: dict) -> str:
     return " ".join(keep)
 
 
+def dataset_prefix(family: str) -> str:
+    """"mnist_" for the MNIST families (mnist_relu_e5, ...), "" for Fashion-MNIST's."""
+    return family.split("_", 1)[0] + "_" if family.startswith("mnist_") else ""
+
+
 def table(out: str, families: list[tuple[str, str]]) -> str:
-    relu = {}
-    for fam in {f for f, _ in families} | {os.path.basename(p) for p in glob.glob(os.path.join(out, "relu_e*"))}:
-        m = re.fullmatch(r"relu_e(\d+)", fam)
-        if m:
-            acc = [100 * s["final_test_acc"] for s in runs(out, fam)]
-            if acc:
-                relu[m.group(1)] = statistics.mean(acc)
+    relu = {}  # (dataset prefix, epochs) -> the ReLU family's mean test accuracy
+    for fam, _ in families:
+        m = re.fullmatch(r"(mnist_)?relu_e(\d+)", fam)
+        acc = [100 * s["final_test_acc"] for s in runs(out, fam)] if m else []
+        if acc:
+            relu[(m.group(1) or "", m.group(2))] = statistics.mean(acc)
     lines = ["| run | seeds | test acc % | best-val test acc % | − ReLU | s/epoch | max \\|x\\|/B | command |",
              "|---|---:|---:|---:|---:|---:|---:|---|"]
     for fam, label in families:
@@ -67,8 +71,9 @@ def table(out: str, families: list[tuple[str, str]]) -> str:
         acc = [100 * s["final_test_acc"] for s in found]
         best = [100 * s["test_acc_at_best_val"] for s in found]
         m = re.search(r"_e(\d+)$", fam)
-        ref = relu.get(m.group(1)) if m else None
-        delta = f"{statistics.mean(acc) - ref:+.2f}" if ref is not None and not fam.startswith("relu") else ""
+        ref = relu.get((dataset_prefix(fam), m.group(1))) if m else None
+        is_relu = re.fullmatch(r"(mnist_)?relu_e\d+", fam) is not None
+        delta = f"{statistics.mean(acc) - ref:+.2f}" if ref is not None and not is_relu else ""
         secs = statistics.mean(s["epoch_time_s"] for s in found)
         ratios = [s["max_abs_x_over_b"] for s in found if s.get("max_abs_x_over_b") is not None]
         ratio = f"{max(ratios):.2f}" if ratios else ""
