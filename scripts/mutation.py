@@ -44,12 +44,19 @@ MODULES = {
     "nn": ("pnn_ext/nn.py", ["tests/test_poly_activation.py", "tests/test_convert.py", "tests/test_clip.py"]),
     "clip": ("pnn_ext/clip.py", ["tests/test_clip.py"]),
     "loop": ("pnn_ext/train/loop.py", ["tests/test_loop.py", "tests/test_checkpoint.py"]),
-    "guard": ("pnn_ext/train/guard.py", ["tests/test_loop.py", "tests/test_checkpoint.py"]),
+    "guard": ("pnn_ext/train/guard.py", ["tests/test_guard.py"]),
     "optim": ("pnn_ext/train/optim.py", ["tests/test_optim.py", "tests/test_loop.py"]),
-    "checkpoint": ("pnn_ext/train/checkpoint.py", ["tests/test_checkpoint.py"]),
+    "checkpoint": ("pnn_ext/train/checkpoint.py", ["tests/test_checkpoint_file.py"]),
     "resume": ("pnn_ext/train/resume.py", ["tests/test_checkpoint.py"]),
     "he.fold": ("pnn_ext/he/fold.py", ["tests/test_he.py"]),
     "he.chebyshev": ("pnn_ext/he/chebyshev.py", ["tests/test_he_chebyshev.py"]),
+}
+
+# Equivalent mutants: survivors that change no behaviour, so no test can kill them. Module ->
+# {the mutated line as mutmut writes it (stripped): why}. A survivor whose added line is listed
+# is reported as equivalent and left out of the score; an entry no survivor matches is
+# reported as stale (the code moved on: remove it).
+EQUIVALENT = {
 }
 
 # (name, file under csrc/, text, its mutation). Each must fail at least one test.
@@ -92,7 +99,9 @@ def mutmut_config(module: str, tests: list[str]) -> str:
             'source_paths = ["pnn_ext"]\n'
             f'only_mutate = ["{module}"]\n'
             f"pytest_add_cli_args_test_selection = [{quoted}]\n"
-            'pytest_add_cli_args = ["-p", "no:cacheprovider", "-q", "-x"]\n'
+            # "-p torch._dynamo": imported once in mutmut's fork server (its warm-up collects the tests)
+            # instead of in every mutant's child, where the first optimizer built would pay it (~3 s)
+            'pytest_add_cli_args = ["-p", "no:cacheprovider", "-p", "torch._dynamo", "-q", "-x"]\n'
             'also_copy = ["bench"]\n'
             # torch is not fork-safe after the tests ran in the parent: fork from a clean server
             'process_isolation = "forkserver"\n')
@@ -123,14 +132,23 @@ def score_module(name: str, jobs: int, budget: float) -> dict:
         stats = json.load(open(os.path.join(tmp, "mutants", "mutmut-cicd-stats.json")))
         results = subprocess.run([sys.executable, "-m", "mutmut", "results"], cwd=tmp, env=env,
                                  capture_output=True, text=True).stdout
-        survivors = {}
+        survivors, equivalent = {}, {}
+        known = EQUIVALENT.get(name, {})
         for line in results.splitlines():
-            if line.strip().endswith("survived"):
-                mutant = line.split(":")[0].strip()
-                diff = subprocess.run([sys.executable, "-m", "mutmut", "show", mutant], cwd=tmp, env=env,
-                                      capture_output=True, text=True).stdout
-                survivors[mutant] = [ln for ln in diff.splitlines() if ln[:1] in "+-" and ln[:3] not in ("+++", "---")]
-    stats.update(module=module, seconds=time.monotonic() - start, survivors=survivors)
+            mutant, _, status = line.strip().rpartition(": ")
+            if status not in ("survived", "no tests"):
+                continue
+            diff = subprocess.run([sys.executable, "-m", "mutmut", "show", mutant], cwd=tmp, env=env,
+                                  capture_output=True, text=True).stdout
+            lines = [ln for ln in diff.splitlines() if ln[:1] in "+-" and ln[:3] not in ("+++", "---")]
+            why = next((known[ln[1:].strip()] for ln in lines if ln[:1] == "+" and ln[1:].strip() in known), None)
+            if why is not None and status == "survived":
+                equivalent[mutant] = [*lines, f"equivalent: {why}"]
+            else:
+                survivors[mutant] = [f"({status})", *lines]
+    matched = {ln[1:].strip() for lines in equivalent.values() for ln in lines if ln[:1] == "+"}
+    stats.update(module=module, seconds=time.monotonic() - start, survivors=survivors, equivalent=equivalent,
+                 stale_equivalents=sorted(set(known) - matched))
     return stats
 
 
@@ -174,19 +192,22 @@ def main(argv=None) -> int:
         ap.error(f"unknown module(s) {', '.join(unknown)}; one of {', '.join(MODULES)}")
     report = {"modules": [], "cpp": []}
     if not args.cpp_only:
-        print(f"{'module':30} {'killed':>7} {'run':>6} {'mutants':>8} {'score':>7} {'timeout':>8} {'no test':>8} "
-              f"{'wall s':>7}", flush=True)
+        print(f"{'module':30} {'killed':>7} {'run':>6} {'mutants':>8} {'equiv':>6} {'score':>7} {'timeout':>8} "
+              f"{'no test':>8} {'wall s':>7}", flush=True)
         for name in args.modules or list(MODULES):
             s = score_module(name, args.jobs, args.budget)
             caught = s["killed"] + s["timeout"] + s["segfault"]
             judged = caught + s["survived"] + s["suspicious"]   # a mutant no test reaches counts as survived
-            judged += s["no_tests"]
+            judged += s["no_tests"] - len(s["equivalent"])
             s["score"] = caught / judged if judged else float("nan")
             report["modules"].append(s)
-            print(f"{s['module']:30} {caught:7d} {judged:6d} {s['total']:8d} {100 * s['score']:6.1f}% "
-                  f"{s['timeout']:8d} {s['no_tests']:8d} {s['seconds']:7.0f}", flush=True)
-            for survivor, diff in s["survivors"].items():
-                print(f"    survived: {survivor}", *(f"        {line}" for line in diff), sep="\n", flush=True)
+            print(f"{s['module']:30} {caught:7d} {judged:6d} {s['total']:8d} {len(s['equivalent']):6d} "
+                  f"{100 * s['score']:6.1f}% {s['timeout']:8d} {s['no_tests']:8d} {s['seconds']:7.0f}", flush=True)
+            for kind in ("survivors", "equivalent"):
+                for mutant, diff in s[kind].items():
+                    print(f"    {kind}: {mutant}", *(f"        {line}" for line in diff), sep="\n", flush=True)
+            for line in s["stale_equivalents"]:
+                print(f"    stale equivalent entry (no survivor has it): {line}", flush=True)
     ok = True
     if not args.no_cpp:
         start = time.monotonic()
