@@ -48,7 +48,10 @@ MODULES = {
     "optim": ("pnn_ext/train/optim.py", ["tests/test_optim.py", "tests/test_loop.py"]),
     "checkpoint": ("pnn_ext/train/checkpoint.py", ["tests/test_checkpoint_file.py"]),
     "resume": ("pnn_ext/train/resume.py", ["tests/test_checkpoint.py"]),
-    "he.fold": ("pnn_ext/he/fold.py", ["tests/test_he.py"]),
+    "he.fold": ("pnn_ext/he/fold.py", ["tests/test_fold.py", "tests/test_he.py::test_folded_model_matches_original",
+                                       "tests/test_he.py::test_fold_evaluates_each_polynomial_in_t",
+                                       "tests/test_he.py::test_unsupported_layer_is_named",
+                                       "tests/test_he.py::test_residual_network_is_refused_by_name"]),
     "he.chebyshev": ("pnn_ext/he/chebyshev.py", ["tests/test_he_chebyshev.py"]),
 }
 
