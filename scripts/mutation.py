@@ -43,7 +43,7 @@ MODULES = {
     "fitting": ("pnn_ext/fitting.py", ["tests/test_fitting.py", "tests/test_activations.py"]),
     "nn": ("pnn_ext/nn.py", ["tests/test_poly_activation.py", "tests/test_convert.py", "tests/test_clip.py"]),
     "clip": ("pnn_ext/clip.py", ["tests/test_clip.py"]),
-    "loop": ("pnn_ext/train/loop.py", ["tests/test_loop.py", "tests/test_checkpoint.py"]),
+    "loop": ("pnn_ext/train/loop.py", ["tests/test_trainer.py"]),
     "guard": ("pnn_ext/train/guard.py", ["tests/test_guard.py"]),
     "optim": ("pnn_ext/train/optim.py", ["tests/test_optim.py", "tests/test_loop.py"]),
     "checkpoint": ("pnn_ext/train/checkpoint.py", ["tests/test_checkpoint_file.py"]),
@@ -60,6 +60,9 @@ MODULES = {
 # is reported as equivalent and left out of the score; an entry no survivor matches is
 # reported as stale (the code moved on: remove it).
 EQUIVALENT = {
+    "guard": {
+        "saved_scale = restore(trainer, target, counters=None)": "None is false as False is: the counters are kept",
+    },
 }
 
 # (name, file under csrc/, text, its mutation). Each must fail at least one test.

@@ -72,11 +72,13 @@ def test_nonfinite_state_of_another_rank(monkeypatch):
     seen = []
 
     def all_true(flag, dist):
-        seen.append((bool(flag), flag.device.type, dist.world))
+        seen.append((None if flag.is_meta else bool(flag), flag.device.type, dist.world))
         return torch.tensor(False)
     monkeypatch.setattr(guard.distributed, "all_true", all_true)
+    assert guard.nonfinite_state(_model(), Dist(world=2), torch.device("meta")) == ["(on another rank)"]
+    assert seen == [(None, "meta", 2)]                   # this rank's flag, on the given device
     assert guard.nonfinite_state(_model(), Dist(world=2), torch.device("cpu")) == ["(on another rank)"]
-    assert seen == [(True, "cpu", 2)]                    # this rank's flag: all finite
+    assert seen[-1] == (True, "cpu", 2)                  # all finite here
     m = _model()
     _poison(m)
     assert guard.nonfinite_state(m, Dist(world=2), torch.device("cpu")) == ["0.weight"]
@@ -117,8 +119,10 @@ def test_rollback_target_skips_a_damaged_or_nonfinite_checkpoint(tmp_path):
 # ---------------------------------------------------------------- rollback
 
 def test_rollback_restores_the_checkpoint_and_lowers_the_learning_rate(tmp_path):
-    _save(tmp_path, "last.pt", _model(2.0), epoch=2, lr_scale=0.5)
+    _save(tmp_path, "best.pt", _model(2.0), epoch=2, lr_scale=0.5)
+    (tmp_path / "last.pt").write_bytes(b"")               # damaged: the rollback says so and takes best.pt
     t = _trainer(tmp_path)
+    t.scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(t.optimizer, T_max=4)
     guard.rollback(t, {"epoch": 4, "step": 35, "nonfinite_in_a_row": 3})
     # the checkpoint's weights, epoch, step and history; the guard's own counters kept
     assert all(float(v.float().flatten()[0]) == 2.0 for k, v in t.model.state_dict().items()
@@ -128,7 +132,11 @@ def test_rollback_restores_the_checkpoint_and_lowers_the_learning_rate(tmp_path)
     # lr_scale 0.25 -> 0.125; the checkpoint's rate (0.5 * LR) carries its own scale 0.5
     assert t.lr_scale == 0.125
     assert [g["lr"] for g in t.optimizer.param_groups] == [pytest.approx(LR * 0.125)]
-    assert t.logs == ["[guard] 3 non-finite steps in a row at epoch 4: rolled back to epoch 2, learning rate x0.125"]
+    # a cosine schedule's base rate (the optimizer's LR/4 it started from) scales by the same 1/4
+    assert t.scheduler.base_lrs == [pytest.approx(LR * 0.25 * 0.25)]
+    assert t.logs[0].startswith("[guard] not rolling back to last.pt: ")
+    assert t.logs[1:] == ["[guard] 3 non-finite steps in a row at epoch 4: rolled back to epoch 2, "
+                          "learning rate x0.125"]
     assert t.divergence is None
 
 
@@ -165,11 +173,25 @@ def test_finite_state_at_the_end_of_an_epoch_goes_on(tmp_path):
     assert (t.rollbacks, t.epoch, t.divergence, t.logs) == (1, 3, None, [])
 
 
-def test_nonfinite_state_rolls_back_naming_three_entries(tmp_path):
+def _spy_devices(monkeypatch):
+    """The devices the guard checks model state on."""
+    devices = []
+    real = guard.nonfinite_state
+
+    def spy(model, dist, device):
+        devices.append(device)
+        return real(model, dist, device)
+    monkeypatch.setattr(guard, "nonfinite_state", spy)
+    return devices
+
+
+def test_nonfinite_state_rolls_back_naming_three_entries(tmp_path, monkeypatch):
     _save(tmp_path, "last.pt", _model(2.0), epoch=2, lr_scale=0.5)
     t = _trainer(tmp_path)
+    devices = _spy_devices(monkeypatch)
     _poison(t.model, ["0.weight", "0.bias", "1.weight", "1.bias"])
     assert guard.rolled_back_on_state(t) is True
+    assert devices == [t.device]
     assert t.rollbacks == 2 and t.epoch == 2 and t.divergence is None
     assert t.logs == ["[guard] non-finite model state (0.weight, 0.bias, 1.weight) at epoch 4: rolled back to "
                       "epoch 2, learning rate x0.125"]
@@ -194,15 +216,19 @@ def test_nonfinite_state_with_the_guard_off_stops(tmp_path):
 
 # ---------------------------------------------------------------- stop_diverged
 
-def test_stop_diverged_goes_back_to_the_last_finite_weights(tmp_path):
-    _save(tmp_path, "last.pt", _model(2.0), epoch=2)
+def test_stop_diverged_goes_back_to_the_last_finite_weights(tmp_path, monkeypatch):
+    _save(tmp_path, "best.pt", _model(2.0), epoch=2)
+    (tmp_path / "last.pt").write_bytes(b"")
     t = _trainer(tmp_path, divergence={"epoch": 4, "step": 35, "reason": "it broke", "why": "x"})
     _poison(t.model)
+    devices = _spy_devices(monkeypatch)
     guard.stop_diverged(t)
+    assert devices == [t.device, t.device]
     assert float(t.model[0].weight[0, 0]) == 2.0 and not checkpoint.nonfinite_entries(t.model.state_dict())
     assert t.stop_test_acc == 0.75 and t.evaluated == ["test-set"]
     assert t.divergence == {"epoch": 4, "step": 35, "reason": "it broke"}
-    assert t.logs == ["[diverged] at epoch 4, step 35: it broke"]
+    assert t.logs[0].startswith("[guard] not rolling back to last.pt: ")
+    assert t.logs[1:] == ["[diverged] at epoch 4, step 35: it broke"]
 
 
 def test_stop_diverged_keeps_finite_weights_and_records_no_accuracy_without_them(tmp_path):
