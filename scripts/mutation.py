@@ -60,6 +60,14 @@ MODULES = {
 # is reported as equivalent and left out of the score; an entry no survivor matches is
 # reported as stale (the code moved on: remove it).
 EQUIVALENT = {
+    "checkpoint": {
+        "found.append(f\"{name} (intact, epoch {load(other, others=None)['epoch']})\")":
+            "None is false as False is: the other checkpoint's own neighbours are not listed",
+        "return f\" Other checkpoints in its directory: {'XX, XX'.join(found)}.\" if found else \"\"":
+            "a checkpoint has one other beside it at most (CHECKPOINTS: last.pt, best.pt): no separator shows",
+        "np.random.set_state((\"MT19937\", n[\"keys\"].numpy().astype(None), n[\"pos\"], n[\"has_gauss\"], "
+        "n[\"gauss\"]))": "numpy casts the key array to uint32 itself, and float64 holds every 32-bit key exactly",
+    },
     "guard": {
         "saved_scale = restore(trainer, target, counters=None)": "None is false as False is: the counters are kept",
     },

@@ -29,7 +29,8 @@ def _cfg(**kw) -> TrainConfig:
 def _ck(cfg=None, **kw) -> dict:
     model = nn.Linear(2, 1)
     return {"format": checkpoint.FORMAT, "epoch": 3, "model": model.state_dict(), "config": (cfg or _cfg()).to_dict(),
-            "data": {"name": "digits", "layout": "image", "in_shape": [1, 8, 8], "num_classes": 10}, **kw}
+            # as Trainer.state() writes it: dataclasses.asdict(DataSpec), in_shape a tuple
+            "data": {"name": "digits", "layout": "image", "in_shape": (1, 8, 8), "num_classes": 10}, **kw}
 
 
 def _save(path, obj) -> str:
@@ -210,11 +211,11 @@ def test_open_for_resume_checks_data_values_and_settings(tmp_path):
     assert ck["epoch"] == 3 and ck["resume_changes"] == {} and ck["changes"] == [{"epoch": 1,
                                                                                   "settings": {"lr": [1, 2]}}]
     assert checkpoint.open_for_resume(path, _cfg(), None)["epoch"] == 3
-    with pytest.raises(CheckpointError, match=r"made with degree=2, this run has degree=3$"):
+    with pytest.raises(CheckpointError, match=r"^checkpoint '.*c\.pt' was made with degree=2, this run has degree=3$"):
         checkpoint.open_for_resume(path, _cfg(degree=3), SPEC)
     for spec, msg in ((DataSpec("digits", "sequence", (1, 8, 8), 10), "layout 'image', this run's data has 'sequence'"),
                       (DataSpec("digits", "image", (1, 8, 9), 10),
-                       r"in_shape \[1, 8, 8\], this run's data has \[1, 8, 9\]"),
+                       r"in_shape \(1, 8, 8\), this run's data has \[1, 8, 9\]"),
                       (DataSpec("digits", "image", (1, 8, 8), 3), "num_classes 10, this run's data has 3")):
         with pytest.raises(CheckpointError, match=rf"^checkpoint '.*c\.pt' was made for data with {msg}$"):
             checkpoint.open_for_resume(path, _cfg(), spec)
@@ -301,3 +302,26 @@ def test_seed_everything_seeds_python_numpy_and_torch():
     assert got[0] == random.Random(11).random() and got[1] == np.random.RandomState(11).rand()
     assert torch.equal(got[2], torch.rand(1, generator=torch.Generator().manual_seed(11)))
 
+
+
+def test_cuda_generators_are_saved_and_restored_where_cuda_is_used(monkeypatch):
+    """On a machine whose CUDA is initialised the CUDA generators' states travel too; a
+    checkpoint with them resumes on a machine without CUDA, which skips them."""
+    cuda_state = [torch.tensor([1, 2, 3], dtype=torch.uint8)]
+    restored = []
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "is_initialized", lambda: False)
+    assert "cuda" not in checkpoint.rng_state()            # CUDA present but unused: nothing to save
+    monkeypatch.setattr(torch.cuda, "is_initialized", lambda: True)
+    monkeypatch.setattr(torch.cuda, "get_rng_state_all", lambda: cuda_state)
+    monkeypatch.setattr(torch.cuda, "set_rng_state_all", restored.append)
+    state = checkpoint.rng_state()
+    assert state["cuda"] is cuda_state
+    checkpoint.set_rng_state(state)
+    assert restored == [cuda_state]
+    checkpoint.set_rng_state({k: v for k, v in state.items() if k != "cuda"})   # saved without CUDA
+    assert restored == [cuda_state]
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert "cuda" not in checkpoint.rng_state()
+    checkpoint.set_rng_state(state)                      # resumed without CUDA
+    assert restored == [cuda_state]

@@ -154,8 +154,8 @@ def open_for_resume(path: str, cfg, spec=None) -> dict:
     values, is of another model or data, or (without cfg.allow_changes) was made with
     other training settings, each named. Reads only; the checkpoint's "changes" entry
     gains this resume's changes, which "resume_changes" holds alone."""
-    # On the CPU: the RNG states must stay CPU tensors; load_state_dict moves the rest.
-    ck = load(path, map_location="cpu")
+    # On the CPU (load's default): the RNG states must stay CPU tensors; load_state_dict moves the rest.
+    ck = load(path)
     check_same_model(ck["config"], cfg, path)
     if spec is not None and "data" in ck:
         d = ck["data"]
