@@ -465,3 +465,17 @@ def test_run_overwrites_or_resumes(tmp_path, monkeypatch):
     fresh = _trainer(tmp_path, out_dir=str(tmp_path / "fresh"), epochs=0)
     fresh.run()
     assert checkpoint.load(str(tmp_path / "fresh" / "last.pt"))["epoch"] == 0   # the base for an early rollback
+
+
+def test_initial_weights_and_calibration_reach_the_model(tmp_path, monkeypatch):
+    src = _trainer(tmp_path, out_dir=str(tmp_path / "src"))
+    (tmp_path / "src").mkdir(exist_ok=True)
+    src.save(best=False)
+    t = _trainer(tmp_path, init_from=str(tmp_path / "src" / "last.pt"))
+    assert torch.equal(t.model[1].weight, src.model[1].weight) and t.init_info["path"].endswith("last.pt")
+    calls = []
+    monkeypatch.setattr(loop, "calibrate_run", lambda *a: calls.append(a) or [{"layer": "2"}])
+    t = _trainer(tmp_path, out_dir=str(tmp_path / "auto"), bound="auto")
+    assert t.calibration == [{"layer": "2"}] and len(calls) == 1
+    model, train_set, cfg, device = calls[0]
+    assert model is t.model and train_set is t.data.train and cfg is t.cfg and device == t.device
