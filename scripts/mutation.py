@@ -68,6 +68,13 @@ EQUIVALENT = {
         "np.random.set_state((\"MT19937\", n[\"keys\"].numpy().astype(None), n[\"pos\"], n[\"has_gauss\"], "
         "n[\"gauss\"]))": "numpy casts the key array to uint32 itself, and float64 holds every 32-bit key exactly",
     },
+    "fitting": {
+        # (a published degree returned before these lines; below 2 the first branch returns)
+        "if degree <= known[0]:": "degree 2 is published: it returned before with the same entry",
+        "below = max(k for k in known if k <= degree)": "degree is not a published one here: k == degree never holds",
+        "above = min((k for k in known if k >= degree), default=None)":
+            "degree is not a published one here: k == degree never holds",
+    },
     "guard": {
         "saved_scale = restore(trainer, target, counters=None)": "None is false as False is: the counters are kept",
     },

@@ -154,6 +154,7 @@ def test_coefficients_in_each_basis_are_float64_copies():
     from pnn_ext import fitting
     cheb, mono = pnn_ext.fit("gelu", 6, 5.0), pnn_ext.fit("gelu", 6, 5.0, basis="monomial")
     np.testing.assert_allclose(mono.chebyshev_coeffs(), cheb.coeffs, atol=1e-12)
+    assert np.array_equal(cheb.chebyshev_coeffs(), cheb.coeffs)             # already Chebyshev: as stored
     np.testing.assert_allclose(cheb.monomial_coeffs_t(), mono.coeffs, atol=1e-12)
     for fit in (cheb, mono):
         for get in (fit.chebyshev_coeffs, fit.monomial_coeffs_t):
@@ -164,6 +165,8 @@ def test_coefficients_in_each_basis_are_float64_copies():
     for basis in ("chebyshev", "monomial"):
         assert fitting.monomial_in_t(c32, basis).dtype == np.float64
     assert cheb(np.array([1.0, 2.0], dtype=np.float32)).dtype == np.float64   # float32 x is not kept
+    x32 = np.array([1.1], dtype=np.float32)                                   # t = x / B in float64, not float32
+    assert cheb(x32)[0] == cheb(x32.astype(np.float64))[0]
     assert mono(np.array([1.0], dtype=np.float32)).dtype == np.float64
 
 
@@ -191,7 +194,8 @@ def test_remez_is_never_worse_than_least_squares_and_stops_on_an_exact_fit():
         return (x > 0.3).astype(np.float64)
     grid = np.cos(np.linspace(np.pi, 0.0, 2001))
     ls, mm = fitting._lstsq(step, 5, 1.0, 2001), fitting._remez(step, 5, 1.0, 2001)
-    # on a step every exchange does worse than least squares: the start is kept
+    # on a step the first exchange does worse than least squares: the start is kept
+    assert np.array_equal(fitting._remez(step, 5, 1.0, 2001, iters=1), ls)
     def worst(c):
         return np.max(np.abs(step(grid) - npcheb.chebval(grid, c)))
     assert worst(mm) <= worst(ls)
@@ -219,3 +223,18 @@ def test_fit_checks_its_arguments_and_reports_its_error_on_a_uniform_grid():
     err = np.polynomial.chebyshev.chebval(t, fit.coeffs) - fitting.TARGETS["gelu"](t * 10.0)
     assert fit.max_error == pytest.approx(np.max(np.abs(err)), rel=1e-12)
     assert fit.rms_error == pytest.approx(np.sqrt(np.mean(err ** 2)), rel=1e-12)
+
+
+def test_remez_gives_up_after_60_exchanges(monkeypatch):
+    """An exchange that does not converge (sin(50 x) at degree 5: its reference set keeps
+    jumping between the oscillations) stops after 60 exchanges."""
+    from pnn_ext import fitting
+    calls = []
+    real = fitting._alternating_extrema
+
+    def counted(err, n):
+        calls.append(n)
+        return real(err, n)
+    monkeypatch.setattr(fitting, "_alternating_extrema", counted)
+    fitting._remez(lambda x: np.sin(50 * x), 5, 1.0, 2001)
+    assert calls == [7] * 60
