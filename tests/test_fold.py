@@ -149,3 +149,11 @@ def test_affine_set_is_what_folds():
     assert set(AFFINE) == {nn.Linear, nn.Conv1d, nn.Conv2d, nn.BatchNorm1d, nn.BatchNorm2d, nn.AvgPool1d,
                                        nn.AvgPool2d, nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d, nn.Flatten,
                                        nn.Dropout, nn.Identity}
+
+
+def test_output_scale_is_exact_in_float64():
+    """out_scale B = 0.3 (not a float32 number) reaches the next map as float64's 0.3."""
+    model = nn.Sequential(_linear(W1, B1), pnn_ext.PolyActivation(2, 0.3, 0.5, coeffs=np.array(C)), _linear(W2, B2))
+    he = fold(model, (2,))
+    assert he.layers[1].out_scale == 0.3
+    np.testing.assert_allclose(he.layers[2].weight, np.array(W2) * 0.3, rtol=1e-15, atol=0)
