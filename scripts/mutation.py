@@ -75,6 +75,34 @@ EQUIVALENT = {
         "above = min((k for k in known if k >= degree), default=None)":
             "degree is not a published one here: k == degree never holds",
     },
+    "reference": {
+        "sign = torch.where((t < 0) & (m % 2 == 1), -1.0, 1.0) / torch.sign(lead)":
+            "sign(lead) is +-1 (lead: the highest non-zero coefficient): dividing by it is multiplying",
+        "sign = torch.where((t <= 0) & (m % 2 == 1), -1.0, 1.0) * torch.sign(lead)":
+            "p(0) = c_0 never overflows: there is no NaN to fix at t = 0",
+        "sign = torch.where((t < 0) & (m % 2 == 1), -2.0, 1.0) * torch.sign(lead)": "2 inf = inf: only the sign counts",
+        "sign = torch.where((t < 0) & (m % 2 == 1), -1.0, 2.0) * torch.sign(lead)": "2 inf = inf: only the sign counts",
+        "return torch.where(bad, sign.to(None) * math.inf, p)": "torch.where promotes +-inf to p's dtype",
+        'def boundary_term(x: torch.Tensor, bound: float, alpha: float, boundary_form: str = "XXexpXX",':
+            'every form but "quadratic" takes the exp branch, as "exp" does',
+        'def boundary_term(x: torch.Tensor, bound: float, alpha: float, boundary_form: str = "EXP",':
+            'every form but "quadratic" takes the exp branch, as "exp" does',
+        "term = torch.where(e >= 0, e.clamp(min=0).square(), torch.where(e.isnan(), e, torch.zeros_like(e)))":
+            "at e = 0 the term is 0 either way",
+        "term = torch.where(e >= 0, term, torch.where(e.isnan(), e, torch.zeros_like(e)))":
+            "at e = 0 the term is expm1(0) = 0 either way",
+        "grads = torch.autograd.grad((y, stats[0]), inputs, (grad_y, grad_stats[0]), allow_unused=None)":
+            "y always depends on x and on the coefficients: nothing is unused",
+        "grads = torch.autograd.grad((y, stats[0]), inputs, (grad_y, grad_stats[0]), allow_unused=False)":
+            "y always depends on x and on the coefficients: nothing is unused",
+        "grads = torch.autograd.grad((y, stats[0]), inputs, (grad_y, grad_stats[0]), )":
+            "y always depends on x and on the coefficients: nothing is unused",
+        "gx = grads[0] if (grads[0] is not None) or True else torch.zeros_like(x)":
+            "y always depends on x: its gradient is never None",
+        "gx = grads[0] if grads[0] is not None else torch.zeros_like(None)":
+            "y always depends on x: its gradient is never None",
+        "return gx.to(None), gc": "autograd returns x's gradient in x's dtype already",
+    },
     "guard": {
         "saved_scale = restore(trainer, target, counters=None)": "None is false as False is: the counters are kept",
     },

@@ -100,6 +100,9 @@ def test_overflow_fixup_takes_the_sign_of_the_highest_nonzero_term():
     # highest non-zero: -2 t (odd): +t gives -inf, -t gives +inf; a NaN x stays NaN; finite p untouched
     out = reference.overflow_fixup(p, x, t, torch.tensor([1.0, -2.0, 0.0]))
     assert out[:2].tolist() == [-inf, inf] and out[2].isnan() and out[3] == 5.0
+    small = reference.overflow_fixup(torch.tensor([nan]), torch.tensor([1.0]), torch.tensor([0.5]),
+                                     torch.tensor([1.0, -2.0]))
+    assert small.tolist() == [-inf]                       # 0 < t < 1 is positive t too
     out = reference.overflow_fixup(p, x, t, torch.tensor([1.0, 0.0, 3.0]))         # even: the sign of the lead
     assert out[:2].tolist() == [inf, inf]
     out = reference.overflow_fixup(p, x, t, torch.tensor([1.0, 0.0, -3.0, 0.0]))
@@ -121,6 +124,9 @@ def test_boundary_term_exact_values(form):
     assert rows.shape == (2,) and float(rows[0]) == pytest.approx(want, rel=1e-14)
     assert float(rows[1]) == pytest.approx((f(0.5) + f(14.5)) / 5, rel=1e-14)
     assert float(reference.boundary_term(torch.empty(0), 2.0, 1.0, form)) == 0.0
+    assert float(reference.boundary_term(torch.tensor([5.0]), 2.0, 1.0, form)) == pytest.approx(f(3.0), rel=1e-14)
+    one = reference.boundary_term(torch.tensor([[5.0], [3.0]]), 2.0, 1.0, form, per_row=True)
+    assert one.tolist() == pytest.approx([f(3.0), f(1.0)], rel=1e-14)
     assert reference.boundary_term(torch.empty(3, 0), 2.0, 1.0, form, per_row=True).tolist() == [0.0] * 3
     assert reference.boundary_term(torch.tensor([1.0, math.nan]), 2.0, 1.0, form).isnan()
     assert float(reference.boundary_term(torch.tensor([2.0, -1.0]), 2.0, 1.0, form)) == 0.0   # |x| = alpha B: none
@@ -197,3 +203,13 @@ def test_argument_checks_name_the_argument():
             reference.check_args(*args)
         assert str(e.value) == "pnn_ext: " + msg
     reference.check_args(x, torch.zeros(2), 1e-30, 1e-30, "monomial", "quadratic")   # the smallest degree, tiny B
+
+
+def test_half_precision_input_is_computed_in_float32():
+    """t = x / B in float32, not float16: p = 1e4 (t - t0) with t0 the float32 t is 0 exactly
+    (float16 arithmetic would leave ~1e4 * 1e-4)."""
+    x = torch.tensor([1.1], dtype=torch.float16)
+    t0 = float(x.float() * (1.0 / 3.0))
+    c = torch.tensor([-1e4 * t0, 1e4], dtype=torch.float32)
+    y, _ = reference.poly_act(x, c, 3.0, 1.0, "monomial")
+    assert y.dtype == torch.float16 and y.tolist() == [0.0]
