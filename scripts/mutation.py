@@ -83,6 +83,8 @@ EQUIVALENT = {
         "sign = torch.where((t < 0) & (m % 2 == 1), -2.0, 1.0) * torch.sign(lead)": "2 inf = inf: only the sign counts",
         "sign = torch.where((t < 0) & (m % 2 == 1), -1.0, 2.0) * torch.sign(lead)": "2 inf = inf: only the sign counts",
         "return torch.where(bad, sign.to(None) * math.inf, p)": "torch.where promotes +-inf to p's dtype",
+        "stats = torch.stack([boundary_term(xa, bound, alpha, boundary_form).to(acc), max_abs.to(None), "
+        "frac.to(acc)])": "max_abs comes from xa, already in the computation dtype",
         'def boundary_term(x: torch.Tensor, bound: float, alpha: float, boundary_form: str = "XXexpXX",':
             'every form but "quadratic" takes the exp branch, as "exp" does',
         'def boundary_term(x: torch.Tensor, bound: float, alpha: float, boundary_form: str = "EXP",':

@@ -143,6 +143,8 @@ def test_poly_act_statistics_and_dtypes():
     x64 = x.double()
     _, s64 = reference.poly_act(x64, c.double(), 2.0, 0.5, "monomial", "quadratic")
     assert s64.dtype == torch.float64 and s64.tolist() == pytest.approx([(4 + 1 + 1.5 ** 2) / 4, 3.0, 0.5])
+    _, one = reference.poly_act(torch.tensor([3.0]), c, 2.0, 0.5, "monomial")    # one element, past B
+    assert one.tolist() == pytest.approx([math.expm1(2.0), 3.0, 1.0])
 
 
 def test_poly_act_backward_exact_gradients():
@@ -203,6 +205,10 @@ def test_argument_checks_name_the_argument():
             reference.check_args(*args)
         assert str(e.value) == "pnn_ext: " + msg
     reference.check_args(x, torch.zeros(2), 1e-30, 1e-30, "monomial", "quadratic")   # the smallest degree, tiny B
+    reference.check_args(x, c, 1.0, 1.0, "chebyshev")                                # the default form is valid
+    with pytest.raises(RuntimeError, match=r"^pnn_ext: coeffs must be torch\.float64 for x of dtype torch\.float64, "
+                                           r"got torch\.float32$"):
+        reference.check_args(x.double(), c, 1.0, 1.0, "chebyshev")
 
 
 def test_half_precision_input_is_computed_in_float32():
