@@ -68,6 +68,16 @@ EQUIVALENT = {
         "np.random.set_state((\"MT19937\", n[\"keys\"].numpy().astype(None), n[\"pos\"], n[\"has_gauss\"], "
         "n[\"gauss\"]))": "numpy casts the key array to uint32 itself, and float64 holds every 32-bit key exactly",
     },
+    "clip": {
+        "bn = {id(p) for m in model.modules() if isinstance(m, _BatchNorm) for p in m.parameters(recurse=None)}":
+            "a BatchNorm module has no children: recursing finds the same parameters",
+        "bn = {id(p) for m in model.modules() if isinstance(m, _BatchNorm) for p in m.parameters()}":
+            "a BatchNorm module has no children: recursing finds the same parameters",
+        "return torch.nn.utils.get_total_norm(grads, ) if grads else torch.zeros((), device=device)":
+            "get_total_norm's default norm is 2",
+        "return torch.nn.utils.get_total_norm(grads, 2.0) if (grads) or True else torch.zeros((), device=device)":
+            "get_total_norm([]) is a 0-d zero already",
+    },
     "fitting": {
         # (a published degree returned before these lines; below 2 the first branch returns)
         "if degree <= known[0]:": "degree 2 is published: it returned before with the same entry",
