@@ -85,6 +85,14 @@ EQUIVALENT = {
         "above = min((k for k in known if k >= degree), default=None)":
             "degree is not a published one here: k == degree never holds",
     },
+    "nn": {
+        "return cls(degree, None, alpha, **kwargs)": "the constructor takes the preset's B for None",
+        "return cls(degree, bound, None, **kwargs)": "the constructor takes the preset's alpha for None",
+        "return cls(degree, bound, **kwargs)": "the constructor takes the preset's alpha for None",
+        "refittable = None": "None is false as False is",
+        "self.coeffs.copy_(torch.as_tensor(np.asarray(c), dtype=None))": "copy_ casts into the coefficients' dtype",
+        "self.coeffs.copy_(torch.as_tensor(np.asarray(c), ))": "copy_ casts into the coefficients' dtype",
+    },
     "reference": {
         "sign = torch.where((t < 0) & (m % 2 == 1), -1.0, 1.0) / torch.sign(lead)":
             "sign(lead) is +-1 (lead: the highest non-zero coefficient): dividing by it is multiplying",

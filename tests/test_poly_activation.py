@@ -259,3 +259,20 @@ def test_torchscript_is_refused_with_one_line():
                             "PolyActivation; use torch.export.export(model, (x,)), or pnn_ext.export_onnx(model, x, "
                             "'model.onnx') for ONNX (docs/export.md)")
     assert pnn_ext.nn._in_torchscript_onnx_export() is False
+
+
+def test_from_coefficients_takes_tensors_with_gradients_and_passes_settings_on():
+    c = torch.tensor([0.25, -1.0], requires_grad=True)
+    m = pnn_ext.PolyActivation.from_coefficients(c, 2.0, learnable=True, impl="reference", boundary_form="quadratic")
+    assert m.coeffs.tolist() == [0.25, -1.0] and isinstance(m.coeffs, nn.Parameter)
+    assert (m.impl, m.boundary_form, m.learnable) == ("reference", "quadratic", True)
+
+
+def test_onnx_torchscript_export_is_refused_with_one_line(monkeypatch):
+    from torch.onnx._internal.torchscript_exporter._globals import GLOBALS
+    monkeypatch.setattr(GLOBALS, "in_onnx_export", True)
+    assert pnn_ext.nn._in_torchscript_onnx_export() is True
+    with pytest.raises(RuntimeError) as e:
+        pnn_ext.PolyActivation(2).get_extra_state()
+    assert str(e.value).startswith("pnn_ext: torch.onnx.export(..., dynamo=False) (TorchScript, in maintenance) is not "
+                                   "supported for PolyActivation; use torch.export.export")
