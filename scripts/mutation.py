@@ -85,6 +85,12 @@ EQUIVALENT = {
         "above = min((k for k in known if k >= degree), default=None)":
             "degree is not a published one here: k == degree never holds",
     },
+    "loop": {
+        "self.optimizer.zero_grad(set_to_none=None)":
+            "every parameter gets a gradient in the backward that follows: zeros or None, the sum is the same",
+        "self.optimizer.zero_grad(set_to_none=False)":
+            "every parameter gets a gradient in the backward that follows: zeros or None, the sum is the same",
+    },
     "nn": {
         "return cls(degree, None, alpha, **kwargs)": "the constructor takes the preset's B for None",
         "return cls(degree, bound, None, **kwargs)": "the constructor takes the preset's alpha for None",

@@ -135,6 +135,16 @@ def test_a_nonfinite_batchnorm_statistic_skips_the_step(tmp_path):
     assert t.train_step(x, y) is not None and t.step == 1
 
 
+@pytest.mark.parametrize("layer", [1, 3])               # a Linear's weight, a BatchNorm's weight
+def test_a_nonfinite_gradient_with_a_finite_loss_skips_the_step(tmp_path, layer):
+    t = _trainer(tmp_path)
+    x, y = t.data.train[:8]
+    before = [p.detach().clone() for p in t.model.parameters()]
+    t.model[layer].weight.register_hook(lambda g: g * math.inf)
+    assert t.train_step(x, y) is None and t.step == 0
+    assert all(torch.equal(p, b) for p, b in zip(t.model.parameters(), before))
+
+
 # ---------------------------------------------------------------- one epoch, on scripted steps
 
 def _script(t, outputs, stats=None):
