@@ -86,6 +86,8 @@ EQUIVALENT = {
             "degree is not a published one here: k == degree never holds",
     },
     "loop": {
+        "sums = [0.0] * 5  # loss, ce, boundary, correct: host values train_step already synced":
+            "zip() stops at a step's four values; an epoch without a good step has every sum 0, seen too",
         "self.optimizer.zero_grad(set_to_none=None)":
             "every parameter gets a gradient in the backward that follows: zeros or None, the sum is the same",
         "self.optimizer.zero_grad(set_to_none=False)":

@@ -233,6 +233,33 @@ def test_train_epoch_augments_with_a_per_epoch_generator(tmp_path, monkeypatch):
     assert sorted(xs[:, 0].tolist()) == pytest.approx(sorted(t.data.train.tensors[0][:, 0].tolist()))
 
 
+def test_train_epoch_of_another_rank(tmp_path, monkeypatch):
+    """Rank 1 of 2: its own augmentation stream (seed + rank) and no bar even when asked."""
+    t = _trainer(tmp_path, _data(augment=True), seed=3, progress=True)
+    t.dist = Dist(world=2, rank=1)
+    monkeypatch.setattr(loop.distributed, "reduce_", lambda tensor, d, op="sum": tensor)
+    seeds, bars = [], []
+    monkeypatch.setattr(loop, "augment_batch", lambda x, gen: seeds.append(gen.initial_seed()) or x)
+    monkeypatch.setattr(loop.artifacts, "progress_bar", lambda it, enabled, desc: bars.append(enabled) or it)
+    _script(t, [[0.0, 0.0, 0.0, 0.0]] * 3)
+    t.train_epoch()
+    assert seeds == [3 * 1_000_003 + 1] * 3 and bars == [False]
+
+
+def test_train_epoch_logs_each_activation_replaced(tmp_path, capsys):
+    t = _trainer(tmp_path)
+    steps = []
+
+    class Schedule:
+        def apply(self, step):
+            steps.append(step)
+            return ["2"] if step == 1 else []
+    t.progressive = Schedule()
+    _script(t, [[0.0, 0.0, 0.0, 0.0]] * 3)
+    t.train_epoch()
+    assert steps == [0, 1, 2] and capsys.readouterr().out == "[replace] step 1: activation 2 is polynomial now\n"
+
+
 def test_train_epoch_shows_its_running_means_on_the_bar(tmp_path, monkeypatch):
     t = _trainer(tmp_path, progress=True)
     bars = []
