@@ -86,6 +86,9 @@ EQUIVALENT = {
             "degree is not a published one here: k == degree never holds",
     },
     "loop": {
+        "torch.zeros(3, device=self.device) for m in self.polys]).float()":
+            "only the first two columns (max |x|, fraction past B) are read",
+        "s, seen, n = totals[:5], totals[4], max(totals[5], 1)": "only s[0..3] are read",
         "sums = [0.0] * 5  # loss, ce, boundary, correct: host values train_step already synced":
             "zip() stops at a step's four values; an epoch without a good step has every sum 0, seen too",
         "self.optimizer.zero_grad(set_to_none=None)":

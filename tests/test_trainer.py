@@ -237,13 +237,22 @@ def test_train_epoch_of_another_rank(tmp_path, monkeypatch):
     """Rank 1 of 2: its own augmentation stream (seed + rank) and no bar even when asked."""
     t = _trainer(tmp_path, _data(augment=True), seed=3, progress=True)
     t.dist = Dist(world=2, rank=1)
-    monkeypatch.setattr(loop.distributed, "reduce_", lambda tensor, d, op="sum": tensor)
+    reduced = []
+
+    def reduce_(tensor, d, op="sum"):
+        reduced.append((tensor.dtype, tensor.tolist(), op, d))
+        return tensor
+    monkeypatch.setattr(loop.distributed, "reduce_", reduce_)
     seeds, bars = [], []
     monkeypatch.setattr(loop, "augment_batch", lambda x, gen: seeds.append(gen.initial_seed()) or x)
     monkeypatch.setattr(loop.artifacts, "progress_bar", lambda it, enabled, desc: bars.append(enabled) or it)
     _script(t, [[0.0, 0.0, 0.0, 0.0]] * 3)
     t.train_epoch()
     assert seeds == [3 * 1_000_003 + 1] * 3 and bars == [False]
+    # sums, samples and batches added over ranks in float64; the largest |x| the largest over ranks
+    (d1, totals, op1, _), (d2, _, op2, _), (d3, _, op3, _) = reduced
+    assert (d1, totals, op1) == (torch.float64, [0.0, 0.0, 0.0, 0.0, 24.0, 3.0], "sum")
+    assert (d2, op2, d3, op3) == (torch.float32, "max", torch.float32, "sum") and all(r[3] is t.dist for r in reduced)
 
 
 def test_train_epoch_logs_each_activation_replaced(tmp_path, capsys):
