@@ -174,7 +174,7 @@ def test_train_epoch_means_over_its_batches(tmp_path):
     assert {k: row[k] for k in ("train_loss", "train_ce", "train_boundary", "train_acc")} == \
         pytest.approx({"train_loss": 2.0, "train_ce": 1.5, "train_boundary": 0.5, "train_acc": 15 / 24})
     assert row["layer_max_abs_x"] == [7.0] and row["layer_frac_outside_b"] == pytest.approx([0.25])
-    assert row["epoch_time_s"] >= 0 and t.net.training
+    assert 0 <= row["epoch_time_s"] < 60 and t.net.training
     # the epoch's order is the sampler's for this epoch: every training sample once
     xs = torch.cat([x for x, _ in calls])
     assert sorted(xs[:, 0].tolist()) == sorted(t.data.train.tensors[0][:, 0].tolist())
@@ -378,6 +378,7 @@ def _script_epochs(t, vals, tests=None):
         return _row()
 
     def evaluate_epoch(row):
+        assert row == _row()                              # the epoch's own training row
         v = done[-1]
         return {"epoch": t.epoch, "step": t.step, "lr": 0.001, "val_loss": 1.0, "val_acc": v, "test_loss": 1.0,
                 "test_acc": (tests or {}).get(len(done), 0.5), "nonfinite_steps": 0}
@@ -411,6 +412,10 @@ def test_run_best_checkpoint_follows_the_validation_accuracy(tmp_path):
     _script_epochs(t, [0.5, 0.75, 0.25])
     t.run()
     assert t.best_val == 0.75 and checkpoint.load(str(tmp_path / "run" / "best.pt"))["epoch"] == 2
+    t = _trainer(tmp_path, out_dir=str(tmp_path / "tie"), epochs=2)
+    _script_epochs(t, [0.5, 0.5])                         # a tie is no improvement
+    t.run()
+    assert checkpoint.load(str(tmp_path / "tie" / "best.pt"))["epoch"] == 1
     t = _trainer(tmp_path, out_dir=str(tmp_path / "nan"), epochs=2)
     _script_epochs(t, [math.nan, 0.5])                    # no validation accuracy: every epoch is the best
     t.run()
@@ -451,12 +456,12 @@ def test_run_stops_at_max_steps_and_writes_plots(tmp_path, monkeypatch):
 
 def test_run_rolls_back_on_the_guards_signal(tmp_path, monkeypatch):
     calls = []
-    monkeypatch.setattr(loop, "rollback", lambda trainer, where: calls.append(("rollback", where)))
+    monkeypatch.setattr(loop, "rollback", lambda trainer, where: calls.append(("rollback", where, trainer)))
     monkeypatch.setattr(loop, "rolled_back_on_state", lambda trainer: calls.append(("state", trainer.epoch)) and False)
     t = _trainer(tmp_path, epochs=1)
     _script_epochs(t, [Rollback({"epoch": 1}), 0.5])
     assert t.run()["status"] == "completed"
-    assert calls == [("rollback", {"epoch": 1}), ("state", 0)] and t.epoch == 1
+    assert calls == [("rollback", {"epoch": 1}, t), ("state", 0)] and t.epoch == 1
     flips = iter([True, False])
     monkeypatch.setattr(loop, "rolled_back_on_state", lambda trainer: next(flips))
     t = _trainer(tmp_path, out_dir=str(tmp_path / "b"), epochs=1)
@@ -508,9 +513,13 @@ def test_run_overwrites_or_resumes(tmp_path, monkeypatch):
     _script_epochs(t, [0.5])
     t.run()
     assert resumed == [t] and saves == [True] and cleared == [t.out]    # the epoch's, no epoch-0 save over it
+    (tmp_path / "fresh").mkdir()
+    (tmp_path / "fresh" / "curves.png").write_text("someone else's")
     fresh = _trainer(tmp_path, out_dir=str(tmp_path / "fresh"), epochs=0)
     fresh.run()
     assert checkpoint.load(str(tmp_path / "fresh" / "last.pt"))["epoch"] == 0   # the base for an early rollback
+    assert not (tmp_path / "fresh" / "best.pt").exists()                      # epoch 0 is no best
+    assert (tmp_path / "fresh" / "curves.png").exists()                       # a new run clears nothing
 
 
 def test_initial_weights_and_calibration_reach_the_model(tmp_path, monkeypatch):
@@ -525,3 +534,39 @@ def test_initial_weights_and_calibration_reach_the_model(tmp_path, monkeypatch):
     assert t.calibration == [{"layer": "2"}] and len(calls) == 1
     model, train_set, cfg, device = calls[0]
     assert model is t.model and train_set is t.data.train and cfg is t.cfg and device == t.device
+
+
+def test_summary_records_the_counters(tmp_path, monkeypatch):
+    monkeypatch.setattr(loop.artifacts, "environment", lambda device: {"device": str(device)})
+    t = _trainer(tmp_path, command="c")
+    t.stop_test_acc, t.nonfinite, t.rollbacks, t.lr_scale, t.step, t.epoch = 0.25, 4, 1, 0.5, 17, 0
+    t.changes, t.calibration, t.init_info = [{"epoch": 1}], [{"layer": "2"}], {"path": "x"}
+    t.divergence, t.interrupted_by = {"epoch": 1, "step": 2, "reason": "r"}, "SIGINT"
+    s = t._summary("diverged", 1.5)
+    assert s["status"] == "diverged" and s["total_time_s"] == 1.5
+    assert {k: s[k] for k in ("test_acc_at_stop", "nonfinite_steps", "rollbacks", "lr_scale", "interrupted_by",
+                              "resumed_with_changes", "epochs_completed", "steps", "calibration", "init_from",
+                              "environment", "world_size", "command", "diverged_at", "replacement")} == {
+        "test_acc_at_stop": 0.25, "nonfinite_steps": 4, "rollbacks": 1, "lr_scale": 0.5, "interrupted_by": "SIGINT",
+        "resumed_with_changes": [{"epoch": 1}], "epochs_completed": 0, "steps": 17, "calibration": [{"layer": "2"}],
+        "init_from": {"path": "x"}, "environment": {"device": "cpu"}, "world_size": 1, "command": "c",
+        "diverged_at": {"epoch": 1, "step": 2, "reason": "r"}, "replacement": None}
+    assert s["max_abs_x_over_b"] is None                  # no epoch completed
+    done = {"val_acc": 0.5, "test_acc": 0.5, "epoch": 1}
+    t.history = [{**_row(), **done, "layer_max_abs_x": [3.0]}, {**_row(), **done, "layer_max_abs_x": [18.0]}]
+    assert t._summary("completed", 0.0)["max_abs_x_over_b"] == 1.5    # 18 / B (12)
+
+
+def test_one_batch_epoch_means(tmp_path):
+    t = _trainer(tmp_path, _data(8))
+    _script(t, [[2.0, 1.0, 0.5, 4.0]])
+    row = t.train_epoch()
+    assert (row["train_loss"], row["train_ce"], row["train_boundary"], row["train_acc"]) == (2.0, 1.0, 0.5, 0.5)
+
+
+def test_log_lines_are_flushed_at_once(tmp_path, monkeypatch):
+    """A log followed live (tail -f, a job scheduler's file) sees each line when it is written."""
+    printed = []
+    monkeypatch.setattr(loop, "print", lambda *a, **k: printed.append((a, k)), raising=False)
+    _trainer(tmp_path).log("line")
+    assert printed == [(("line",), {"flush": True})]
