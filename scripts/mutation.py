@@ -86,6 +86,8 @@ EQUIVALENT = {
             "degree is not a published one here: k == degree never holds",
     },
     "loop": {
+        "for b in m.buffers(recurse=None)]": "a BatchNorm module has no children: recursing finds the same buffers",
+        "for b in m.buffers(recurse=True)]": "a BatchNorm module has no children: recursing finds the same buffers",
         "torch.zeros(3, device=self.device) for m in self.polys]).float()":
             "only the first two columns (max |x|, fraction past B) are read",
         "s, seen, n = totals[:5], totals[4], max(totals[5], 1)": "only s[0..3] are read",

@@ -16,7 +16,7 @@ import pnn_ext
 from pnn_ext.errors import Terminated
 from pnn_ext.train import artifacts, checkpoint, finetune, loop
 from pnn_ext.train.config import TrainConfig
-from pnn_ext.train.data import Data
+from pnn_ext.train.data import Data, DataSpec
 from pnn_ext.train.distributed import Dist
 from pnn_ext.train.guard import NonFinite, Rollback
 
@@ -133,6 +133,7 @@ def test_a_nonfinite_batchnorm_statistic_skips_the_step(tmp_path):
     assert torch.equal(bn.running_var, before)
     handle.remove()
     assert t.train_step(x, y) is not None and t.step == 1
+    assert t.train_step(x, y) is not None and t.step == 2
 
 
 @pytest.mark.parametrize("layer", [1, 3])               # a Linear's weight, a BatchNorm's weight
@@ -199,11 +200,14 @@ def test_train_epoch_counts_skipped_steps_and_rolls_back_after_patience(tmp_path
     _script(t, [ok, None, ok])                            # one skipped step between good ones: goes on
     row = t.train_epoch()
     assert t.nonfinite == 1 and row["train_loss"] == 1.0 and row["train_acc"] == 2 / 16
+    _script(t, [None, ok, ok])                            # the epoch starts with none in a row
+    t.train_epoch()
+    assert t.nonfinite == 2
     t.step = 5
     _script(t, [ok, None, None])
     with pytest.raises(Rollback) as e:
         t.train_epoch()
-    assert e.value.args[0] == {"epoch": 1, "step": 6, "nonfinite_in_a_row": 2} and t.nonfinite == 3
+    assert e.value.args[0] == {"epoch": 1, "step": 6, "nonfinite_in_a_row": 2} and t.nonfinite == 4
 
 
 def test_train_epoch_with_the_guard_off_stops_at_the_first_skipped_step(tmp_path):
@@ -524,6 +528,8 @@ def test_run_overwrites_or_resumes(tmp_path, monkeypatch):
 
 def test_initial_weights_and_calibration_reach_the_model(tmp_path, monkeypatch):
     src = _trainer(tmp_path, out_dir=str(tmp_path / "src"))
+    with torch.no_grad():
+        src.model[1].weight.mul_(-2.0)                    # weights no fresh initialisation has
     (tmp_path / "src").mkdir(exist_ok=True)
     src.save(best=False)
     t = _trainer(tmp_path, init_from=str(tmp_path / "src" / "last.pt"))
@@ -570,3 +576,21 @@ def test_log_lines_are_flushed_at_once(tmp_path, monkeypatch):
     monkeypatch.setattr(loop, "print", lambda *a, **k: printed.append((a, k)), raising=False)
     _trainer(tmp_path).log("line")
     assert printed == [(("line",), {"flush": True})]
+
+
+def test_a_trainer_loads_its_data_and_checks_a_resume_against_it(tmp_path):
+    t = loop.Trainer(TrainConfig(dataset="digits", epochs=1, batch_size=64, seed=3, progress=False, plots=False,
+                                 out_dir=str(tmp_path / "d")))
+    assert t.data.spec == DataSpec("digits", "image", (1, 8, 8), 10) and t.sampler.seed == 3   # small-cnn: images
+    t = _trainer(tmp_path, epochs=1)
+    _script_epochs(t, [0.5])
+    t.run()
+    again = _trainer(tmp_path, epochs=2, resume="last")
+    assert again.resume_ck["epoch"] == 1 and again.resume_ck["resume_changes"] == {}
+    other = _data()
+    other.in_shape = (5,)
+    other.train = TensorDataset(torch.zeros(24, 5), torch.zeros(24, dtype=torch.long))
+    other.test = other.val = TensorDataset(torch.zeros(8, 5), torch.zeros(8, dtype=torch.long))
+    with pytest.raises(checkpoint.CheckpointError, match=r"was made for data with in_shape \(4,\), this run's "
+                                                         r"data has \[5\]"):
+        _trainer(tmp_path, other, epochs=2, resume="last")
