@@ -60,6 +60,16 @@ MODULES = {
 # is reported as equivalent and left out of the score; an entry no survivor matches is
 # reported as stale (the code moved on: remove it).
 EQUIVALENT = {
+    "he.chebyshev": {
+        "return np.polynomial.chebyshev.poly2cheb(np.asarray(coeffs, dtype=None))":
+            "numpy's Chebyshev routines compute in float64 for any numeric input",
+        "return np.polynomial.chebyshev.poly2cheb(np.asarray(coeffs, ))":
+            "numpy's Chebyshev routines compute in float64 for any numeric input",
+        "return np.polynomial.chebyshev.chebval(t, np.asarray(coeffs, dtype=None))":
+            "numpy's Chebyshev routines compute in float64 for any numeric input",
+        "return np.polynomial.chebyshev.chebval(t, np.asarray(coeffs, ))":
+            "numpy's Chebyshev routines compute in float64 for any numeric input",
+    },
     "checkpoint": {
         "found.append(f\"{name} (intact, epoch {load(other, others=None)['epoch']})\")":
             "None is false as False is: the other checkpoint's own neighbours are not listed",
