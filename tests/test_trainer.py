@@ -3,6 +3,8 @@ classes, an MLP of width 5): the exact AdamW step of train_step and what a skipp
 leaves, train_epoch's means and guard counting on scripted steps, the evaluation and
 schedule calls, the checkpoint content, and run()'s bookkeeping on scripted epochs.
 (tests/test_loop.py trains real models end to end.)"""
+# Over 400 lines: one method of Trainer per section, each with its scripted doubles; the file is
+# also the whole per-mutant test set of pnn_ext/train/loop.py in scripts/mutation.py.
 import copy
 import json
 import math
