@@ -5,6 +5,7 @@
     python scripts/mutation.py --cpp-only           # the C++ mutants alone
     python scripts/mutation.py --no-cpp -j 2        # Python only, 2 mutants at a time
     python scripts/mutation.py --budget 900 loop    # stop a module after 900 s: the score of those run
+    python scripts/mutation.py --rescore out.json   # a --json report scored with today's EQUIVALENT table
 
 Not part of the test command: it runs the tests once per mutant (tens of minutes on two
 cores). Each module is mutated in a temporary copy of the repository (the tracked files
@@ -224,24 +225,55 @@ def score_module(name: str, jobs: int, budget: float) -> dict:
         stats = json.load(open(os.path.join(tmp, "mutants", "mutmut-cicd-stats.json")))
         results = subprocess.run([sys.executable, "-m", "mutmut", "results"], cwd=tmp, env=env,
                                  capture_output=True, text=True).stdout
-        survivors, equivalent = {}, {}
-        known = EQUIVALENT.get(name, {})
+        found = {}
         for line in results.splitlines():
             mutant, _, status = line.strip().rpartition(": ")
             if status not in ("survived", "no tests"):
                 continue
             diff = subprocess.run([sys.executable, "-m", "mutmut", "show", mutant], cwd=tmp, env=env,
                                   capture_output=True, text=True).stdout
-            lines = [ln for ln in diff.splitlines() if ln[:1] in "+-" and ln[:3] not in ("+++", "---")]
-            why = next((known[ln[1:].strip()] for ln in lines if ln[:1] == "+" and ln[1:].strip() in known), None)
-            if why is not None and status == "survived":
-                equivalent[mutant] = [*lines, f"equivalent: {why}"]
-            else:
-                survivors[mutant] = [f"({status})", *lines]
+            found[mutant] = [f"({status})", *(ln for ln in diff.splitlines()
+                                               if ln[:1] in "+-" and ln[:3] not in ("+++", "---"))]
+    stats.update(module=module, seconds=time.monotonic() - start)
+    return classify(name, stats, found)
+
+
+def classify(name: str, stats: dict, found: dict[str, list[str]]) -> dict:
+    """``stats`` with the mutants that were not killed, ``found`` (mutant -> ["(status)", diff
+    lines]), split into survivors and equivalent mutants (EQUIVALENT), and its score."""
+    known = EQUIVALENT.get(name, {})
+    survivors, equivalent = {}, {}
+    for mutant, lines in found.items():
+        why = next((known[ln[1:].strip()] for ln in lines if ln[:1] == "+" and ln[1:].strip() in known), None)
+        if why is not None and lines[0] == "(survived)":
+            equivalent[mutant] = [*lines[1:], f"equivalent: {why}"]
+        else:
+            survivors[mutant] = lines
     matched = {ln[1:].strip() for lines in equivalent.values() for ln in lines if ln[:1] == "+"}
-    stats.update(module=module, seconds=time.monotonic() - start, survivors=survivors, equivalent=equivalent,
-                 stale_equivalents=sorted(set(known) - matched))
-    return stats
+    caught = stats["killed"] + stats["timeout"] + stats["segfault"]
+    # a mutant no test reaches counts as survived
+    judged = caught + stats["survived"] + stats["suspicious"] + stats["no_tests"] - len(equivalent)
+    return {**stats, "survivors": survivors, "equivalent": equivalent, "caught": caught, "judged": judged,
+            "stale_equivalents": sorted(set(known) - matched), "score": caught / judged if judged else float("nan")}
+
+
+def print_module(s: dict) -> None:
+    print(f"{s['module']:30} {s['caught']:7d} {s['judged']:6d} {s['total']:8d} {len(s['equivalent']):6d} "
+          f"{100 * s['score']:6.1f}% {s['timeout']:8d} {s['no_tests']:8d} {s['seconds']:7.0f}", flush=True)
+    for kind in ("survivors", "equivalent"):
+        for mutant, diff in s[kind].items():
+            print(f"    {kind}: {mutant}", *(f"        {line}" for line in diff), sep="\n", flush=True)
+    for line in s["stale_equivalents"]:
+        print(f"    stale equivalent entry (no survivor has it): {line}", flush=True)
+
+
+def rescore(path: str) -> None:
+    """The modules of a --json report scored again with the EQUIVALENT table as it is now."""
+    names = {module: name for name, (module, _) in MODULES.items()}
+    for s in json.load(open(path))["modules"]:
+        found = {**s["survivors"], **{m: ["(survived)", *(ln for ln in lines if ln[:1] in "+-")]
+                                      for m, lines in s["equivalent"].items()}}
+        print_module(classify(names[s["module"]], s, found))
 
 
 def run_cpp_mutant(tmp: str, name: str, rel: str, old: str, new: str) -> tuple[bool, str]:
@@ -278,28 +310,25 @@ def main(argv=None) -> int:
     ap.add_argument("--no-cpp", action="store_true", help="skip the C++ mutants")
     ap.add_argument("--cpp-only", action="store_true", help="only the C++ mutants")
     ap.add_argument("--json", help="also write the results to this file")
+    ap.add_argument("--rescore", metavar="JSON",
+                    help="print the scores of a --json report again, with the EQUIVALENT table as it is now")
     args = ap.parse_args(argv)
+    header = (f"{'module':30} {'killed':>7} {'run':>6} {'mutants':>8} {'equiv':>6} {'score':>7} {'timeout':>8} "
+              f"{'no test':>8} {'wall s':>7}")
+    if args.rescore:
+        print(header)
+        rescore(args.rescore)
+        return 0
     unknown = [m for m in args.modules if m not in MODULES]
     if unknown:
         ap.error(f"unknown module(s) {', '.join(unknown)}; one of {', '.join(MODULES)}")
     report = {"modules": [], "cpp": []}
     if not args.cpp_only:
-        print(f"{'module':30} {'killed':>7} {'run':>6} {'mutants':>8} {'equiv':>6} {'score':>7} {'timeout':>8} "
-              f"{'no test':>8} {'wall s':>7}", flush=True)
+        print(header, flush=True)
         for name in args.modules or list(MODULES):
             s = score_module(name, args.jobs, args.budget)
-            caught = s["killed"] + s["timeout"] + s["segfault"]
-            judged = caught + s["survived"] + s["suspicious"]   # a mutant no test reaches counts as survived
-            judged += s["no_tests"] - len(s["equivalent"])
-            s["score"] = caught / judged if judged else float("nan")
             report["modules"].append(s)
-            print(f"{s['module']:30} {caught:7d} {judged:6d} {s['total']:8d} {len(s['equivalent']):6d} "
-                  f"{100 * s['score']:6.1f}% {s['timeout']:8d} {s['no_tests']:8d} {s['seconds']:7.0f}", flush=True)
-            for kind in ("survivors", "equivalent"):
-                for mutant, diff in s[kind].items():
-                    print(f"    {kind}: {mutant}", *(f"        {line}" for line in diff), sep="\n", flush=True)
-            for line in s["stale_equivalents"]:
-                print(f"    stale equivalent entry (no survivor has it): {line}", flush=True)
+            print_module(s)
     ok = True
     if not args.no_cpp:
         start = time.monotonic()
