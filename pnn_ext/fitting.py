@@ -9,6 +9,11 @@ Methods:
     Chebyshev basis, which is well conditioned at any degree);
   * ``"remez"``: minimax (smallest maximum error) by the Remez exchange
     algorithm on a dense grid.
+
+Least squares takes an optional ``weight`` w(x) >= 0 on [-B, B] (pnn-train's
+``--fit-weight inputs`` passes the measured distribution of a layer's inputs): the fit
+then minimises the integral of w (p - f)^2, accurate where the inputs are and looser
+where few go.
 """
 from __future__ import annotations
 
@@ -205,10 +210,17 @@ def _error_report(cheb: np.ndarray, f: Callable, bound: float, points: int = 200
     return float(np.max(np.abs(err))), float(np.sqrt(np.mean(err ** 2)))
 
 
-def _lstsq(f: Callable, degree: int, bound: float, points: int) -> np.ndarray:
+def _lstsq(f: Callable, degree: int, bound: float, points: int,
+           weight: Callable[[np.ndarray], np.ndarray] | None = None) -> np.ndarray:
     t = np.linspace(-1.0, 1.0, points)
-    vander = npcheb.chebvander(t, degree)
-    coeffs, *_ = np.linalg.lstsq(vander, f(t * bound), rcond=None)
+    vander, values = npcheb.chebvander(t, degree), f(t * bound)
+    if weight is not None:  # rows scaled by sqrt(w): minimises sum w (p - f)^2
+        w = np.asarray(weight(t * bound), dtype=np.float64)
+        if w.shape != t.shape or not np.all(np.isfinite(w)) or np.any(w < 0) or not w.sum() > 0:
+            raise ValueError("weight must give finite values >= 0 on [-bound, bound], not all zero")
+        root = np.sqrt(w / w.max())
+        vander, values = vander * root[:, None], values * root
+    coeffs, *_ = np.linalg.lstsq(vander, values, rcond=None)
     return coeffs
 
 
@@ -257,7 +269,8 @@ def _remez(f: Callable, degree: int, bound: float, points: int, iters: int = 60)
 
 
 def fit(target: Target = TARGET, degree: int = DEGREE, bound: float | None = None, basis: str = BASIS,
-        method: str = METHOD, points: int = 20001) -> PolyFit:
+        method: str = METHOD, points: int = 20001,
+        weight: Callable[[np.ndarray], np.ndarray] | None = None) -> PolyFit:
     """Fit a degree-``degree`` polynomial to ``target`` on [-bound, bound].
 
     Args:
@@ -268,6 +281,8 @@ def fit(target: Target = TARGET, degree: int = DEGREE, bound: float | None = Non
         basis: basis of the stored coefficients, "chebyshev" or "monomial".
         method: "lstsq" (least squares) or "remez" (minimax).
         points: grid size of the fit.
+        weight: least squares only: w(x) >= 0 on [-bound, bound] (numpy in, numpy out),
+            the weight of each point in the fit (default: uniform).
     """
     if not isinstance(degree, int) or degree < 1:
         raise ValueError(f"degree must be an integer >= 1, got {degree!r}")
@@ -279,8 +294,10 @@ def fit(target: Target = TARGET, degree: int = DEGREE, bound: float | None = Non
         raise ValueError(f"basis must be 'chebyshev' or 'monomial', got {basis!r}")
     if method not in METHODS:
         raise ValueError(f"method must be 'lstsq' or 'remez', got {method!r}")
+    if weight is not None and method != "lstsq":
+        raise ValueError(f"weight is for the least-squares fit (method 'lstsq'), got method {method!r}")
     name, f = _target_fn(target)
-    cheb = _lstsq(f, degree, bound, points) if method == "lstsq" else _remez(f, degree, bound, points)
+    cheb = _lstsq(f, degree, bound, points, weight) if method == "lstsq" else _remez(f, degree, bound, points)
     max_err, rms_err = _error_report(cheb, f, bound)
     coeffs = cheb if basis == "chebyshev" else npcheb.cheb2poly(cheb)
     return PolyFit(np.asarray(coeffs, dtype=np.float64), basis, float(bound), name, method, max_err, rms_err)

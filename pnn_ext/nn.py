@@ -118,10 +118,11 @@ class PolyActivation(nn.Module):
         return cls(c.size - 1, bound, alpha, basis=basis, coeffs=c, target=kwargs.pop("target", "custom"),
                    **kwargs)
 
-    def set_bound(self, bound: float, method: str = fitting.METHOD) -> None:
+    def set_bound(self, bound: float, method: str = fitting.METHOD, weight=None) -> None:
         """Move the fit interval to [-bound, bound]: the coefficients (in t = x / B)
         are refitted to ``target`` there, in place (a learnable Parameter stays the
-        same object; what it had learned is replaced)."""
+        same object; what it had learned is replaced). ``method`` and ``weight``: as
+        in :func:`pnn_ext.fit`."""
         try:  # a registered target, with parameters or not ("leaky_relu(negative_slope=0.2)")
             refittable = fitting.parse_target(self.target)[0] in fitting.TARGETS
         except ValueError:
@@ -129,7 +130,7 @@ class PolyActivation(nn.Module):
         if not refittable:
             raise ValueError(f"set_bound refits the target function; this activation's target is {self.target!r}")
         bound = _positive("bound", bound)
-        c = fitting.fit(self.target, self.degree, bound, basis=self.basis, method=method).coeffs
+        c = fitting.fit(self.target, self.degree, bound, basis=self.basis, method=method, weight=weight).coeffs
         with torch.no_grad():
             self.coeffs.copy_(torch.as_tensor(np.asarray(c), dtype=self.coeffs.dtype))
         self.bound = bound

@@ -113,3 +113,96 @@ def test_auto_run_records_bounds_and_folds_unchanged(tmp_path):
     with torch.no_grad():
         ref = run.model.double()(x.double()).numpy()
     np.testing.assert_allclose(he(x.numpy()), ref, rtol=0, atol=1e-9 * np.abs(ref).max())
+
+
+@pytest.mark.parametrize("method", ["lstsq", "remez"])
+def test_calibrated_layers_are_fitted_by_the_runs_fit_method(method):
+    """--bound auto with --fit-method remez refits by Remez at the calibrated B (it refitted by
+    least squares before), so the minimax fit asked for is the one trained."""
+    model = mlp()
+    calibrate(model, torch.randn(256, 20, generator=torch.Generator().manual_seed(2)), 0.99, 2.5, method=method)
+    for m in pnn_ext.nn.poly_modules(model):
+        want = fitting.fit("relu", 22, m.bound, method=method).coeffs
+        np.testing.assert_allclose(m.coeffs.double().numpy(), want, rtol=1e-6, atol=1e-6)
+
+
+def test_input_weight_is_a_density_with_a_uniform_floor():
+    from pnn_ext.train.calibrate import WEIGHT_FLOOR, input_weight
+    bound = 10.0
+    x = torch.cat([torch.full((300,), 1.05), torch.full((100,), -2.95), torch.tensor([50.0, -11.0])])  # 2 outside
+    w = input_weight(x, bound)
+    grid = np.linspace(-bound, bound, 200001)
+    assert np.mean(w(grid)) * 2 * bound == pytest.approx(1.0, rel=1e-3)  # integrates to 1 over [-B, B]
+    floor = WEIGHT_FLOOR / (2 * bound)
+    assert w(np.array([5.0]))[0] == pytest.approx(floor)  # no input there: the floor alone
+    bin_width = 2 * bound / 200
+    assert w(np.array([1.05]))[0] == pytest.approx(floor + (1 - WEIGHT_FLOOR) * 0.75 / bin_width)
+    assert w(np.array([-2.95]))[0] == pytest.approx(floor + (1 - WEIGHT_FLOOR) * 0.25 / bin_width)
+    empty = input_weight(torch.tensor([20.0]), bound)  # nothing inside: uniform
+    assert empty(np.array([0.0]))[0] == pytest.approx(1 / (2 * bound))
+
+
+def test_weighted_calibration_keeps_b_and_fits_to_the_measured_inputs():
+    from pnn_ext.train.calibrate import input_weight
+    model = mlp()
+    x = torch.randn(256, 20, generator=torch.Generator().manual_seed(3))
+    polys = list(pnn_ext.nn.poly_modules(model))
+    seen = []
+    hooks = [m.register_forward_pre_hook(lambda mod, a: seen.append(a[0].detach().flatten().clone())) for m in polys]
+    records = calibrate(model, x, 0.999, 2.5, auto_bound=False, weighted=True)
+    for h in hooks:
+        h.remove()
+    assert [r["bound"] for r in records] == [47.0] * 3 and all(r["weighted"] for r in records)
+    for m, v in zip(polys, seen):
+        assert m.bound == 47.0
+        want = fitting.fit("relu", 22, 47.0, weight=input_weight(v, 47.0)).coeffs
+        np.testing.assert_allclose(m.coeffs.double().numpy(), want, rtol=1e-5, atol=1e-6)
+        assert not np.allclose(want, fitting.fit("relu", 22, 47.0).coeffs, atol=1e-3)  # the weight mattered
+
+
+def test_fit_weight_setting_is_checked_and_fixed_at_resume(tmp_path, capsys):
+    with pytest.raises(ValueError, match="fit_weight must be one of"):
+        TrainConfig(out_dir=str(tmp_path), fit_weight="data")
+    with pytest.raises(ValueError, match="fit_weight inputs .* needs fit_method lstsq"):
+        TrainConfig(out_dir=str(tmp_path), fit_weight="inputs", fit_method="remez")
+    out = str(tmp_path / "r")
+    train_main(["--epochs", "1", "--max-steps", "2", "--fit-weight", "inputs", "--out-dir", out, "--no-progress",
+                "--no-plots"])
+    summary = json.loads(open(f"{out}/summary.json").read())
+    assert [r["weighted"] for r in summary["calibration"]] == [True] * 3 and summary["bounds"] == [47.0] * 3
+    capsys.readouterr()
+    assert train_main(["--epochs", "2", "--resume", "last", "--allow-changes", "--fit-weight", "uniform",
+                       "--out-dir", out, "--no-progress", "--no-plots"]) == 2
+    assert "fit_weight 'inputs' -> 'uniform'" in capsys.readouterr().err
+
+
+def test_recalibration_after_warm_up_sets_b_from_the_trained_layers(tmp_path):
+    """--recalibrate-epoch 1: epoch 1 trains at the preset B, then each layer's B is the
+    auto rule on the inputs the trained layers see, the polynomial refitted there; a
+    resume continues with those B and does not measure again."""
+    from testing import run
+    summary, trainer = run(tmp_path, epochs=2, recalibrate_epoch=1, calibrate_margin=2.0)
+    records = summary["recalibration"]
+    assert len(records) == 3 and summary["calibration"] is None
+    first, second = (r["layer_bound"] for r in trainer.history)
+    assert first == [47.0] * 3
+    assert second == [r["bound"] for r in records] == summary["bounds"] != first
+    for r, m in zip(records, trainer.polys):
+        assert r["bound"] == pytest.approx(2.0 * r["quantile_abs_x"] / m.alpha ** 2)
+        np.testing.assert_allclose(m.coeffs.double().numpy(), fitting.fit("relu", 22, r["bound"]).coeffs,
+                                   rtol=1e-5, atol=1e-6)
+    assert summary["max_abs_x_over_b"] == pytest.approx(max(
+        x / b for row in trainer.history for x, b in zip(row["layer_max_abs_x"], row["layer_bound"])))
+    out = str(tmp_path / "run")
+    assert train_main(["--epochs", "3", "--recalibrate-epoch", "1", "--calibrate-margin", "2.0", "--batch-size",
+                       "64", "--resume", "last", "--out-dir", out, "--no-progress", "--no-plots"]) == 0
+    resumed = json.loads(open(f"{out}/summary.json").read())
+    assert resumed["recalibration"] == records and resumed["bounds"] == summary["bounds"]
+    assert resumed["epochs_completed"] == 3
+
+
+def test_recalibrate_epoch_must_fall_inside_the_run(tmp_path):
+    with pytest.raises(ValueError, match=r"recalibrate_epoch \(3\) must be below epochs \(3\)"):
+        TrainConfig(out_dir=str(tmp_path), epochs=3, recalibrate_epoch=3)
+    with pytest.raises(ValueError, match="recalibrate_epoch must be >= 0"):
+        TrainConfig(out_dir=str(tmp_path), recalibrate_epoch=-1)

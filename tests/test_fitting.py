@@ -238,3 +238,44 @@ def test_remez_gives_up_after_60_exchanges(monkeypatch):
     monkeypatch.setattr(fitting, "_alternating_extrema", counted)
     fitting._remez(lambda x: np.sin(50 * x), 5, 1.0, 2001)
     assert calls == [7] * 60
+
+
+def test_weighted_least_squares_matches_numpys_weighted_fit():
+    """fit(weight=w) minimises sum w (p - f)^2: the same coefficients as numpy's Chebyshev fit
+    with residual weights sqrt(w), an independent solver."""
+    from numpy.polynomial import chebyshev as C
+    bound, degree = 20.0, 12
+
+    def w(x):
+        return np.exp(-0.5 * (x / 3.0) ** 2) + 0.01
+    got = pnn_ext.fit("relu", degree, bound, weight=w, points=4001).coeffs
+    t = np.linspace(-1, 1, 4001)
+    want = C.chebfit(t, np.maximum(t * bound, 0), degree, w=np.sqrt(w(t * bound)))
+    np.testing.assert_allclose(got, want, rtol=1e-7, atol=1e-9)
+    # a constant weight is the uniform fit
+    np.testing.assert_allclose(pnn_ext.fit("relu", degree, bound, weight=lambda x: np.full_like(x, 7.0)).coeffs,
+                               pnn_ext.fit("relu", degree, bound).coeffs, rtol=1e-9, atol=1e-12)
+
+
+def test_weighting_moves_the_accuracy_to_where_the_weight_is():
+    bound = 47.0
+    near = pnn_ext.fit("relu", 22, bound, weight=lambda x: np.exp(-0.5 * (x / 2.0) ** 2) + 1e-3)
+    flat = pnn_ext.fit("relu", 22, bound)
+    x_in, x_out = np.linspace(-3, 3, 601), np.linspace(20, 47, 601)
+
+    def err(f, x):
+        return np.max(np.abs(f(x) - np.maximum(x, 0)))
+    assert err(near, x_in) < 0.6 * err(flat, x_in)
+    assert err(near, x_out) > err(flat, x_out)
+
+
+@pytest.mark.parametrize("weight, method, message", [
+    (lambda x: -np.ones_like(x), "lstsq", "weight must give finite values >= 0"),
+    (lambda x: np.zeros_like(x), "lstsq", "not all zero"),
+    (lambda x: np.full_like(x, np.nan), "lstsq", "finite"),
+    (lambda x: np.ones(3), "lstsq", "weight must give"),
+    (lambda x: np.ones_like(x), "remez", "weight is for the least-squares fit"),
+])
+def test_bad_weights_are_refused_by_name(weight, method, message):
+    with pytest.raises(ValueError, match=message):
+        pnn_ext.fit("relu", 8, 10.0, method=method, weight=weight)

@@ -340,9 +340,10 @@ def test_state_save_and_log(tmp_path, capsys):
     t.changes = [{"epoch": 1}]
     s = t.state()
     assert set(s) == {"format", "epoch", "step", "model", "optimizer", "scheduler", "rng", "history", "best_val",
-                      "lr_scale", "nonfinite", "rollbacks", "config", "data", "changes"}
+                      "lr_scale", "nonfinite", "rollbacks", "config", "data", "changes", "recalibration"}
     assert (s["format"], s["epoch"], s["step"], s["history"], s["best_val"], s["lr_scale"], s["nonfinite"],
             s["rollbacks"], s["changes"]) == (checkpoint.FORMAT, 2, 9, [{"a": 1}], 0.5, 0.25, 3, 1, [{"epoch": 1}])
+    assert s["recalibration"] is None                    # no --recalibrate-epoch
     assert s["config"] == t.cfg.to_dict() and s["scheduler"] == t.scheduler.state_dict()
     assert s["data"] == {"name": "digits", "layout": "features", "in_shape": (4,), "num_classes": 3}
     assert s["model"].keys() == t.model.state_dict().keys() and s["optimizer"] == t.optimizer.state_dict()

@@ -27,7 +27,7 @@ import numpy as np
 
 from .engine import Engine
 from .keys import Keys
-from .sealed_file import FormatError, SealedFile, write
+from .sealed_file import FormatError, SealedFile, encode, write
 from .tenseal_io import Scratch
 
 INPUTS, LOGITS = "inputs", "logits"
@@ -57,13 +57,28 @@ class CiphertextWriter:
             self.scratch.close()
 
 
+def encode_ciphertexts(meta: dict, keys: Keys, cts) -> bytes:
+    """The bytes of the ciphertext file :class:`CiphertextWriter` would write, for a network message."""
+    scratch = Scratch()
+    try:
+        blobs = [scratch.to_bytes(ct) for ct in cts]
+    finally:
+        scratch.close()
+    header = {**meta, "key_fingerprint": keys.fingerprint, "params": keys.header["params"],
+              "model_id": keys.model_id, "lengths": [len(b) for b in blobs]}
+    return encode(header, b"".join(blobs))
+
+
 class CiphertextReader:
     """The ciphertexts of an intact file of ``kind`` made under ``keys`` (and for ``model_id``
-    when given), each loaded when asked for."""
+    when given), each loaded when asked for. ``source``: a path, or a message's bytes (named
+    ``label`` in errors)."""
 
-    def __init__(self, path: str, kind: str, engine: Engine, keys: Keys, model_id: str | None = None):
-        self.path, self.engine = path, engine
-        self.file = SealedFile(path, (kind,), "ciphertext")
+    def __init__(self, source: str | bytes, kind: str, engine: Engine, keys: Keys, model_id: str | None = None,
+                 label: str | None = None):
+        self.engine = engine
+        self.file = SealedFile(source, (kind,), "ciphertext", label)
+        self.path = path = self.file.path
         try:
             self.meta = meta = self.file.header
             if meta.get("key_fingerprint") != keys.fingerprint:
@@ -78,7 +93,8 @@ class CiphertextReader:
             except (KeyError, TypeError, ValueError):
                 raise FormatError(f"{path}: damaged header") from None
             self.offsets = np.concatenate([[0], np.cumsum(lengths, dtype=np.int64)])
-            if self.offsets[-1] != self.file.body_size or not 1 <= self.samples <= engine.slots:
+            if min(lengths, default=0) < 0 or self.offsets[-1] != self.file.body_size or \
+                    not 1 <= self.samples <= engine.slots:
                 raise FormatError(f"{path}: the header does not describe the body")
         except BaseException:
             self.file.close()

@@ -5,7 +5,9 @@ ciphertext) or ``batch`` (throughput: one feature of up to N/2 samples per
 ciphertext, the whole test set by default).
 
 The client/server split works on files: ``pnn-he fold|keygen|encrypt|infer|decrypt``
-(pnn_ext.he.split_cli; both command lines share pnn_ext.he.cli_args). A user's mistake
+(pnn_ext.he.split_cli; both command lines share pnn_ext.he.cli_args), or over the
+network: ``pnn-he serve|client``, and ``pnn-he certify`` makes the range certificate
+(pnn_ext.he.service_cli). A user's mistake
 is one line, ``pnn-he: error: ...``, and exit code 2, checked before the encrypted run
 where it can be."""
 from __future__ import annotations
@@ -21,6 +23,8 @@ from .measure import evaluate, print_report
 from .model import ModelFileError
 from .params import HEParameterError
 from .sealed_file import FormatError
+from .service_cli import SERVICE_COMMANDS, run_service_command
+from .session_store import ServiceError
 from .split_cli import SUBCOMMANDS, run_subcommand
 
 
@@ -51,6 +55,8 @@ def _main(argv: list[str] | None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv and argv[0] in SUBCOMMANDS:
         return run_subcommand(argv)
+    if argv and argv[0] in SERVICE_COMMANDS:
+        return run_service_command(argv)
     args = parser().parse_args(argv)
     if args.samples is not None and args.samples < 1:
         raise UsageError(f"--samples must be >= 1, got {args.samples}")
@@ -75,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
     """pnn-he's exit code: 0, or 2 with one line ``pnn-he: error: ...`` on a user's mistake."""
     from ..train import CheckpointError, DataError
     user_errors = (CheckpointError, DataError, UnsupportedLayerError, HEParameterError, FormatError, ModelFileError,
-                   ImportError, OSError)
+                   ServiceError, ImportError, OSError)
     return run_main("pnn-he", _main, argv, user_errors=user_errors)
 
 

@@ -17,7 +17,8 @@ stays O(1). The coefficients stay in the Chebyshev basis the evaluators use
 (pnn_ext.he.chebyshev), in t, low to high, whatever basis training used.
 
 Given the inputs the model was trained on, fold records their range (InputRange):
-``pnn-he encrypt`` compares a client's inputs with it.
+``pnn-he encrypt`` compares a client's inputs with it; and their range certificate
+(pnn_ext.he.certificate): how close each activation's input comes to +-B on them.
 """
 from __future__ import annotations
 
@@ -29,6 +30,7 @@ from torch import nn
 
 from ..activations import BY_MODULE
 from ..nn import PolyActivation
+from .certificate import certify
 from .model import Affine, HEModel, InputRange, Poly
 
 AFFINE = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.BatchNorm1d, nn.BatchNorm2d, nn.AvgPool1d, nn.AvgPool2d,
@@ -67,7 +69,8 @@ def _chain(module: nn.Module, prefix: str = ""):
 
 def fold(model: nn.Module, in_shape: tuple[int, ...], normalize_outputs: bool = True, inputs=None) -> HEModel:
     """The HE-ready form of ``model`` (its eval-mode function) for inputs of shape ``in_shape``;
-    ``inputs`` (the training inputs, array or tensor) sets the input range it records."""
+    ``inputs`` (the training inputs, array or tensor) sets the input range and the range
+    certificate it records."""
     model = copy.deepcopy(model).double().eval()
     leaves = list(_chain(model))
     if not leaves:
@@ -111,4 +114,8 @@ def fold(model: nn.Module, in_shape: tuple[int, ...], normalize_outputs: bool = 
                                                 f"{tuple(pts.shape[1:])}: {e}") from None
         layers.append(finish(pts))
     x = None if inputs is None else torch.as_tensor(inputs).detach().cpu().numpy()
-    return HEModel(layers, in_shape, None if x is None or not len(x) else InputRange.of(x))
+    if x is None or not len(x):
+        return HEModel(layers, in_shape)
+    he = HEModel(layers, in_shape, InputRange.of(x))
+    he.certificate = certify(he, x, "the training inputs")
+    return he

@@ -70,10 +70,12 @@ class InputRange:
 class HEModel:
     """logits = A_k(... P_2(A_2 P_1(A_1 x + b_1) + b_2) ...) + b_k on flattened inputs."""
 
-    def __init__(self, layers: list, in_shape: tuple[int, ...], input_range: InputRange | None = None):
+    def __init__(self, layers: list, in_shape: tuple[int, ...], input_range: InputRange | None = None,
+                 certificate: dict | None = None):
         self.layers = layers
         self.in_shape = tuple(in_shape)
         self.input_range = input_range
+        self.certificate = certificate      # pnn_ext.he.certificate: per activation, max |x| / B on a data set
 
     @property
     def num_outputs(self) -> int:
@@ -115,6 +117,8 @@ class HEModel:
                                        "out_scale": float(layer.out_scale), "name": str(layer.name)})
         r = self.input_range
         meta["input_range"] = None if r is None else {"low": r.low, "high": r.high, "samples": r.samples}
+        if self.certificate is not None:    # absent, not null, when none: the ids of earlier files stay valid
+            meta["certificate"] = self.certificate
         return meta, {k: np.ascontiguousarray(v, dtype="<f8") for k, v in arrays.items()}
 
     @property
@@ -125,7 +129,8 @@ class HEModel:
     def export(self, path: str) -> str:
         """Write one .npz (``path`` must end in .npz): layer{i}_weight / layer{i}_bias (affine) or
         layer{i}_chebyshev (polynomial: Chebyshev coefficients in t, low to high), and ``meta``
-        (JSON: kinds, shapes, degrees, B, the input range, the model id). Returns the model id."""
+        (JSON: kinds, shapes, degrees, B, the input range, the range certificate, the model id).
+        Returns the model id."""
         if not str(path).endswith(".npz"):
             raise ValueError(f"a model file must end in .npz, got {path}")   # numpy would append it
         meta, arrays = self._contents()
@@ -155,7 +160,8 @@ class HEModel:
                       for i, m in enumerate(meta["layers"])]
             r = meta["input_range"]
             model = cls(layers, tuple(meta["in_shape"]),
-                        None if r is None else InputRange(float(r["low"]), float(r["high"]), int(r["samples"])))
+                        None if r is None else InputRange(float(r["low"]), float(r["high"]), int(r["samples"])),
+                        meta.get("certificate"))
         except (KeyError, TypeError, ValueError) as e:
             raise ModelFileError(f"{path}: damaged model description ({type(e).__name__}: {e})") from None
         if saved != model.model_id:

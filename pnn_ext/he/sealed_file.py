@@ -12,6 +12,7 @@ failed write never leaves half a file under the target's name."""
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 import struct
@@ -29,16 +30,27 @@ class FormatError(ValueError):
     """A file that is not what the command expects, or not intact (named in the message)."""
 
 
+def _lead(header: dict) -> bytes:
+    head = dumps(header).encode()
+    return MAGIC + struct.pack("<Q", len(head)) + head
+
+
+def encode(header: dict, body: bytes) -> bytes:
+    """The bytes of a file holding ``header`` and ``body`` (what :func:`write` writes), for a
+    network message instead of a file."""
+    data = _lead(header) + body
+    return data + hashlib.sha256(data).digest()
+
+
 def write(path: str, header: dict, body: BinaryIO | bytes) -> int:
     """Write ``header`` and ``body`` (bytes, or a file read from its start) to ``path`` atomically;
     returns the file's size."""
-    head = dumps(header).encode()
     h = hashlib.sha256()
     with atomic_write(path, prefix=".pnn-he-", suffix=".part") as fh:
         def put(data: bytes) -> None:
             h.update(data)
             fh.write(data)
-        put(MAGIC + struct.pack("<Q", len(head)) + head)
+        put(_lead(header))
         if isinstance(body, bytes):
             put(body)
         else:
@@ -51,14 +63,18 @@ def write(path: str, header: dict, body: BinaryIO | bytes) -> int:
 
 class SealedFile:
     """An intact pnn-he file of one of ``kinds`` (checked on opening: magic, digest, header, kind);
-    ``header`` and the body, read whole or in pieces."""
+    ``header`` and the body, read whole or in pieces. ``source``: a path, or the bytes of a
+    network message (named ``label`` in errors)."""
 
-    def __init__(self, path: str, kinds: tuple[str, ...], what: str):
-        self.path = path
-        try:
-            self.fh = open(path, "rb")
-        except OSError as e:
-            raise FormatError(f"cannot read {what} {path}: {e.strerror}") from None
+    def __init__(self, source: str | bytes, kinds: tuple[str, ...], what: str, label: str | None = None):
+        self.path = label or (source if isinstance(source, str) else f"the {what}")
+        if isinstance(source, bytes):
+            self.fh = io.BytesIO(source)
+        else:
+            try:
+                self.fh = open(source, "rb")
+            except OSError as e:
+                raise FormatError(f"cannot read {what} {source}: {e.strerror}") from None
         try:
             self._open(kinds, what)
         except BaseException:
@@ -67,7 +83,8 @@ class SealedFile:
 
     def _open(self, kinds: tuple[str, ...], what: str) -> None:
         path, fh = self.path, self.fh
-        size = os.fstat(fh.fileno()).st_size
+        size = fh.seek(0, io.SEEK_END)
+        fh.seek(0)
         lead = fh.read(len(MAGIC) + 8)
         if not lead.startswith(MAGIC) or len(lead) < len(MAGIC) + 8:
             raise FormatError(f"{path} is not a pnn-he {what} file (or one from an older version)")

@@ -82,8 +82,13 @@ def fold_cmd(a) -> dict:
         raise UsageError(f"--samples must be >= 1, got {a.samples}")
     _, data, he = load_folded(a.checkpoint, a.data_dir)
     model_id = he.export(a.out)
+    from .certificate import describe
     r = {"model": a.out, "model_id": model_id, "model_bytes": os.path.getsize(a.out), "layers": he.summary(),
-         "input_range": vars(he.input_range)}
+         "input_range": vars(he.input_range), "certificate": he.certificate,
+         "certificate_summary": describe(he.certificate)}
+    if not he.certificate["inside"]:
+        _warn(f"{a.out}: range certificate {describe(he.certificate)}: pnn-he serve refuses it without "
+              f"--allow-out-of-range")
     if a.inputs_out:
         x = data.test.tensors[0].numpy()[: a.samples]
         save_npy(a.inputs_out, x.astype(np.float64))

@@ -176,6 +176,10 @@ def open_for_resume(path: str, cfg, spec=None) -> dict:
     if "auto" in changes.get("bound", []):
         raise CheckpointError(f"resuming {path!r}: bound {changes['bound'][0]!r} -> {changes['bound'][1]!r}; "
                               f"--bound auto calibrates at initialisation, so a resume cannot switch to or from it")
+    if "fit_weight" in changes:
+        raise CheckpointError(f"resuming {path!r}: fit_weight {changes['fit_weight'][0]!r} -> "
+                              f"{changes['fit_weight'][1]!r}; the fits are weighted at initialisation, so a resume "
+                              f"cannot change it")
     if changes and "scheduler" in changes:
         raise CheckpointError(f"resuming {path!r}: the scheduler cannot change on resume "
                               f"({changes['scheduler'][0]!r} -> {changes['scheduler'][1]!r})")

@@ -5,7 +5,11 @@ Defaults the library shares (degree, basis, target, fit method, lambda, activati
 position, normalisation, MLP sizes) are read from the library modules that define
 them, so the command line and the library cannot disagree. Each setting's type is
 its annotation, read with typing.get_type_hints: int, float, str, bool, X | None,
-list[X] or tuple[X, ...]."""
+list[X] or tuple[X, ...].
+
+Over 400 lines because every setting of pnn-train is declared here once, with its help
+text, type and checks (the flags, the config file and the docs' flag table all read it);
+splitting the list would scatter one table."""
 from __future__ import annotations
 
 import argparse
@@ -33,6 +37,7 @@ CHOICES = {
     "basis": BASES,
     "target": tuple(fitting.TARGETS),
     "fit_method": fitting.METHODS,
+    "fit_weight": ("uniform", "inputs"),
     "clip": ("selective", "all", "none"),
     "scheduler": ("plateau", "cosine", "none"),
     "device": ("auto", "cpu", "cuda"),
@@ -82,10 +87,16 @@ class TrainConfig:
     calibrate_quantile: float = _f(0.999, "--bound auto: the quantile of |x| measured per layer")
     calibrate_margin: float = _f(2.5, "--bound auto: B = margin x that quantile / alpha^2")
     calibrate_samples: int = _f(1024, "--bound auto: training samples in the calibration pass")
+    recalibrate_epoch: int = _f(0, "after this many epochs (0: never), set each layer's B again from the inputs "
+                                   "it sees then (the --bound auto rule with the --calibrate-* settings) and refit "
+                                   "its polynomial there (learnable coefficients restart from that fit)")
     alpha: float | None = _f(None, "the boundary penalty starts at alpha*B (default: preset for the degree)")
     target: str = _f(fitting.TARGET, "activation the polynomial is fitted to")
     basis: str = _f(fitting.BASIS, "coefficient basis: chebyshev (Clenshaw) or monomial (Horner)")
     fit_method: str = _f(fitting.METHOD, "fit: least squares or remez (minimax)")
+    fit_weight: str = _f("uniform", "least-squares weight over [-B, B]: uniform, or inputs (each layer's fit "
+                                    "weighted by the inputs it sees at initialisation, measured in the "
+                                    "--bound auto calibration pass; see pnn_ext.train.calibrate)")
     learnable: bool = _f(False, "train the polynomial coefficients (learning rate coeff_lr_scale * lr)")
     # fine-tuning (pnn_ext.train.finetune)
     init_from: str = _f("", "start from a trained run's checkpoint or run directory (a ReLU run, or a PNN of "
@@ -96,6 +107,11 @@ class TrainConfig:
                              "running the function they are fitted to, over the first --replace-epochs epochs")
     replace_epochs: float = _f(1.0, "with --replace progressive: epochs over which the layers are swapped "
                                     "(layer i of n from step floor(i/n * replace_epochs * steps per epoch))")
+    teacher: str = _f("", "distil from a trained run (its directory or checkpoint; a ReLU network or a PNN, "
+                          "same data): the loss becomes (1 - distill_weight) x CE + distill_weight x T^2 x "
+                          "KL(teacher || student at temperature T) + lambda x boundary terms")
+    distill_weight: float = _f(0.5, "--teacher: weight of the teacher's soft targets (0..1)")
+    distill_temperature: float = _f(4.0, "--teacher: softmax temperature T of teacher and student")
     # objective and optimisation
     epochs: int = _f(10, "training epochs")
     max_steps: int = _f(0, "end the run after this many optimizer steps in total, the epoch it stops in "
@@ -149,14 +165,23 @@ class TrainConfig:
             if isinstance(value, float) and not math.isfinite(value):
                 raise ValueError(f"{name} must be a finite number, got {value!r}")
         positive = ("batch_size", "lr", "clip_norm", "rollback_lr_factor", "guard_patience", "coeff_lr_scale",
-                    "plateau_factor", "alpha", "replace_epochs")
+                    "plateau_factor", "alpha", "replace_epochs", "distill_temperature")
         for name in positive:
             if getattr(self, name) is not None and not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be > 0, got {getattr(self, name)!r}")
         for name in ("epochs", "max_steps", "train_subset", "workers", "max_rollbacks", "lam", "weight_decay",
+                     "recalibrate_epoch",
                      "plateau_patience", "num_classes"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)!r}")
+        if self.recalibrate_epoch and not self.recalibrate_epoch < self.epochs:
+            raise ValueError(f"recalibrate_epoch ({self.recalibrate_epoch}) must be below epochs ({self.epochs}): "
+                             f"B is set again after that many epochs, before the next one")
+        if self.fit_weight == "inputs" and self.fit_method != "lstsq":
+            raise ValueError(f"fit_weight inputs weights the least-squares fit: it needs fit_method lstsq, got "
+                             f"{self.fit_method!r}")
+        if not 0 <= self.distill_weight <= 1:
+            raise ValueError(f"distill_weight must be in [0, 1], got {self.distill_weight!r}")
         if not self.plateau_factor < 1:
             raise ValueError(f"plateau_factor must be < 1, got {self.plateau_factor!r}")
         if not self.rollback_lr_factor <= 1:

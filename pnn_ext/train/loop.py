@@ -20,7 +20,7 @@ from torch.utils.data import DataLoader, DistributedSampler
 from ..clip import clip_gradients
 from ..errors import Terminated
 from ..nn import boundary_loss, poly_modules
-from . import artifacts, checkpoint, distributed, finetune, optim, prerun
+from . import artifacts, checkpoint, distill, distributed, finetune, optim, prerun
 from .artifacts import BEST, LAST
 from .calibrate import calibrate_run
 from .config import TrainConfig
@@ -46,10 +46,11 @@ class Trainer:
         self.init_info = finetune.load_init(self.model, cfg.init_from, load_weights=not cfg.resume) \
             if cfg.init_from else None
         self.model = self.model.to(self.device)
-        # --bound auto: B per layer (after --init-from's weights) before the optimizer and DDP see the
-        # model (a resumed run's B then come from its checkpoint, the state dict's extra state)
-        self.calibration = (calibrate_run(self.model, self.data.train, cfg, self.device) if cfg.bound == "auto"
-                            else None)
+        self.teacher = distill.load_teacher(cfg.teacher, self.data.spec, self.device) if cfg.teacher else None
+        # --bound auto, --fit-weight inputs: B (and fit) per layer (after --init-from's weights) before the
+        # optimizer and DDP see the model (a resumed run's come from its checkpoint, the state dict's extra state)
+        self.calibration = (calibrate_run(self.model, self.data.train, cfg, self.device)
+                            if cfg.bound == "auto" or cfg.fit_weight == "inputs" else None)
         if cfg.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
         self.polys = list(poly_modules(self.model))
@@ -90,6 +91,7 @@ class Trainer:
         self.best_val = -1.0
         self.stop_test_acc: float | None = None
         self.interrupted_by: str | None = None
+        self.recalibration: list[dict] | None = None  # --recalibrate-epoch: the B set then (in checkpoints)
 
     # ------------------------------------------------------------ one step
     def _forward(self, x: torch.Tensor, y: torch.Tensor):
@@ -97,8 +99,14 @@ class Trainer:
         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=cfg.bf16):
             logits = self.net(x)
         ce = F.cross_entropy(logits.float(), y)
+        task = ce
+        if self.teacher is not None:
+            with torch.no_grad(), torch.autocast("cuda", dtype=torch.bfloat16, enabled=cfg.bf16):
+                soft = self.teacher(x)
+            task = (1 - cfg.distill_weight) * ce + cfg.distill_weight * distill.distill_loss(
+                logits, soft, cfg.distill_temperature)
         bl = boundary_loss(self.model).to(self.device)
-        loss = ce + cfg.lam * bl if cfg.boundary_loss else ce
+        loss = task + cfg.lam * bl if cfg.boundary_loss else task
         return logits, ce, bl, loss
 
     def train_step(self, x: torch.Tensor, y: torch.Tensor) -> list[float] | None:
@@ -185,7 +193,8 @@ class Trainer:
         s, seen, n = totals[:4], totals[4], max(totals[5], 1)
         return {"train_loss": s[0] / n, "train_ce": s[1] / n, "train_boundary": s[2] / n,
                 "train_acc": s[3] / max(seen, 1), "epoch_time_s": time.time() - start,
-                "layer_max_abs_x": range_max.tolist(), "layer_frac_outside_b": (frac_sum / n).tolist()}
+                "layer_max_abs_x": range_max.tolist(), "layer_frac_outside_b": (frac_sum / n).tolist(),
+                "layer_bound": [m.bound for m in self.polys]}
 
     def evaluate(self, dataset) -> tuple[float, float]:
         """(mean cross-entropy, accuracy) in eval mode; every rank evaluates the whole set."""
@@ -199,7 +208,8 @@ class Trainer:
                 "scheduler": self.scheduler.state_dict() if self.scheduler else None,
                 "rng": checkpoint.rng_state(), "history": self.history, "best_val": self.best_val,
                 "lr_scale": self.lr_scale, "nonfinite": self.nonfinite, "rollbacks": self.rollbacks,
-                "config": self.cfg.to_dict(), "data": dataclasses.asdict(self.data.spec), "changes": self.changes}
+                "config": self.cfg.to_dict(), "data": dataclasses.asdict(self.data.spec), "changes": self.changes,
+                "recalibration": self.recalibration}
 
     def save(self, best: bool) -> None:
         if not self.dist.main:
@@ -227,6 +237,8 @@ class Trainer:
         start = time.time()
         try:
             while self.epoch < cfg.epochs and not (cfg.max_steps and self.step >= cfg.max_steps):
+                if cfg.recalibrate_epoch and self.epoch == cfg.recalibrate_epoch and self.recalibration is None:
+                    self._recalibrate()
                 try:
                     row = self.train_epoch()
                 except Rollback as r:
@@ -265,6 +277,15 @@ class Trainer:
             artifacts.write_plots(self.out, self.history, self.polys)
         return summary
 
+    def _recalibrate(self) -> None:
+        """--recalibrate-epoch: B per layer from the inputs the trained layers see now, the
+        polynomials refitted there; saved at once, so a resume or rollback from here on
+        finds the new B (and does not measure again)."""
+        self.recalibration = calibrate_run(self.model, self.data.train, self.cfg, self.device, auto_bound=True)
+        self.log(f"recalibrated after epoch {self.epoch}: B = " +
+                 ", ".join(f"{r['bound']:.3g}" for r in self.recalibration))
+        self.save(best=False)
+
     def _evaluate_epoch(self, row: dict) -> dict:
         val_loss, val_acc, test_loss, test_acc = distributed.from_rank0(
             [*self.evaluate(self.data.val), *self.evaluate(self.data.test)], self.dist, self.device)
@@ -284,9 +305,11 @@ class Trainer:
             interrupted_by=self.interrupted_by, resumed_with_changes=self.changes,
             epochs_completed=self.epoch, steps=self.step, total_time_s=seconds,
             parameters=sum(p.numel() for p in self.model.parameters()), poly_layers=len(self.polys),
-            bounds=[m.bound for m in self.polys], calibration=self.calibration,
+            bounds=[m.bound for m in self.polys], calibration=self.calibration, recalibration=self.recalibration,
             max_abs_x_over_b=max(  # over the completed epochs, for pnn-sweep's map
-                (x / m.bound for r in self.history for x, m in zip(r["layer_max_abs_x"], self.polys)), default=None),
+                (x / b for r in self.history
+                 for x, b in zip(r["layer_max_abs_x"], r.get("layer_bound", [m.bound for m in self.polys]))),
+                default=None),
             init_from=self.init_info, replacement=self.progressive.schedule() if self.progressive else None,
             world_size=self.dist.world, command=self.command, environment=artifacts.environment(self.device),
             config=self.cfg.to_dict())

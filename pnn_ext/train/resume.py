@@ -21,6 +21,7 @@ def restore(trainer, ck: dict | str, counters: bool = True) -> float:
     t.epoch, t.step, t.history = ck["epoch"], ck["step"], list(ck["history"])
     t.best_val = ck["best_val"]
     t.changes = list(ck.get("changes", []))
+    t.recalibration = ck.get("recalibration")
     if counters:
         t.lr_scale, t.nonfinite, t.rollbacks = ck["lr_scale"], ck["nonfinite"], ck["rollbacks"]
     return ck["lr_scale"]

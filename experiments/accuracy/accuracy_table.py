@@ -1,0 +1,97 @@
+"""``python experiments/accuracy/accuracy_table.py OUT [FAMILY=LABEL ...]``: the markdown
+table of experiments/accuracy/accuracy_results.sh, from the runs' summary.json files
+(OUT/FAMILY/seedS): per family, the seeds found, the final test accuracy (mean ± std),
+the test accuracy at the best validation epoch, the difference from the ReLU family of
+the same data and epochs (``relu_eN``, ``mnist_relu_eN``, when listed), seconds per
+epoch, the largest max |x| / B any layer reached, and the command of the first seed.
+Families are shown in the order given (default: every family found, sorted)."""
+from __future__ import annotations
+
+import glob
+import os
+import re
+import shlex
+import statistics
+import sys
+
+from pnn_ext.train.artifacts import read_summary
+
+
+def runs(out: str, family: str) -> list[dict]:
+    found = []
+    for d in sorted(glob.glob(os.path.join(out, family, "seed*"))):
+        s = read_summary(d) if os.path.isdir(d) else None
+        if s is not None and s.get("status") == "completed":
+            found.append(s)
+    return found
+
+
+def mean_std(values: list[float]) -> str:
+    if not values:
+        return "—"
+    std = statistics.stdev(values) if len(values) > 1 else 0.0
+    return f"{statistics.mean(values):.2f} ± {std:.2f}"
+
+
+def command(summary: dict) -> str:
+    """The run's command without what differs per seed (--seed, --out-dir) or is cosmetic."""
+    words = shlex.split(summary.get("command") or "")
+    keep, skip = [], False
+    for w in words:
+        if skip:
+            skip = False
+            continue
+        if w in ("--seed", "--out-dir"):
+            skip = True
+            continue
+        if w in ("--overwrite", "--no-progress"):
+            continue
+        keep.append(w)
+    return " ".join(keep)
+
+
+def dataset_prefix(family: str) -> str:
+    """"mnist_" for the MNIST families (mnist_relu_e5, ...), "" for Fashion-MNIST's."""
+    return family.split("_", 1)[0] + "_" if family.startswith("mnist_") else ""
+
+
+def table(out: str, families: list[tuple[str, str]]) -> str:
+    relu = {}  # (dataset prefix, epochs) -> the ReLU family's mean test accuracy
+    for fam, _ in families:
+        m = re.fullmatch(r"(mnist_)?relu_e(\d+)", fam)
+        acc = [100 * s["final_test_acc"] for s in runs(out, fam)] if m else []
+        if acc:
+            relu[(m.group(1) or "", m.group(2))] = statistics.mean(acc)
+    lines = ["| run | seeds | test acc % | best-val test acc % | − ReLU | s/epoch | max \\|x\\|/B | command |",
+             "|---|---:|---:|---:|---:|---:|---:|---|"]
+    for fam, label in families:
+        found = runs(out, fam)
+        if not found:
+            continue
+        acc = [100 * s["final_test_acc"] for s in found]
+        best = [100 * s["test_acc_at_best_val"] for s in found]
+        m = re.search(r"_e(\d+)$", fam)
+        ref = relu.get((dataset_prefix(fam), m.group(1))) if m else None
+        is_relu = re.fullmatch(r"(mnist_)?relu_e\d+", fam) is not None
+        delta = f"{statistics.mean(acc) - ref:+.2f}" if ref is not None and not is_relu else ""
+        secs = statistics.mean(s["epoch_time_s"] for s in found)
+        ratios = [s["max_abs_x_over_b"] for s in found if s.get("max_abs_x_over_b") is not None]
+        ratio = f"{max(ratios):.2f}" if ratios else ""
+        lines.append(f"| {label} | {len(found)} | {mean_std(acc)} | {mean_std(best)} | {delta} | {secs:.0f} | "
+                     f"{ratio} | `{command(found[0])}` |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str]) -> int:
+    if not argv:
+        print(__doc__.splitlines()[0], file=sys.stderr)
+        return 2
+    out, pairs = argv[0], argv[1:]
+    found = sorted(os.path.basename(p) for p in glob.glob(os.path.join(out, "*")) if os.path.isdir(p))
+    families = [tuple(p.split("=", 1)) for p in pairs] if pairs else [(f, f) for f in found]
+    print(table(out, families), end="")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
