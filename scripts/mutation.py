@@ -82,7 +82,7 @@ EQUIVALENT = {
     "clip": {
         "bn = {id(p) for m in model.modules() if isinstance(m, _BatchNorm) for p in m.parameters(recurse=None)}":
             "a BatchNorm module has no children: recursing finds the same parameters",
-        "bn = {id(p) for m in model.modules() if isinstance(m, _BatchNorm) for p in m.parameters()}":
+        "bn = {id(p) for m in model.modules() if isinstance(m, _BatchNorm) for p in m.parameters(recurse=True)}":
             "a BatchNorm module has no children: recursing finds the same parameters",
         "return torch.nn.utils.get_total_norm(grads, ) if grads else torch.zeros((), device=device)":
             "get_total_norm's default norm is 2",
