@@ -72,11 +72,11 @@ def preset(degree: int) -> tuple[float, float]:
     if degree in PRESETS:
         return PRESETS[degree]
     known = sorted(PRESETS)
-    below = max((k for k in known if k < degree), default=known[0])
-    above = min((k for k in known if k > degree), default=None)
-    alpha = PRESETS[below][1] if degree > known[0] else PRESETS[known[0]][1]
     if degree < known[0]:
-        return PRESETS[known[0]][0], alpha
+        return PRESETS[known[0]]
+    below = max(k for k in known if k < degree)
+    above = min((k for k in known if k > degree), default=None)
+    alpha = PRESETS[below][1]
     if above is None:
         (d0, (b0, _)), (d1, (b1, _)) = (known[-2], PRESETS[known[-2]]), (known[-1], PRESETS[known[-1]])
         return b1 + (b1 - b0) / (d1 - d0) * (degree - d1), alpha

@@ -5,6 +5,7 @@
     python scripts/mutation.py --cpp-only           # the C++ mutants alone
     python scripts/mutation.py --no-cpp -j 2        # Python only, 2 mutants at a time
     python scripts/mutation.py --budget 900 loop    # stop a module after 900 s: the score of those run
+    python scripts/mutation.py --rescore out.json   # a --json report scored with today's EQUIVALENT table
 
 Not part of the test command: it runs the tests once per mutant (tens of minutes on two
 cores). Each module is mutated in a temporary copy of the repository (the tracked files
@@ -43,13 +44,112 @@ MODULES = {
     "fitting": ("pnn_ext/fitting.py", ["tests/test_fitting.py", "tests/test_activations.py"]),
     "nn": ("pnn_ext/nn.py", ["tests/test_poly_activation.py", "tests/test_convert.py", "tests/test_clip.py"]),
     "clip": ("pnn_ext/clip.py", ["tests/test_clip.py"]),
-    "loop": ("pnn_ext/train/loop.py", ["tests/test_loop.py", "tests/test_checkpoint.py"]),
-    "guard": ("pnn_ext/train/guard.py", ["tests/test_loop.py", "tests/test_checkpoint.py"]),
+    "loop": ("pnn_ext/train/loop.py", ["tests/test_trainer.py"]),
+    "guard": ("pnn_ext/train/guard.py", ["tests/test_guard.py"]),
     "optim": ("pnn_ext/train/optim.py", ["tests/test_optim.py", "tests/test_loop.py"]),
-    "checkpoint": ("pnn_ext/train/checkpoint.py", ["tests/test_checkpoint.py"]),
+    "checkpoint": ("pnn_ext/train/checkpoint.py", ["tests/test_checkpoint_file.py"]),
     "resume": ("pnn_ext/train/resume.py", ["tests/test_checkpoint.py"]),
-    "he.fold": ("pnn_ext/he/fold.py", ["tests/test_he.py"]),
+    "he.fold": ("pnn_ext/he/fold.py", ["tests/test_fold.py", "tests/test_he.py::test_folded_model_matches_original",
+                                       "tests/test_he.py::test_fold_evaluates_each_polynomial_in_t",
+                                       "tests/test_he.py::test_unsupported_layer_is_named",
+                                       "tests/test_he.py::test_residual_network_is_refused_by_name"]),
     "he.chebyshev": ("pnn_ext/he/chebyshev.py", ["tests/test_he_chebyshev.py"]),
+}
+
+# Equivalent mutants: survivors that change no behaviour, so no test can kill them. Module ->
+# {the mutated line as mutmut writes it (stripped): why}. A survivor whose added line is listed
+# is reported as equivalent and left out of the score; an entry no survivor matches is
+# reported as stale (the code moved on: remove it).
+EQUIVALENT = {
+    "he.chebyshev": {
+        "return np.polynomial.chebyshev.poly2cheb(np.asarray(coeffs, dtype=None))":
+            "numpy's Chebyshev routines compute in float64 for any numeric input",
+        "return np.polynomial.chebyshev.poly2cheb(np.asarray(coeffs, ))":
+            "numpy's Chebyshev routines compute in float64 for any numeric input",
+        "return np.polynomial.chebyshev.chebval(t, np.asarray(coeffs, dtype=None))":
+            "numpy's Chebyshev routines compute in float64 for any numeric input",
+        "return np.polynomial.chebyshev.chebval(t, np.asarray(coeffs, ))":
+            "numpy's Chebyshev routines compute in float64 for any numeric input",
+    },
+    "checkpoint": {
+        "found.append(f\"{name} (intact, epoch {load(other, others=None)['epoch']})\")":
+            "None is false as False is: the other checkpoint's own neighbours are not listed",
+        "return f\" Other checkpoints in its directory: {'XX, XX'.join(found)}.\" if found else \"\"":
+            "a checkpoint has one other beside it at most (CHECKPOINTS: last.pt, best.pt): no separator shows",
+        "np.random.set_state((\"MT19937\", n[\"keys\"].numpy().astype(None), n[\"pos\"], n[\"has_gauss\"], "
+        "n[\"gauss\"]))": "numpy casts the key array to uint32 itself, and float64 holds every 32-bit key exactly",
+    },
+    "clip": {
+        "bn = {id(p) for m in model.modules() if isinstance(m, _BatchNorm) for p in m.parameters(recurse=None)}":
+            "a BatchNorm module has no children: recursing finds the same parameters",
+        "bn = {id(p) for m in model.modules() if isinstance(m, _BatchNorm) for p in m.parameters(recurse=True)}":
+            "a BatchNorm module has no children: recursing finds the same parameters",
+        "return torch.nn.utils.get_total_norm(grads, ) if grads else torch.zeros((), device=device)":
+            "get_total_norm's default norm is 2",
+        "return torch.nn.utils.get_total_norm(grads, 2.0) if (grads) or True else torch.zeros((), device=device)":
+            "get_total_norm([]) is a 0-d zero already",
+    },
+    "fitting": {
+        # (a published degree returned before these lines; below 2 the first branch returns)
+        "if degree <= known[0]:": "degree 2 is published: it returned before with the same entry",
+        "below = max(k for k in known if k <= degree)": "degree is not a published one here: k == degree never holds",
+        "above = min((k for k in known if k >= degree), default=None)":
+            "degree is not a published one here: k == degree never holds",
+    },
+    "loop": {
+        "for b in m.buffers(recurse=None)]": "a BatchNorm module has no children: recursing finds the same buffers",
+        "for b in m.buffers(recurse=True)]": "a BatchNorm module has no children: recursing finds the same buffers",
+        "torch.zeros(3, device=self.device) for m in self.polys]).float()":
+            "only the first two columns (max |x|, fraction past B) are read",
+        "s, seen, n = totals[:5], totals[4], max(totals[5], 1)": "only s[0..3] are read",
+        "sums = [0.0] * 5  # loss, ce, boundary, correct: host values train_step already synced":
+            "zip() stops at a step's four values; an epoch without a good step has every sum 0, seen too",
+        "self.optimizer.zero_grad(set_to_none=None)":
+            "every parameter gets a gradient in the backward that follows: zeros or None, the sum is the same",
+        "self.optimizer.zero_grad(set_to_none=False)":
+            "every parameter gets a gradient in the backward that follows: zeros or None, the sum is the same",
+    },
+    "nn": {
+        "return cls(degree, None, alpha, **kwargs)": "the constructor takes the preset's B for None",
+        "return cls(degree, bound, None, **kwargs)": "the constructor takes the preset's alpha for None",
+        "return cls(degree, bound, **kwargs)": "the constructor takes the preset's alpha for None",
+        "refittable = None": "None is false as False is",
+        "self.coeffs.copy_(torch.as_tensor(np.asarray(c), dtype=None))": "copy_ casts into the coefficients' dtype",
+        "self.coeffs.copy_(torch.as_tensor(np.asarray(c), ))": "copy_ casts into the coefficients' dtype",
+    },
+    "reference": {
+        "sign = torch.where((t < 0) & (m % 2 == 1), -1.0, 1.0) / torch.sign(lead)":
+            "sign(lead) is +-1 (lead: the highest non-zero coefficient): dividing by it is multiplying",
+        "sign = torch.where((t <= 0) & (m % 2 == 1), -1.0, 1.0) * torch.sign(lead)":
+            "p(0) = c_0 never overflows: there is no NaN to fix at t = 0",
+        "sign = torch.where((t < 0) & (m % 2 == 1), -2.0, 1.0) * torch.sign(lead)": "2 inf = inf: only the sign counts",
+        "sign = torch.where((t < 0) & (m % 2 == 1), -1.0, 2.0) * torch.sign(lead)": "2 inf = inf: only the sign counts",
+        "return torch.where(bad, sign.to(None) * math.inf, p)": "torch.where promotes +-inf to p's dtype",
+        "stats = torch.stack([boundary_term(xa, bound, alpha, boundary_form).to(acc), max_abs.to(None), "
+        "frac.to(acc)])": "max_abs comes from xa, already in the computation dtype",
+        'def boundary_term(x: torch.Tensor, bound: float, alpha: float, boundary_form: str = "XXexpXX",':
+            'every form but "quadratic" takes the exp branch, as "exp" does',
+        'def boundary_term(x: torch.Tensor, bound: float, alpha: float, boundary_form: str = "EXP",':
+            'every form but "quadratic" takes the exp branch, as "exp" does',
+        "term = torch.where(e >= 0, e.clamp(min=0).square(), torch.where(e.isnan(), e, torch.zeros_like(e)))":
+            "at e = 0 the term is 0 either way",
+        "term = torch.where(e >= 0, term, torch.where(e.isnan(), e, torch.zeros_like(e)))":
+            "at e = 0 the term is expm1(0) = 0 either way",
+        "grads = torch.autograd.grad((y, stats[0]), inputs, (grad_y, grad_stats[0]), allow_unused=None)":
+            "y always depends on x and on the coefficients: nothing is unused",
+        "grads = torch.autograd.grad((y, stats[0]), inputs, (grad_y, grad_stats[0]), allow_unused=False)":
+            "y always depends on x and on the coefficients: nothing is unused",
+        "grads = torch.autograd.grad((y, stats[0]), inputs, (grad_y, grad_stats[0]), )":
+            "y always depends on x and on the coefficients: nothing is unused",
+        "gx = grads[0] if (grads[0] is not None) or True else torch.zeros_like(x)":
+            "y always depends on x: its gradient is never None",
+        "gx = grads[0] if grads[0] is not None else torch.zeros_like(None)":
+            "y always depends on x: its gradient is never None",
+        "return gx.to(None), gc": "autograd returns x's gradient in x's dtype already",
+    },
+    "guard": {
+        "saved_scale = restore(trainer, target, counters=None)": "None is false as False is: the counters are kept",
+    },
 }
 
 # (name, file under csrc/, text, its mutation). Each must fail at least one test.
@@ -92,7 +192,9 @@ def mutmut_config(module: str, tests: list[str]) -> str:
             'source_paths = ["pnn_ext"]\n'
             f'only_mutate = ["{module}"]\n'
             f"pytest_add_cli_args_test_selection = [{quoted}]\n"
-            'pytest_add_cli_args = ["-p", "no:cacheprovider", "-q", "-x"]\n'
+            # "-p torch._dynamo": imported once in mutmut's fork server (its warm-up collects the tests)
+            # instead of in every mutant's child, where the first optimizer built would pay it (~3 s)
+            'pytest_add_cli_args = ["-p", "no:cacheprovider", "-p", "torch._dynamo", "-q", "-x"]\n'
             'also_copy = ["bench"]\n'
             # torch is not fork-safe after the tests ran in the parent: fork from a clean server
             'process_isolation = "forkserver"\n')
@@ -123,15 +225,55 @@ def score_module(name: str, jobs: int, budget: float) -> dict:
         stats = json.load(open(os.path.join(tmp, "mutants", "mutmut-cicd-stats.json")))
         results = subprocess.run([sys.executable, "-m", "mutmut", "results"], cwd=tmp, env=env,
                                  capture_output=True, text=True).stdout
-        survivors = {}
+        found = {}
         for line in results.splitlines():
-            if line.strip().endswith("survived"):
-                mutant = line.split(":")[0].strip()
-                diff = subprocess.run([sys.executable, "-m", "mutmut", "show", mutant], cwd=tmp, env=env,
-                                      capture_output=True, text=True).stdout
-                survivors[mutant] = [ln for ln in diff.splitlines() if ln[:1] in "+-" and ln[:3] not in ("+++", "---")]
-    stats.update(module=module, seconds=time.monotonic() - start, survivors=survivors)
-    return stats
+            mutant, _, status = line.strip().rpartition(": ")
+            if status not in ("survived", "no tests"):
+                continue
+            diff = subprocess.run([sys.executable, "-m", "mutmut", "show", mutant], cwd=tmp, env=env,
+                                  capture_output=True, text=True).stdout
+            found[mutant] = [f"({status})", *(ln for ln in diff.splitlines()
+                                               if ln[:1] in "+-" and ln[:3] not in ("+++", "---"))]
+    stats.update(module=module, seconds=time.monotonic() - start)
+    return classify(name, stats, found)
+
+
+def classify(name: str, stats: dict, found: dict[str, list[str]]) -> dict:
+    """``stats`` with the mutants that were not killed, ``found`` (mutant -> ["(status)", diff
+    lines]), split into survivors and equivalent mutants (EQUIVALENT), and its score."""
+    known = EQUIVALENT.get(name, {})
+    survivors, equivalent = {}, {}
+    for mutant, lines in found.items():
+        why = next((known[ln[1:].strip()] for ln in lines if ln[:1] == "+" and ln[1:].strip() in known), None)
+        if why is not None and lines[0] == "(survived)":
+            equivalent[mutant] = [*lines[1:], f"equivalent: {why}"]
+        else:
+            survivors[mutant] = lines
+    matched = {ln[1:].strip() for lines in equivalent.values() for ln in lines if ln[:1] == "+"}
+    caught = stats["killed"] + stats["timeout"] + stats["segfault"]
+    # a mutant no test reaches counts as survived
+    judged = caught + stats["survived"] + stats["suspicious"] + stats["no_tests"] - len(equivalent)
+    return {**stats, "survivors": survivors, "equivalent": equivalent, "caught": caught, "judged": judged,
+            "stale_equivalents": sorted(set(known) - matched), "score": caught / judged if judged else float("nan")}
+
+
+def print_module(s: dict) -> None:
+    print(f"{s['module']:30} {s['caught']:7d} {s['judged']:6d} {s['total']:8d} {len(s['equivalent']):6d} "
+          f"{100 * s['score']:6.1f}% {s['timeout']:8d} {s['no_tests']:8d} {s['seconds']:7.0f}", flush=True)
+    for kind in ("survivors", "equivalent"):
+        for mutant, diff in s[kind].items():
+            print(f"    {kind}: {mutant}", *(f"        {line}" for line in diff), sep="\n", flush=True)
+    for line in s["stale_equivalents"]:
+        print(f"    stale equivalent entry (no survivor has it): {line}", flush=True)
+
+
+def rescore(path: str) -> None:
+    """The modules of a --json report scored again with the EQUIVALENT table as it is now."""
+    names = {module: name for name, (module, _) in MODULES.items()}
+    for s in json.load(open(path))["modules"]:
+        found = {**s["survivors"], **{m: ["(survived)", *(ln for ln in lines if ln[:1] in "+-")]
+                                      for m, lines in s["equivalent"].items()}}
+        print_module(classify(names[s["module"]], s, found))
 
 
 def run_cpp_mutant(tmp: str, name: str, rel: str, old: str, new: str) -> tuple[bool, str]:
@@ -168,25 +310,25 @@ def main(argv=None) -> int:
     ap.add_argument("--no-cpp", action="store_true", help="skip the C++ mutants")
     ap.add_argument("--cpp-only", action="store_true", help="only the C++ mutants")
     ap.add_argument("--json", help="also write the results to this file")
+    ap.add_argument("--rescore", metavar="JSON",
+                    help="print the scores of a --json report again, with the EQUIVALENT table as it is now")
     args = ap.parse_args(argv)
+    header = (f"{'module':30} {'killed':>7} {'run':>6} {'mutants':>8} {'equiv':>6} {'score':>7} {'timeout':>8} "
+              f"{'no test':>8} {'wall s':>7}")
+    if args.rescore:
+        print(header)
+        rescore(args.rescore)
+        return 0
     unknown = [m for m in args.modules if m not in MODULES]
     if unknown:
         ap.error(f"unknown module(s) {', '.join(unknown)}; one of {', '.join(MODULES)}")
     report = {"modules": [], "cpp": []}
     if not args.cpp_only:
-        print(f"{'module':30} {'killed':>7} {'run':>6} {'mutants':>8} {'score':>7} {'timeout':>8} {'no test':>8} "
-              f"{'wall s':>7}", flush=True)
+        print(header, flush=True)
         for name in args.modules or list(MODULES):
             s = score_module(name, args.jobs, args.budget)
-            caught = s["killed"] + s["timeout"] + s["segfault"]
-            judged = caught + s["survived"] + s["suspicious"]   # a mutant no test reaches counts as survived
-            judged += s["no_tests"]
-            s["score"] = caught / judged if judged else float("nan")
             report["modules"].append(s)
-            print(f"{s['module']:30} {caught:7d} {judged:6d} {s['total']:8d} {100 * s['score']:6.1f}% "
-                  f"{s['timeout']:8d} {s['no_tests']:8d} {s['seconds']:7.0f}", flush=True)
-            for survivor, diff in s["survivors"].items():
-                print(f"    survived: {survivor}", *(f"        {line}" for line in diff), sep="\n", flush=True)
+            print_module(s)
     ok = True
     if not args.no_cpp:
         start = time.monotonic()

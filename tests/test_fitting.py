@@ -1,4 +1,6 @@
 """Fitting: least squares and Remez, the monomial export, the presets."""
+import re
+
 import numpy as np
 import pytest
 
@@ -97,6 +99,145 @@ def test_remez_error_equioscillates(target, degree):
         assert (near_peak >= degree + 2) == alternating, (method, near_peak)
         if method == "remez":
             assert fit.max_error == pytest.approx(peak, rel=1e-4)
+
+
+# ---------------------------------------------------------------- the pieces, on exact cases
+
+def test_check_degree_takes_ints_from_1_to_128_only():
+    from pnn_ext import fitting
+    assert [fitting.check_degree(d) for d in (1, 2, 127, 128)] == [1, 2, 127, 128]
+    for bad in (0, -1, 129, True, False, 2.0, "8", None):
+        with pytest.raises(ValueError) as e:
+            fitting.check_degree(bad)
+        assert str(e.value) == f"degree must be an integer from 1 to 128, got {bad!r}"
+
+
+def test_register_target_checks_and_replaces_by_name():
+    from pnn_ext import fitting
+
+    def cap(x, c=4.0):
+        return np.minimum(x * x, c)
+    try:
+        fitting.register_target("test_cap", cap)
+        assert fitting.TARGETS["test_cap"] is cap
+        fit = fitting.fit("test_cap(c=1.0)", 8, 2.0)
+        assert fit.target == "test_cap(c=1.0)" and fit(np.array([2.0]))[0] == pytest.approx(1.0, abs=0.05)
+        with pytest.raises(ValueError, match=r"^target 'test_cap' is already registered \(pass overwrite=True to "
+                                             r"replace it\)$"):
+            fitting.register_target("test_cap", np.abs)
+        assert fitting.TARGETS["test_cap"] is cap
+        fitting.register_target("test_cap", np.abs, overwrite=True)
+        assert fitting.TARGETS["test_cap"] is np.abs
+    finally:
+        fitting.TARGETS.pop("test_cap", None)
+    for bad in ("not a name", "2x", 3, ""):
+        with pytest.raises(ValueError, match=rf"^target name must be an identifier, got {re.escape(repr(bad))}$"):
+            fitting.register_target(bad, np.abs)
+    with pytest.raises(TypeError, match=r"^target 'test_cap': fn must be callable, got float$"):
+        fitting.register_target("test_cap", 1.5)
+    assert "test_cap" not in fitting.TARGETS
+
+
+def test_parse_target_reads_names_and_keyword_constants_only():
+    from pnn_ext import fitting
+    assert fitting.parse_target(" relu ") == ("relu", {})
+    assert fitting.parse_target("leaky_relu(negative_slope=-0.2)") == ("leaky_relu", {"negative_slope": -0.2})
+    assert fitting.parse_target("gelu(approximate='tanh')") == ("gelu", {"approximate": "tanh"})
+    assert fitting.parse_target("f()") == ("f", {})
+    for bad in ("f(1)", "a.b(x=1)", "f(x=y)", "f(**k)", "f(x=-y)", "1 +", "f(x=1", "3"):
+        with pytest.raises(ValueError, match=rf"^target {re.escape(repr(bad))} is not a target name or "
+                                             r"'name\(param=value, \.\.\.\)'$"):
+            fitting.parse_target(bad)
+
+
+def test_coefficients_in_each_basis_are_float64_copies():
+    from pnn_ext import fitting
+    cheb, mono = pnn_ext.fit("gelu", 6, 5.0), pnn_ext.fit("gelu", 6, 5.0, basis="monomial")
+    np.testing.assert_allclose(mono.chebyshev_coeffs(), cheb.coeffs, atol=1e-12)
+    assert np.array_equal(cheb.chebyshev_coeffs(), cheb.coeffs)             # already Chebyshev: as stored
+    np.testing.assert_allclose(cheb.monomial_coeffs_t(), mono.coeffs, atol=1e-12)
+    for fit in (cheb, mono):
+        for get in (fit.chebyshev_coeffs, fit.monomial_coeffs_t):
+            c = get()
+            c[:] = 0                                      # the caller's copy: the fit is unchanged
+        assert np.any(fit.coeffs != 0)
+    c32 = np.array([1.0, 0.5, 0.25], dtype=np.float32)
+    for basis in ("chebyshev", "monomial"):
+        assert fitting.monomial_in_t(c32, basis).dtype == np.float64
+    assert cheb(np.array([1.0, 2.0], dtype=np.float32)).dtype == np.float64   # float32 x is not kept
+    x32 = np.array([1.1], dtype=np.float32)                                   # t = x / B in float64, not float32
+    assert cheb(x32)[0] == cheb(x32.astype(np.float64))[0]
+    assert mono(np.array([1.0], dtype=np.float32)).dtype == np.float64
+
+
+@pytest.mark.parametrize("err, n, want", [
+    ([1.0, 0.0, -2.0, 3.0], 3, [0, 2, 3]),                # a zero counts as positive: it joins its run
+    ([1.0, -1.0, 1.0], 3, [0, 1, 2]),
+    ([1.0, -5.0, 5.0, -2.0], 2, [1, 2]),                  # the smaller end goes first, then the other
+    ([2.0, -5.0, 2.0], 2, [0, 1]),                        # ends equal: the last goes
+    ([3.0, -5.0, 4.0, -1.0, 2.0], 3, [0, 1, 2]),
+    ([1.0, 2.0, -3.0, -1.0, 4.0, 0.5], 3, [1, 2, 4]),     # the largest |err| of each run
+    ([1.0, 1.0, 1.0], 2, None),                           # too few sign changes
+])
+def test_alternating_extrema(err, n, want):
+    from pnn_ext import fitting
+    got = fitting._alternating_extrema(np.array(err), n)
+    assert (got is None and want is None) or got.tolist() == want
+
+
+def test_remez_is_never_worse_than_least_squares_and_stops_on_an_exact_fit():
+    from numpy.polynomial import chebyshev as npcheb
+
+    from pnn_ext import fitting
+
+    def step(x):
+        return (x > 0.3).astype(np.float64)
+    grid = np.cos(np.linspace(np.pi, 0.0, 2001))
+    ls, mm = fitting._lstsq(step, 5, 1.0, 2001), fitting._remez(step, 5, 1.0, 2001)
+    # on a step the first exchange does worse than least squares: the start is kept
+    assert np.array_equal(fitting._remez(step, 5, 1.0, 2001, iters=1), ls)
+    def worst(c):
+        return np.max(np.abs(step(grid) - npcheb.chebval(grid, c)))
+    assert worst(mm) <= worst(ls)
+    zero = pnn_ext.fit(np.zeros_like, 3, 1.0, method="remez")   # no error to exchange on
+    assert np.array_equal(zero.coeffs, np.zeros(4)) and zero.max_error == 0
+
+
+def test_fit_checks_its_arguments_and_reports_its_error_on_a_uniform_grid():
+    from pnn_ext import fitting
+    for kw, msg in (({"degree": 0}, "degree must be an integer >= 1, got 0"),
+                    ({"degree": 2.0}, "degree must be an integer >= 1, got 2.0"),
+                    ({"bound": 0.0}, "bound must be finite and > 0, got 0.0"),
+                    ({"bound": -1.0}, "bound must be finite and > 0, got -1.0"),
+                    ({"bound": float("inf")}, "bound must be finite and > 0, got inf"),
+                    ({"basis": "power"}, "basis must be 'chebyshev' or 'monomial', got 'power'"),
+                    ({"method": "minimax"}, "method must be 'lstsq' or 'remez', got 'minimax'")):
+        with pytest.raises(ValueError) as e:
+            pnn_ext.fit(**{"target": "relu", "degree": 2, **kw})
+        assert str(e.value) == msg
+    one = pnn_ext.fit("relu", 1, 0.5)                                   # degree 1 and a bound below 1 are fine
+    assert one.degree == 1 and one.bound == 0.5
+    assert pnn_ext.fit("relu", 8).bound == 35.0 == fitting.preset(8)[0]   # default B: the preset's
+    fit = pnn_ext.fit("gelu", 4, 10.0)
+    t = np.linspace(-1.0, 1.0, 20001)
+    err = np.polynomial.chebyshev.chebval(t, fit.coeffs) - fitting.TARGETS["gelu"](t * 10.0)
+    assert fit.max_error == pytest.approx(np.max(np.abs(err)), rel=1e-12)
+    assert fit.rms_error == pytest.approx(np.sqrt(np.mean(err ** 2)), rel=1e-12)
+
+
+def test_remez_gives_up_after_60_exchanges(monkeypatch):
+    """An exchange that does not converge (sin(50 x) at degree 5: its reference set keeps
+    jumping between the oscillations) stops after 60 exchanges."""
+    from pnn_ext import fitting
+    calls = []
+    real = fitting._alternating_extrema
+
+    def counted(err, n):
+        calls.append(n)
+        return real(err, n)
+    monkeypatch.setattr(fitting, "_alternating_extrema", counted)
+    fitting._remez(lambda x: np.sin(50 * x), 5, 1.0, 2001)
+    assert calls == [7] * 60
 
 
 def test_weighted_least_squares_matches_numpys_weighted_fit():

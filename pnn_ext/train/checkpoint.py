@@ -128,13 +128,15 @@ def load(path: str, map_location="cpu", others: bool = True) -> dict:
     if not isinstance(obj, dict) or obj.get("format") not in READABLE:
         raise CheckpointError(f"{path!r} is not a pnn-train checkpoint (format {FORMAT})")
     if obj["format"] >= 2:
-        saved = obj.get("digest")
-        now = digest(obj)
-        bad = [k for k in sorted(set(now) | set(saved or {})) if (saved or {}).get(k) != now.get(k)]
-        if not isinstance(saved, dict) or bad:
-            what = ", ".join(REGION.get(k, f"its {k!r} entry") for k in bad) if isinstance(saved, dict) else "digest"
+        saved, now = obj.get("digest"), digest(obj)
+        if isinstance(saved, dict):
+            bad = [REGION.get(k, f"its {k!r} entry") for k in sorted(set(now) | set(saved))
+                   if saved.get(k) != now.get(k)]
+        else:  # missing, or not a digest at all
+            bad = ["digest"]
+        if bad:
             raise CheckpointError(f"checkpoint {path!r} is corrupted: the digest written with it does not match "
-                                  f"{what}.{_others(path) if others else ''}")
+                                  f"{', '.join(bad)}.{_others(path) if others else ''}")
     return obj
 
 
@@ -152,8 +154,8 @@ def open_for_resume(path: str, cfg, spec=None) -> dict:
     values, is of another model or data, or (without cfg.allow_changes) was made with
     other training settings, each named. Reads only; the checkpoint's "changes" entry
     gains this resume's changes, which "resume_changes" holds alone."""
-    # On the CPU: the RNG states must stay CPU tensors; load_state_dict moves the rest.
-    ck = load(path, map_location="cpu")
+    # On the CPU (load's default): the RNG states must stay CPU tensors; load_state_dict moves the rest.
+    ck = load(path)
     check_same_model(ck["config"], cfg, path)
     if spec is not None and "data" in ck:
         d = ck["data"]

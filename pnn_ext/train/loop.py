@@ -234,7 +234,7 @@ class Trainer:
             if cfg.overwrite and self.dist.main:
                 artifacts.clear(self.out)
             self.save(best=False)  # epoch 0: the base for a rollback before the first epoch ends
-        start, status = time.time(), "running"
+        start = time.time()
         try:
             while self.epoch < cfg.epochs and not (cfg.max_steps and self.step >= cfg.max_steps):
                 if cfg.recalibrate_epoch and self.epoch == cfg.recalibrate_epoch and self.recalibration is None:
