@@ -52,8 +52,10 @@ def input_weight(x: torch.Tensor, bound: float, floor: float = WEIGHT_FLOOR):
     density alone when no value is inside)."""
     edges = np.linspace(-bound, bound, WEIGHT_BINS + 1)
     counts, _ = np.histogram(x.detach().double().cpu().numpy(), edges)
-    density = counts / (counts.sum() * (edges[1] - edges[0])) if counts.sum() else np.zeros(WEIGHT_BINS)
-    mix = (1 - floor) * density + floor / (2 * bound) if counts.sum() else np.full(WEIGHT_BINS, 1 / (2 * bound))
+    if counts.sum():
+        mix = (1 - floor) * counts / (counts.sum() * (edges[1] - edges[0])) + floor / (2 * bound)
+    else:
+        mix = np.full(WEIGHT_BINS, 1 / (2 * bound))
 
     def weight(points: np.ndarray) -> np.ndarray:
         return mix[np.clip(((points + bound) / (2 * bound) * WEIGHT_BINS).astype(np.int64), 0, WEIGHT_BINS - 1)]
