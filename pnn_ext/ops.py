@@ -10,6 +10,7 @@ missing build into an ImportError instead of the fallback.
 """
 from __future__ import annotations
 
+import inspect
 import os
 import warnings
 
@@ -99,8 +100,12 @@ if HAVE_EXTENSION:
             bound, alpha, basis, boundary_form = ctx.params
             grad_y = torch.zeros_like(x) if grad_y is None else grad_y
             grad_stats = _zero_stats_grad(x) if grad_stats is None else grad_stats
-            grad_x, grad_coeffs = FusedPolyActBackward.apply(grad_y, grad_stats, x, coeffs, bound, alpha, basis,
-                                                             ctx.needs_input_grad[1], boundary_form)
+            args = (grad_y, grad_stats, x, coeffs, bound, alpha, basis, ctx.needs_input_grad[1], boundary_form)
+            # Grad mode is off in a backward unless it builds a graph (create_graph=True, torch.func's
+            # transforms): then FusedPolyActBackward records the node that refuses a second derivative.
+            # Otherwise nothing is recorded, and the op alone costs less Python per call.
+            grad_x, grad_coeffs = (FusedPolyActBackward.apply(*args) if torch.is_grad_enabled()
+                                   else torch.ops.pnn_ext.poly_act_backward(*args))
             return (grad_x if ctx.needs_input_grad[0] else None,
                     grad_coeffs if ctx.needs_input_grad[1] else None, None, None, None, None)
 
@@ -183,6 +188,11 @@ if HAVE_EXTENSION:
                                                     bound, alpha, basis, coeffs_grad, boundary_form)
                 for i in range(info.batch_size)]
         return (torch.stack([g for g, _ in outs]), torch.stack([c for _, c in outs])), (0, 0)
+
+    # Function.apply binds its arguments to forward's signature on every call (for setup_context);
+    # inspect.signature reads __signature__ when set, instead of rebuilding the signature each time.
+    for _fn in (FusedPolyAct, FusedPolyActBackward):
+        _fn.forward.__signature__ = inspect.signature(_fn.forward)
 
     torch.library.register_autograd("pnn_ext::poly_act", FusedPolyAct.backward,
                                     setup_context=FusedPolyAct.setup_context)
