@@ -7,11 +7,11 @@ The step is pnn-train's objective: ``cross_entropy(model(x), y) + 1000 * boundar
 * ``small-cnn``: ``pnn_ext.models.SmallCNN(1, 10, (28, 28))``, batch 128 of 1x28x28;
 * ``resnet18``: torchvision's ``resnet18(num_classes=10)``, batch 32 of 3x32x32.
 
-Variants per model: ``relu`` (the model as built), ``poly`` (``pnn_ext.convert(model, degree=22)``
-with ``impl="fused"``: the compiled op everywhere) and, compiled only, ``poly auto`` (``impl="auto"``,
-which under torch.compile traces the lean decomposition inductor can fuse with its neighbours,
-see :func:`pnn_ext.ops.poly_act`). Compiled means ``torch.compile`` of the forward and the loss
-(the backward is compiled with it by AOTAutograd); the optimizer step stays eager.
+Variants per model: ``relu`` (the model as built), ``poly fused`` (``pnn_ext.convert(model,
+degree=22)`` with ``impl="fused"``: the compiled op, opaque to inductor) and, compiled only, ``poly
+decomposed`` (``impl="decomposed"``: :func:`pnn_ext.ops.decomposed`, plain operations inductor can
+fuse with the activation's neighbours). Compiled means ``torch.compile`` of the forward and the loss
+(AOTAutograd compiles the backward with it); the optimizer step stays eager.
 
     python bench/train_step.py [--models small-cnn,resnet18] [--reps 15] [--modes eager,compiled]
     python bench/train_step.py --profile [--models small-cnn]   # torch.profiler top entries
@@ -40,13 +40,19 @@ MODELS = {
 }
 
 
-def build(model_name: str, impl: str | None) -> torch.nn.Module:
+def build(model_name: str, impl: str | None, device: str) -> torch.nn.Module:
     """The model with its ReLUs (impl None) or converted at degree 22 with ``impl``; same seed."""
     torch.manual_seed(0)
     model = MODELS[model_name][0]()
     if impl is not None:
         model = pnn_ext.convert(model, degree=22, impl=impl)
-    return model.train()
+    return model.to(device).train()
+
+
+def inputs(model_name: str, device: str) -> tuple[torch.Tensor, torch.Tensor]:
+    shape = MODELS[model_name][1]
+    torch.manual_seed(1)
+    return torch.randn(shape, device=device), torch.randint(0, 10, (shape[0],), device=device)
 
 
 def make_step(model: torch.nn.Module, compiled: bool, x: torch.Tensor, target: torch.Tensor):
@@ -62,28 +68,29 @@ def make_step(model: torch.nn.Module, compiled: bool, x: torch.Tensor, target: t
         opt.zero_grad(set_to_none=True)
         forward(x, target).backward()
         opt.step()
+        if x.is_cuda:  # the time of the work, not of its launch
+            torch.cuda.synchronize()
     return step
 
 
-def variants(modes):
+def variants(modes, decomposed: bool = True):
     """(label, impl, compiled) in the order they are timed."""
     out = []
     for mode in modes:
         compiled = mode == "compiled"
         out += [(f"relu {mode}", None, compiled), (f"poly fused {mode}", "fused", compiled)]
-        if compiled:
-            out.append((f"poly auto {mode}", "auto", compiled))
+        if compiled and decomposed:
+            out.append((f"poly decomposed {mode}", "decomposed", compiled))
     return out
 
 
-def time_model(model_name: str, modes, reps: int) -> dict[str, float]:
-    shape = MODELS[model_name][1]
-    torch.manual_seed(1)
-    x, target = torch.randn(shape), torch.randint(0, 10, (shape[0],))
+def time_model(model_name: str, todo, reps: int, device: str) -> dict[str, float]:
+    """Median seconds of one step of each of ``todo`` (see variants())."""
+    x, target = inputs(model_name, device)
     steps = {}
-    for label, impl, compiled in variants(modes):
+    for label, impl, compiled in todo:
         t0 = time.perf_counter()
-        steps[label] = make_step(build(model_name, impl), compiled, x, target)
+        steps[label] = make_step(build(model_name, impl, device), compiled, x, target)
         for _ in range(3):  # warm-up: compilation, allocator, first touch
             steps[label]()
         print(f"  {model_name} {label}: ready in {time.perf_counter() - t0:.1f} s", flush=True)
@@ -96,22 +103,22 @@ def time_model(model_name: str, modes, reps: int) -> dict[str, float]:
     return {label: statistics.median(ts) for label, ts in times.items()}
 
 
-def profile_model(model_name: str, modes, rows: int) -> None:
-    """torch.profiler of a few steps of each variant: the top entries by self CPU time."""
+def profile_model(model_name: str, todo, rows: int, device: str) -> None:
+    """torch.profiler of a few steps of each variant: the top entries by self time on the device."""
     from torch.profiler import ProfilerActivity, profile
 
-    shape = MODELS[model_name][1]
-    torch.manual_seed(1)
-    x, target = torch.randn(shape), torch.randint(0, 10, (shape[0],))
-    for label, impl, compiled in variants(modes):
-        step = make_step(build(model_name, impl), compiled, x, target)
+    x, target = inputs(model_name, device)
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device == "cuda" else [])
+    key = "self_cuda_time_total" if device == "cuda" else "self_cpu_time_total"
+    for label, impl, compiled in todo:
+        step = make_step(build(model_name, impl, device), compiled, x, target)
         for _ in range(3):
             step()
-        with profile(activities=[ProfilerActivity.CPU]) as prof:
+        with profile(activities=activities) as prof:
             for _ in range(5):
                 step()
-        print(f"\n== {model_name}, {label}: 5 steps, by self CPU time")
-        print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=rows, max_name_column_width=60))
+        print(f"\n== {model_name}, {label}: 5 steps, by {key}")
+        print(prof.key_averages().table(sort_by=key, row_limit=rows, max_name_column_width=60))
 
 
 def main() -> None:
@@ -120,6 +127,9 @@ def main() -> None:
     ap.add_argument("--modes", default="eager,compiled")
     ap.add_argument("--reps", type=int, default=15)
     ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
+    ap.add_argument("--skip-decomposed", action="store_true",
+                    help="leave out the compiled decomposition (its inductor build takes minutes on CPU)")
     ap.add_argument("--profile", action="store_true", help="profile the variants instead of timing them")
     ap.add_argument("--rows", type=int, default=25, help="--profile: entries per table")
     args = ap.parse_args()
@@ -132,17 +142,18 @@ def main() -> None:
     for mode in modes:
         if mode not in ("eager", "compiled"):
             raise SystemExit(f"--modes: unknown mode {mode!r}; known: eager, compiled")
-    print(machine_line("cpu"))
+    todo = variants(modes, decomposed=not args.skip_decomposed)
+    print(machine_line(args.device))
     for name in models:
         if args.profile:
-            profile_model(name, modes, args.rows)
+            profile_model(name, todo, args.rows, args.device)
             continue
-        med = time_model(name, modes, args.reps)
+        med = time_model(name, todo, args.reps, args.device)
         batch = MODELS[name][1]
         print(f"{name}, batch {batch[0]} of {'x'.join(map(str, batch[1:]))}, one step "
               f"(CE + {LAMBDA:g} * boundary loss, backward, SGD), median of {args.reps}:")
         for label, sec in med.items():
-            print(f"  {label:22s} {1e3 * sec:8.1f} ms")
+            print(f"  {label:27s} {1e3 * sec:8.1f} ms")
         for mode in modes:
             relu = med[f"relu {mode}"]
             ratios = ", ".join(f"{label.split(' ')[1]} {med[label] / relu:.2f}x" for label in med

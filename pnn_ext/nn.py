@@ -13,7 +13,7 @@ from . import fitting, ops, reference
 
 # Degree, target, basis and fit method default to pnn_ext.fitting's DEGREE, TARGET, BASIS, METHOD.
 LAMBDA = 1000.0  # the boundary-loss weight of the paper: loss = task loss + LAMBDA * boundary_loss(model)
-IMPLS = ops.IMPLS  # "auto", "fused", "reference": see pnn_ext.ops.poly_act
+IMPLS = ops.IMPLS  # "auto", "fused", "reference", "decomposed": see pnn_ext.ops.poly_act
 
 
 def _positive(name: str, value) -> float:
@@ -46,8 +46,9 @@ class PolyActivation(nn.Module):
         impl: which implementation of :func:`pnn_ext.poly_act` runs: "auto" (the
             compiled op, else the reference with a warning), "fused" (the compiled
             op; an error where it is unavailable) or "reference"
-            (:mod:`pnn_ext.reference`, pure PyTorch). An attribute: set it on a
-            built module to switch.
+            (:mod:`pnn_ext.reference`, pure PyTorch) or "decomposed" (plain operations
+            inductor fuses with their neighbours under torch.compile, see
+            :func:`pnn_ext.ops.decomposed`). An attribute: set it on a built module to switch.
         boundary_form: shape of the boundary term: "exp" (above, the paper's) or
             "quadratic" (``mean(max(|x| - alpha*B, 0)^2)``). Training only: it
             changes neither y nor what pnn_ext.he folds. Saved in the state dict.
@@ -192,8 +193,8 @@ def poly_modules(model: nn.Module) -> Iterable[PolyActivation]:
 
 
 def set_impl(model: nn.Module, impl: str) -> nn.Module:
-    """Make every PolyActivation of ``model`` run ``impl`` ("auto", "fused" or
-    "reference", see :class:`PolyActivation`); returns ``model``."""
+    """Make every PolyActivation of ``model`` run ``impl`` ("auto", "fused", "reference" or
+    "decomposed", see :class:`PolyActivation`); returns ``model``."""
     if impl not in IMPLS:
         raise ValueError(f"impl must be one of {list(IMPLS)}, got {impl!r}")
     for m in poly_modules(model):

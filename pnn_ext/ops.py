@@ -11,6 +11,7 @@ missing build into an ImportError instead of the fallback.
 from __future__ import annotations
 
 import inspect
+import math
 import os
 import warnings
 
@@ -35,7 +36,7 @@ except ImportError as exc:  # pragma: no cover - exercised on machines without a
 _CUDA_KERNELS = HAVE_EXTENSION and torch._C._dispatch_has_kernel_for_dispatch_key("pnn_ext::poly_act", "CUDA")
 # Devices the compiled op serves: its CPU kernels, its CUDA kernels, meta (the fake kernels).
 _FUSED_DEVICES = frozenset(({"cpu", "meta"} | ({"cuda"} if _CUDA_KERNELS else set())) if HAVE_EXTENSION else ())
-IMPLS = ("auto", "fused", "reference")
+IMPLS = ("auto", "fused", "reference", "decomposed")
 _SECOND_DERIVATIVE = ("pnn_ext: poly_act has no second derivative yet (double backward, e.g. torch.autograd.grad(..., "
                       "create_graph=True) then differentiating the gradient, a hessian, jacfwd of jacrev); "
                       "impl='reference' supports it")
@@ -202,6 +203,35 @@ if HAVE_EXTENSION:
                                     setup_context=FusedPolyActBackward.setup_context)
 
 
+def decomposed(x: torch.Tensor, coeffs: torch.Tensor, bound: float, alpha: float, basis: str = "chebyshev",
+               boundary_form: str = "exp") -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`poly_act` in plain PyTorch operations, for inductor to fuse with the activation's
+    neighbours (BatchNorm, bias, residual add) under ``torch.compile``, where the fused op is
+    opaque to it. Same (y, stats) and gradients as the op, to float32 rounding: y with the
+    overflow rule (+-inf, never NaN), L summed in float64 with its linear continuation, the
+    detached max|x| and fraction outside [-B, B]; its backward is autograd's (AOTAutograd
+    recomputes the chain from x rather than saving it). Eager, it is slow (one kernel per step
+    of the recurrence). ``impl="decomposed"`` of :func:`poly_act` runs it."""
+    reference.check_args(x, coeffs, bound, alpha, basis, boundary_form)
+    acc = reference.compute_dtype(x.dtype)
+    xa = x.to(acc)
+    t = xa * (1.0 / bound)
+    y = reference.overflow_fixup(reference.poly_eval(t, coeffs, basis), xa, t, coeffs).to(x.dtype)
+    # e's clamps keep a NaN x's NaN in L (clamp propagates NaN) without the reference's where().
+    e = xa.abs() - alpha * bound
+    if boundary_form == "quadratic":
+        term = e.clamp(min=0).square()
+    else:
+        cap = reference.BOUNDARY_EXP_CAP
+        term = torch.expm1(e.clamp(0, cap)) + math.exp(cap) * (e - cap).clamp(min=0)
+    n = max(x.numel(), 1)
+    ax = xa.detach().abs()
+    max_abs = ax.amax() if x.numel() else ax.new_zeros(())
+    frac = (ax > bound).sum(dtype=torch.float64) / n
+    stats = torch.stack([(term.sum(dtype=torch.float64) / n).to(acc), max_abs, frac.to(acc)])
+    return y, stats
+
+
 _warned = False
 
 
@@ -228,7 +258,11 @@ def poly_act(x: torch.Tensor, coeffs: torch.Tensor, bound: float, alpha: float,
         basis: "chebyshev" (Clenshaw) or "monomial" (Horner).
         impl: "auto" (the compiled op where it serves x's device, else the
             reference with a warning), "fused" (the compiled op, or an error) or
-            "reference" (:func:`pnn_ext.reference.poly_act`, e.g. as a baseline).
+            "reference" (:func:`pnn_ext.reference.poly_act`, e.g. as a baseline) or
+            "decomposed" (:func:`decomposed`: plain operations that inductor can fuse with
+            their neighbours under ``torch.compile``; one kernel per operation in eager mode).
+            "auto" keeps the fused op under ``torch.compile``: on CPU the compiled model is
+            faster with it (bench/train_step.py measures both).
         boundary_form: "exp" (the paper's f, below) or "quadratic" (f(e) = e^2
             for e > 0, the paper's suggested alternative), fused the same way.
 
@@ -253,6 +287,8 @@ def poly_act(x: torch.Tensor, coeffs: torch.Tensor, bound: float, alpha: float,
                            f"tensors ({_IMPORT_ERROR or 'extension built without kernels for it'})")
     if impl == "reference":
         return reference.poly_act(x, coeffs, float(bound), float(alpha), basis, boundary_form)
+    if impl == "decomposed":
+        return decomposed(x, coeffs, float(bound), float(alpha), basis, boundary_form)
     if fused_here and torch.compiler.is_compiling():
         # Dynamo cannot trace an autograd.Function with a jvp; the op's registered autograd serves it.
         return torch.ops.pnn_ext.poly_act(x, coeffs, float(bound), float(alpha), basis, boundary_form)
