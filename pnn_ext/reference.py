@@ -91,7 +91,7 @@ def overflow_fixup(p: torch.Tensor, x: torch.Tensor, t: torch.Tensor, coeffs: to
     # under torch.compile).
     k = torch.arange(coeffs.numel(), device=coeffs.device)
     m = torch.where(coeffs != 0, k, torch.zeros_like(k)).max()
-    lead = coeffs.detach()[m]
+    lead = coeffs.detach().gather(0, m.reshape(1)).squeeze(0)  # not coeffs[m]: a tensor index is an item()
     sign = torch.where((t < 0) & (m % 2 == 1), -1.0, 1.0) * torch.sign(lead)
     return torch.where(bad, sign.to(p.dtype) * math.inf, p)
 

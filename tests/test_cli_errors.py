@@ -231,7 +231,7 @@ OPS = [
     ("alpha-zero", "poly_act(x, c, 2.0, 0.0)", r"alpha must be finite and > 0"),
     ("alpha-nan", "poly_act(x, c, 2.0, float('nan'))", r"alpha must be finite and > 0"),
     ("basis-unknown", "poly_act(x, c, 2.0, 0.5, 'legendre')", r"basis must be 'monomial' or 'chebyshev'"),
-    ("impl-unknown", "poly_act(x, c, 2.0, 0.5, impl='fast')", r"impl must be one of auto, fused, reference"),
+    ("impl-unknown", "poly_act(x, c, 2.0, 0.5, impl='fast')", r"impl must be one of auto, fused, reference, decomp"),
     ("coeffs-on-meta", "poly_act(x, c.to('meta'), 2.0, 0.5)", r"coeffs must be on x's device cpu"),
     ("x-on-meta", "poly_act(x.to('meta'), c, 2.0, 0.5)", r"coeffs must be on x's device meta"),
     ("reference-int", "poly_act(x.int(), c, 2.0, 0.5, impl='reference')", r"x must be float16"),

@@ -132,7 +132,8 @@ def test_module_argument_messages():
                             ({"degree": 4, "alpha": 0.0}, "alpha must be finite and > 0, got 0.0"),
                             ({"degree": 4, "alpha": float("inf")}, "alpha must be finite and > 0, got inf"),
                             ({"degree": 4, "basis": "x"}, "basis must be 'chebyshev' or 'monomial', got 'x'"),
-                            ({"degree": 4, "impl": "x"}, "impl must be one of ['auto', 'fused', 'reference'], got 'x'"),
+                            ({"degree": 4, "impl": "x"},
+                             "impl must be one of ['auto', 'fused', 'reference', 'decomposed'], got 'x'"),
                             ({"degree": 4, "boundary_form": "x"},
                              "boundary_form must be one of ['exp', 'quadratic'], got 'x'"),
                             ({"degree": 2, "coeffs": [1.0, 2.0]},
@@ -142,7 +143,7 @@ def test_module_argument_messages():
         assert str(e.value) == message
     with pytest.raises(ValueError) as e:
         pnn_ext.set_impl(nn.Sequential(), "x")
-    assert str(e.value) == "impl must be one of ['auto', 'fused', 'reference'], got 'x'"
+    assert str(e.value) == "impl must be one of ['auto', 'fused', 'reference', 'decomposed'], got 'x'"
 
 
 def test_module_settings_repr_and_storage():
