@@ -3,8 +3,9 @@
 # (no network), build the extension for this GPU only, run the CUDA tests (plain, then the
 # kernel tests under compute-sanitizer memcheck and racecheck), then the
 # GPU section of the benchmark report (degree 22, 16M elements, plus CUDA-event timing
-# at 64M), a short ResNet-18 training run when MNIST is there (see below), and print a
-# short table. About 10 minutes on an H200 with 16 cores.
+# at 64M), one training step of two networks with the fused op and with its compiled
+# decomposition (bench/train_step.py, at most 5 minutes), a short ResNet-18 training run when
+# MNIST is there (see below), and print a short table. About 15 minutes on an H200 with 16 cores.
 #   bash bench/gpu_check.sh            # uses python3 on PATH; copies results to $OUT if set
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -46,6 +47,13 @@ t0=$(date +%s)
 $PY bench/report.py --device cuda --sizes 16M --degrees 22 2>&1 | grep -v "^W1\|^  " | tail -n 5
 sed -n '/<!-- BEGIN GPU -->/,/<!-- END GPU -->/p' docs/benchmarks.md | grep -E "^\||^GPU|^Measured|^##"
 echo "== report: $(( $(date +%s) - t0 ))s"
+# The whole network on CUDA (bench/train_step.py): one training step of the small CNN and of
+# torchvision's resnet18, ReLU against degree 22, eager and under torch.compile, where the fused
+# op (opaque to inductor) meets impl="decomposed" (plain operations inductor fuses with BatchNorm
+# and the residual add). Does the decomposition win on CUDA? Bounded to 5 minutes.
+t0=$(date +%s)
+timeout 300 $PY bench/train_step.py --device cuda --reps 10 2>&1 | grep -v "^W1\|ready in"
+echo "== training step, ReLU vs degree 22, fused vs decomposed: rc=${PIPESTATUS[0]}, $(( $(date +%s) - t0 ))s"
 # A short GPU training run (ResNet-18, MNIST, degree 22) when MNIST's idx files are in
 # $PNN_DATA (default: data/ in the repository, i.e. data/MNIST/raw/*.gz; see docs/training.md's
 # Data section). Needs only torch and numpy (no plots, no progress bar).

@@ -22,12 +22,12 @@ Prints the machine line, the median milliseconds and degree-22/ReLU ratios. Set 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import statistics
 import time
 
 import torch
 import torch.nn.functional as F
-import torchvision
 
 import pnn_ext
 from pnn_ext.models import SmallCNN
@@ -36,7 +36,7 @@ from report import machine_line  # bench/: the machine, as the report names it
 LAMBDA = 1000.0  # pnn-train's default --lam
 MODELS = {
     "small-cnn": (lambda: SmallCNN(1, 10, (28, 28)), (128, 1, 28, 28)),
-    "resnet18": (lambda: torchvision.models.resnet18(num_classes=10), (32, 3, 32, 32)),
+    "resnet18": (lambda: importlib.import_module("torchvision").models.resnet18(num_classes=10), (32, 3, 32, 32)),
 }
 
 
@@ -145,6 +145,9 @@ def main() -> None:
     todo = variants(modes, decomposed=not args.skip_decomposed)
     print(machine_line(args.device))
     for name in models:
+        if name == "resnet18" and importlib.util.find_spec("torchvision") is None:
+            print("resnet18: skipped, torchvision is not installed")
+            continue
         if args.profile:
             profile_model(name, todo, args.rows, args.device)
             continue
