@@ -120,9 +120,47 @@ TORCH_LIBRARY_IMPL(pnn_ext, CPU, m) {
 // the registrations above); it also reports which CPU build is in use.
 static PyObject* py_cpu_capability(PyObject*, PyObject*) { return PyUnicode_FromString(pnn::cpu_capability_name()); }
 
-static PyMethodDef kMethods[] = {{"cpu_capability", py_cpu_capability, METH_NOARGS,
-                                  "Instruction set of the CPU kernels in use: 'avx512', 'avx2' or 'default'."},
-                                 {nullptr, nullptr, 0, nullptr}};
+// arith_peak(threads, kind="fma"): FLOP/s of the build in use (cpu/roofline_impl.h), for
+// bench/roofline.py. The GIL is released while it measures; errors become ValueError.
+static PyObject* py_arith_peak(PyObject*, PyObject* args) {
+  long long threads = 0;
+  const char* kind = "fma";
+  if (!PyArg_ParseTuple(args, "L|s", &threads, &kind)) return nullptr;
+  const std::string k(kind);
+  if (k != "fma" && k != "add" && k != "clenshaw") {
+    PyErr_Format(PyExc_ValueError, "arith_peak: kind must be 'fma', 'add' or 'clenshaw', got '%s'", kind);
+    return nullptr;
+  }
+  const pnn::cpu::ArithKind ak = k == "fma"   ? pnn::cpu::ArithKind::kFma
+                                 : k == "add" ? pnn::cpu::ArithKind::kAdd
+                                              : pnn::cpu::ArithKind::kClenshaw;
+  double flops = 0;
+  std::string error;
+  PyThreadState* saved = PyEval_SaveThread();  // no GIL held while it measures
+  try {
+    switch (pnn::cpu_capability()) {
+      case pnn::CpuCapability::kAvx512: flops = pnn::cpu::AVX512::arith_peak(ak, threads); break;
+      case pnn::CpuCapability::kAvx2: flops = pnn::cpu::AVX2::arith_peak(ak, threads); break;
+      default: flops = pnn::cpu::DEFAULT::arith_peak(ak, threads); break;
+    }
+  } catch (const c10::Error& e) {
+    error = e.what_without_backtrace();
+  }
+  PyEval_RestoreThread(saved);
+  if (!error.empty()) {
+    PyErr_SetString(PyExc_ValueError, error.c_str());
+    return nullptr;
+  }
+  return PyFloat_FromDouble(flops);
+}
+
+static PyMethodDef kMethods[] = {
+    {"cpu_capability", py_cpu_capability, METH_NOARGS,
+     "Instruction set of the CPU kernels in use: 'avx512', 'avx2' or 'default'."},
+    {"arith_peak", py_arith_peak, METH_VARARGS,
+     "arith_peak(threads, kind='fma') -> FLOP/s of the CPU build in use on `threads` threads "
+     "(at most torch.get_num_threads()); kind 'fma', 'add' or 'clenshaw' (1 FMA + 1 sub)."},
+    {nullptr, nullptr, 0, nullptr}};
 
 extern "C" PyObject* PyInit__C(void) {
   static PyModuleDef module = {PyModuleDef_HEAD_INIT, "_C", nullptr, -1, kMethods};
