@@ -32,12 +32,12 @@ import torch
 # bench/ is on sys.path as the script's directory (pytest: pyproject's pythonpath); pnn_ext is installed.
 import pnn_ext
 from cases import VARIANTS, Case, saved_bytes
+from pnn_ext.models import SmallCNN
 
 # Column names of the variants (bench/cases.py says what each one is).
 LABELS = {"fused": "fused", "lean": "torch.compile(lean)", "compiled": "torch.compile(reference)",
           "reference": "eager reference", "power": "power basis"}
 BASELINE = "lean"
-from pnn_ext.models import SmallCNN
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)

@@ -173,8 +173,9 @@ def main():
     print(machine_line("cpu"), flush=True)
     sizes = {s: SIZES[s] for s in args.sizes.split(",")}
     degrees = tuple(int(d) for d in args.degrees.split(","))
-    command = "python bench/roofline.py" + ("" if args.sizes == ",".join(SIZES) else f" --sizes {args.sizes}") + \
-        ("" if degrees == DEGREES else f" --degrees {args.degrees}") + ("" if args.reps == 5 else f" --reps {args.reps}")
+    command = ("python bench/roofline.py" + ("" if args.sizes == ",".join(SIZES) else f" --sizes {args.sizes}")
+               + ("" if degrees == DEGREES else f" --degrees {args.degrees}")
+               + ("" if args.reps == 5 else f" --reps {args.reps}"))
     text = section(measure(sizes, degrees, args.reps), command)
     print(text)
     write_section("ROOFLINE", text)
