@@ -26,6 +26,7 @@ import argparse
 import contextlib
 import datetime
 import math
+import os
 import time
 
 import torch
@@ -99,6 +100,7 @@ def op_call(case: Case, mode: str):
 
 def measure(sizes: dict[str, int] = SIZES, degrees=DEGREES, reps: int = 5) -> dict:
     """Limits per thread count, and one row per (size, degree, mode, threads)."""
+    load_before = os.getloadavg()[0]
     all_threads = torch.get_num_threads()
     thread_counts = sorted({1, all_threads})
     peaks, copies, rows = {}, {}, []
@@ -128,15 +130,16 @@ def measure(sizes: dict[str, int] = SIZES, degrees=DEGREES, reps: int = 5) -> di
                     print(f"{name} d={degree} {mode} {th}t: {rows[-1]['ns']:.2f} ns/element", flush=True)
             del case
     return dict(machine=machine_line("cpu"), thread_counts=thread_counts, peaks=peaks, copies=copies, rows=rows,
-                sizes=sizes, reps=reps)
+                sizes=sizes, reps=reps, load=(load_before, os.getloadavg()[0]))
 
 
 def section(m: dict, command: str) -> str:
     """docs/benchmarks.md's ROOFLINE section from measure()'s result."""
     sizes = m["sizes"]
     lines = ["## Roofline (CPU): the fused op against this machine's limits", "",
-             f"`{command}` on {datetime.date.today()}. {m['machine']}. Best of {m['reps']} repetitions of "
-             "≥ 20 ms each, limits and op alike; bench/roofline.py's docstring says how each figure is "
+             f"`{command}` on {datetime.date.today()}. {m['machine']}; load average (1 min) {m['load'][0]:.1f} "
+             f"before, {m['load'][1]:.1f} after. Best of {m['reps']} repetitions of ≥ 20 ms each, limits and op "
+             "alike; bench/roofline.py's docstring says how each figure is "
              "measured, [Speed](speed.md#how-the-roofline-is-measured) why.", "",
              "Limits (arithmetic: `_C.arith_peak`, the kernels' instruction-set build; copy: `y.copy_(x)` of "
              "float32, into a preallocated / a newly allocated y):", "",
