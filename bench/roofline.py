@@ -18,7 +18,9 @@ of calls lasting at least 20 ms, limits and op alike: best against best.
 Per case: ns/element; GFLOP/s from bench/cases.py's op_counts (the polynomial arithmetic of
 the kernels, bookkeeping not counted) and its fraction of the FMA peak; the fraction of the
 arithmetic floor (op_counts at the measured FMA, add and mixed rates, see arith_floor_s); GB/s
-(x, y | x, grad_y, grad_x once each) and its fraction of the warm and fresh copy bandwidth.
+(x, y | x, grad_y, grad_x once each), its fraction of the warm copy bandwidth, and the fraction
+of the memory floor (mem_floor_s: that traffic at the warm copy bandwidth plus the first touch
+of the op's freshly allocated output, priced by the fresh copy).
 """
 from __future__ import annotations
 
@@ -88,6 +90,14 @@ def arith_floor_s(degree: int, mode: str, peaks: dict[str, float]) -> float:
     return max((n["fma"] + n["mul"]) / fma_rate, n["add"] / add_rate, (n["fma"] + n["mul"] + n["add"]) / mix_rate)
 
 
+def mem_floor_s(mode: str, warm: float, fresh: float) -> float:
+    """Seconds per element of the op's traffic at the warm copy bandwidth (GB/s), plus the first
+    touch of its one freshly allocated float32 output (y or grad_x) at what a copy into a fresh
+    buffer costs beyond one into a warm buffer: 2 x 4 bytes per element (1/fresh - 1/warm)."""
+    first_touch = max(0.0, 2 * 4 * (1 / fresh - 1 / warm))
+    return (BYTES_PER_ELEMENT[mode] / warm + first_touch) / 1e9
+
+
 def op_call(case: Case, mode: str):
     """The raw op of one mode on the case's inputs (no autograd around it)."""
     x = case.x.detach()
@@ -126,7 +136,7 @@ def measure(sizes: dict[str, int] = SIZES, degrees=DEGREES, reps: int = 5) -> di
                     rows.append(dict(size=name, numel=numel, degree=degree, mode=mode, threads=th,
                                      ns=1e9 * t / numel, gflops=gflops, fma_frac=gflops * 1e9 / peaks[th]["fma"],
                                      floor_frac=arith_floor_s(degree, mode, peaks[th]) * numel / t, gbs=gbs,
-                                     warm_frac=gbs / warm, fresh_frac=gbs / fresh))
+                                     warm_frac=gbs / warm, mem_frac=mem_floor_s(mode, warm, fresh) * numel / t))
                     print(f"{name} d={degree} {mode} {th}t: {rows[-1]['ns']:.2f} ns/element", flush=True)
             del case
     return dict(machine=machine_line("cpu"), thread_counts=thread_counts, peaks=peaks, copies=copies, rows=rows,
@@ -153,14 +163,16 @@ def section(m: dict, command: str) -> str:
     lines += ["", "The op (float32, Chebyshev; forward: y and the statistics; backward: grad_x, no coefficient "
               "gradients). GFLOP/s counts the polynomial arithmetic of `op_counts` (bench/cases.py); "
               "\"of floor\" is the time that arithmetic needs at the measured rates over the op's time; "
-              "\"of copy\" is the op's GB/s over the copy bandwidth at the same size and thread count.", "",
+              "\"of copy\" is the op's GB/s over the warm copy bandwidth at the same size and thread count; "
+              "\"of memory floor\" adds to that traffic's time the first touch of the op's freshly allocated "
+              "output, priced by the fresh copy, over the op's time.", "",
               "| elements | degree | mode | threads | ns/element | GFLOP/s | of FMA peak | of floor | GB/s "
-              "| of copy, warm | of copy, fresh |",
+              "| of copy | of memory floor |",
               "|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in m["rows"]:
         lines.append(f"| {r['size']} | {r['degree']} | {r['mode']} | {r['threads']} | {r['ns']:.3g} | "
                      f"{r['gflops']:.1f} | {100 * r['fma_frac']:.0f}% | {100 * r['floor_frac']:.0f}% | "
-                     f"{r['gbs']:.1f} | {100 * r['warm_frac']:.0f}% | {100 * r['fresh_frac']:.0f}% |")
+                     f"{r['gbs']:.1f} | {100 * r['warm_frac']:.0f}% | {100 * r['mem_frac']:.0f}% |")
     return "\n".join(lines) + "\n"
 
 

@@ -11,7 +11,7 @@ def test_roofline_measures_and_renders():
     m = roofline.measure({"tiny": 4096}, degrees=(2, 22), reps=1)
     assert len(m["rows"]) == 2 * 2 * len(m["thread_counts"])
     for r in m["rows"]:
-        for key in ("ns", "gflops", "fma_frac", "floor_frac", "gbs", "warm_frac", "fresh_frac"):
+        for key in ("ns", "gflops", "fma_frac", "floor_frac", "gbs", "warm_frac", "mem_frac"):
             assert math.isfinite(r[key]) and r[key] > 0, (key, r)
         assert r["floor_frac"] <= 1, r
     text = roofline.section(m, "python bench/roofline.py --sizes tiny")
