@@ -12,8 +12,11 @@ Limits, for 1 thread and for all of torch's threads:
               newly allocated one (fresh: pays the page faults that the op's own freshly
               allocated output pays at 16M), 2 x 4 bytes per element.
 The op: torch.ops.pnn_ext.poly_act / poly_act_backward called directly (no autograd), float32,
-Chebyshev, inputs of bench/cases.py. Every time is the best of --reps repetitions, each a loop
-of calls lasting at least 20 ms, limits and op alike: best against best.
+Chebyshev, inputs of bench/cases.py. Every time is a best, limits and op alike (best against
+best): the op's of --reps loops of calls lasting at least 5 ms each, the copies' likewise, the
+arithmetic peaks' of 50 runs of 2 ms, measured at the start and again at the end of the run (the
+higher kept), so that a busy spell of a shared machine does not lower the limits the op is
+divided by.
 
 Per case: ns/element; GFLOP/s from bench/cases.py's op_counts (the polynomial arithmetic of
 the kernels, bookkeeping not counted) and its fraction of the FMA peak; the fraction of the
@@ -54,7 +57,7 @@ def torch_threads(n: int):
         torch.set_num_threads(old)
 
 
-def best_time(fn, reps: int, min_time: float = 0.02) -> float:
+def best_time(fn, reps: int, min_time: float = 0.005) -> float:
     """Seconds per call of fn(): the best of `reps` loops of calls, each at least min_time long."""
     fn()  # warm-up (first touch, allocator)
     t0 = time.perf_counter()
@@ -108,20 +111,24 @@ def op_call(case: Case, mode: str):
     return lambda: torch.ops.pnn_ext.poly_act_backward(case.grad_y, grad_stats, x, *args, False, "exp")
 
 
-def measure(sizes: dict[str, int] = SIZES, degrees=DEGREES, reps: int = 5) -> dict:
-    """Limits per thread count, and one row per (size, degree, mode, threads)."""
-    load_before = os.getloadavg()[0]
-    all_threads = torch.get_num_threads()
-    thread_counts = sorted({1, all_threads})
-    peaks, copies, rows = {}, {}, []
+def limits(thread_counts, sizes: dict[str, int], reps: int) -> tuple[dict, dict]:
+    """({threads: {kind: FLOP/s}} from _C.arith_peak, {(size, threads): (warm, fresh) copy GB/s})."""
+    peaks, copies = {}, {}
     for th in thread_counts:
         with torch_threads(th):
             peaks[th] = {k: _C.arith_peak(th, k) for k in KINDS}
             for name, numel in sizes.items():
                 copies[(name, th)] = copy_bandwidth(numel, reps)
-        print(f"{th} thread(s): " + ", ".join(f"{k} {v / 1e9:.1f} GFLOP/s" for k, v in peaks[th].items())
-              + "; copy warm/fresh GB/s " + ", ".join(f"{n} {w:.1f}/{f:.1f}" for (n, t), (w, f) in copies.items()
-                                                     if t == th), flush=True)
+    return peaks, copies
+
+
+def measure(sizes: dict[str, int] = SIZES, degrees=DEGREES, reps: int = 10) -> dict:
+    """Limits per thread count (measured before and after the op, the higher kept: a busy spell
+    lowers a limit, never raises it), and one row per (size, degree, mode, threads)."""
+    load_before = os.getloadavg()[0]
+    thread_counts = sorted({1, torch.get_num_threads()})
+    peaks, copies = limits(thread_counts, sizes, reps)
+    rows = []
     for name, numel in sizes.items():
         for degree in degrees:
             case = Case(degree, numel)
@@ -129,16 +136,23 @@ def measure(sizes: dict[str, int] = SIZES, degrees=DEGREES, reps: int = 5) -> di
                 fn = op_call(case, mode)
                 for th in thread_counts:
                     with torch_threads(th):
-                        t = best_time(fn, reps)
-                    warm, fresh = copies[(name, th)]
-                    gbs = BYTES_PER_ELEMENT[mode] * numel / t / 1e9
-                    gflops = flops_per_element(degree, mode) * numel / t / 1e9
-                    rows.append(dict(size=name, numel=numel, degree=degree, mode=mode, threads=th,
-                                     ns=1e9 * t / numel, gflops=gflops, fma_frac=gflops * 1e9 / peaks[th]["fma"],
-                                     floor_frac=arith_floor_s(degree, mode, peaks[th]) * numel / t, gbs=gbs,
-                                     warm_frac=gbs / warm, mem_frac=mem_floor_s(mode, warm, fresh) * numel / t))
+                        t = best_time(fn, reps) / numel
+                    rows.append(dict(size=name, numel=numel, degree=degree, mode=mode, threads=th, ns=1e9 * t,
+                                     gflops=flops_per_element(degree, mode) / t / 1e9,
+                                     gbs=BYTES_PER_ELEMENT[mode] / t / 1e9))
                     print(f"{name} d={degree} {mode} {th}t: {rows[-1]['ns']:.2f} ns/element", flush=True)
             del case
+    peaks_after, copies_after = limits(thread_counts, sizes, reps)
+    for th in thread_counts:
+        peaks[th] = {k: max(peaks[th][k], peaks_after[th][k]) for k in KINDS}
+        print(f"{th} thread(s): " + ", ".join(f"{k} {v / 1e9:.1f} GFLOP/s" for k, v in peaks[th].items()), flush=True)
+    copies = {key: (max(w, copies_after[key][0]), max(f, copies_after[key][1])) for key, (w, f) in copies.items()}
+    for r in rows:
+        warm, fresh = copies[(r["size"], r["threads"])]
+        t = r["ns"] * 1e-9
+        r.update(fma_frac=r["gflops"] * 1e9 / peaks[r["threads"]]["fma"],
+                 floor_frac=arith_floor_s(r["degree"], r["mode"], peaks[r["threads"]]) / t,
+                 warm_frac=r["gbs"] / warm, mem_frac=mem_floor_s(r["mode"], warm, fresh) / t)
     return dict(machine=machine_line("cpu"), thread_counts=thread_counts, peaks=peaks, copies=copies, rows=rows,
                 sizes=sizes, reps=reps, load=(load_before, os.getloadavg()[0]))
 
@@ -148,8 +162,8 @@ def section(m: dict, command: str) -> str:
     sizes = m["sizes"]
     lines = ["## Roofline (CPU): the fused op against this machine's limits", "",
              f"`{command}` on {datetime.date.today()}. {m['machine']}; load average (1 min) {m['load'][0]:.1f} "
-             f"before, {m['load'][1]:.1f} after. Best of {m['reps']} repetitions of ≥ 20 ms each, limits and op "
-             "alike; bench/roofline.py's docstring says how each figure is "
+             f"before, {m['load'][1]:.1f} after. Best times, limits and op alike (the op: of {m['reps']} loops "
+             "of ≥ 5 ms); bench/roofline.py's docstring says how each figure is "
              "measured, [Speed](speed.md#how-the-roofline-is-measured) why.", "",
              "Limits (arithmetic: `_C.arith_peak`, the kernels' instruction-set build; copy: `y.copy_(x)` of "
              "float32, into a preallocated / a newly allocated y):", "",
@@ -180,7 +194,7 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--sizes", default=",".join(SIZES), help=f"comma-separated from {', '.join(SIZES)}")
     ap.add_argument("--degrees", default=",".join(map(str, DEGREES)), help="comma-separated degrees (1..128)")
-    ap.add_argument("--reps", type=int, default=5, help="repetitions per figure, the best kept (default 5)")
+    ap.add_argument("--reps", type=int, default=10, help="repetitions per figure, the best kept (default 10)")
     args = ap.parse_args()
     unknown = [s for s in args.sizes.split(",") if s not in SIZES]
     if unknown:
@@ -190,7 +204,7 @@ def main():
     degrees = tuple(int(d) for d in args.degrees.split(","))
     command = ("python bench/roofline.py" + ("" if args.sizes == ",".join(SIZES) else f" --sizes {args.sizes}")
                + ("" if degrees == DEGREES else f" --degrees {args.degrees}")
-               + ("" if args.reps == 5 else f" --reps {args.reps}"))
+               + ("" if args.reps == 10 else f" --reps {args.reps}"))
     text = section(measure(sizes, degrees, args.reps), command)
     print(text)
     write_section("ROOFLINE", text)

@@ -114,7 +114,9 @@ inline float run_chains(ArithKind kind, int64_t iters) {
 }  // namespace roofline
 
 // FLOP/s of `threads` threads running `kind`'s chains at once (at::parallel_for, one task
-// per thread): the iteration count doubles until one run takes 20 ms, then the best of 5.
+// per thread): the iteration count doubles until one run takes 2 ms, then the best of 50
+// runs. Short runs, many of them: on a shared machine some run between two preemptions
+// (a scheduler slice is a few ms), where a few long runs would all include one.
 double arith_peak(ArithKind kind, int64_t threads) {
   TORCH_CHECK(threads >= 1 && threads <= at::get_num_threads(),
               "arith_peak: threads must be in 1..torch.get_num_threads() = ", at::get_num_threads(), ", got ", threads);
@@ -128,9 +130,9 @@ double arith_peak(ArithKind kind, int64_t threads) {
     return std::chrono::duration<double>(clock::now() - t0).count();
   };
   int64_t iters = 1 << 10;
-  while (run(iters) < 0.02 && iters < (int64_t{1} << 40)) iters *= 2;
+  while (run(iters) < 0.002 && iters < (int64_t{1} << 40)) iters *= 2;
   double best = run(iters);
-  for (int r = 1; r < 5; ++r) best = std::min(best, run(iters));
+  for (int r = 1; r < 50; ++r) best = std::min(best, run(iters));
   for (float s : sink) TORCH_CHECK(std::isfinite(s), "arith_peak: a chain left the finite range (", s, ")");
   return roofline::flops_per_iter(kind) * static_cast<double>(iters) * static_cast<double>(threads) / best;
 }
