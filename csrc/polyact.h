@@ -65,6 +65,10 @@ PNN_HD void poly_value_n(const V* c, int d, const V* t, Basis basis, V* p) {
     for (int u = 0; u < N; ++u) p[u] = acc[u];
     return;
   }
+  if (d == 0) {  // the final step below assumes b_1 = c_1 exists
+    for (int u = 0; u < N; ++u) p[u] = c[0];
+    return;
+  }
   // Clenshaw: b_k = 2t b_{k+1} - b_{k+2} + c_k, p = t b_1 - b_2 + c_0.
   V two_t[N], b1[N], b2[N];
   for (int u = 0; u < N; ++u) {
@@ -80,47 +84,6 @@ PNN_HD void poly_value_n(const V* c, int d, const V* t, Basis basis, V* p) {
     }
   }
   for (int u = 0; u < N; ++u) p[u] = madd(t[u], b1[u], c[0] - b2[u]);
-}
-
-// dp/dt for N arguments (the backward needs no p).
-//   Horner:   p <- p t + c_k,  p' <- p' t + p  (p' updated with the old p; p is carried for p')
-//   Clenshaw: b'_k = 2 b_{k+1} + 2t b'_{k+1} - b'_{k+2},  p' = b_1 + t b'_1 - b'_2
-template <int N, typename V>
-PNN_HD void poly_deriv_n(const V* c, int d, const V* t, Basis basis, V* dp_out) {
-  if (basis == Basis::kMonomial) {
-    V p[N], dp[N];
-    for (int u = 0; u < N; ++u) {
-      p[u] = c[d];
-      dp[u] = V(0);
-    }
-    for (int k = d - 1; k >= 0; --k) {
-      for (int u = 0; u < N; ++u) {
-        dp[u] = madd(dp[u], t[u], p[u]);
-        p[u] = madd(p[u], t[u], c[k]);
-      }
-    }
-    for (int u = 0; u < N; ++u) dp_out[u] = dp[u];
-    return;
-  }
-  V two_t[N], b1[N], b2[N], d1[N], d2[N];
-  for (int u = 0; u < N; ++u) {
-    two_t[u] = t[u] + t[u];
-    b1[u] = c[d];
-    b2[u] = V(0);
-    d1[u] = V(0);
-    d2[u] = V(0);
-  }
-  for (int k = d - 1; k >= 1; --k) {
-    for (int u = 0; u < N; ++u) {
-      V bk = madd(two_t[u], b1[u], c[k] - b2[u]);
-      V dk = madd(two_t[u], d1[u], (b1[u] + b1[u]) - d2[u]);
-      b2[u] = b1[u];
-      b1[u] = bk;
-      d2[u] = d1[u];
-      d1[u] = dk;
-    }
-  }
-  for (int u = 0; u < N; ++u) dp_out[u] = madd(t[u], d1[u], b1[u] - d2[u]);
 }
 
 template <typename V>

@@ -294,14 +294,14 @@ void forward(const at::Tensor& x, const at::Tensor& coeffs, double bound, double
 // ---------------------------------------------------------------- backward
 
 // grad_x = grad_y * p'(x) + g_L/N * sign(x) f'(e) [e > 0], f' = exp(min(e,E)) or 2e (polyact.h)
-// where p'(x) = dp/dt / B. Elements with grad_y == 0 contribute 0 from the
-// polynomial part even where p' overflowed (no 0 * inf = NaN).
-// Coefficient gradients: dL/dc_k = sum_j grad_y_j phi_k(t_j).
-// One run of n elements with element strides gys, xs, gxs (gys = 0: grad_y is one
-// value broadcast, as from y.sum()); any strides, always vectorized.
+// where p'(x) = dp/dt / B is one recurrence of degree d - 1 over the derivative's
+// coefficients dcv (derivative_coeffs in polyact_common.h, 1/B folded in). Elements with grad_y == 0 contribute 0 from
+// the polynomial part even where p' overflowed (no 0 * inf = NaN). Coefficient gradients: dL/dc_k = sum_j grad_y_j
+// phi_k(t_j). One run of n elements with element strides gys, xs, gxs (gys = 0: grad_y is one value broadcast, as from
+// y.sum()); any strides, always vectorized.
 template <typename scalar_t, typename acc_t>
 void backward_run(const scalar_t* gy, int64_t gys, const scalar_t* x, int64_t xs, scalar_t* gx, int64_t gxs, int64_t n,
-                  const CpuParams<acc_t>& P, const Vectorized<acc_t>* cv, acc_t boundary_scale,
+                  const CpuParams<acc_t>& P, const Vectorized<acc_t>* dcv, int dd, acc_t boundary_scale,
                   Vectorized<acc_t>* coeff_acc) {
   using Vec = Vectorized<acc_t>;
   constexpr int64_t W = Vec::size();
@@ -315,11 +315,11 @@ void backward_run(const scalar_t* gy, int64_t gys, const scalar_t* x, int64_t xs
     acc_t s = boundary_scale * boundary_slope(e, P.form);
     return xv < acc_t(0) ? -s : s;
   };
-  // grad_x of one vector of `count` elements at index i0 whose dp/dt is known.
+  // grad_x of one vector of `count` elements at index i0 whose dp/dx is known.
   // Lanes past count have x = 0 and g = 0, and add nothing to the coefficient gradients.
   auto finish = [&](int64_t i0, int64_t count, Vec xv, Vec g, Vec t, Vec dp) {
     dp = fix_overflow_vec(dp, xv, t, P.lead, dlead);
-    Vec gxv = Vec::blendv(g * dp * vinv, zero, g == zero);
+    Vec gxv = Vec::blendv(g * dp, zero, g == zero);
     const Vec e = xv.abs() - vthr;
     if (boundary_scale != acc_t(0) && any_lane(e > zero)) {
       if constexpr (std::is_same_v<acc_t, float>) {
@@ -347,7 +347,7 @@ void backward_run(const scalar_t* gy, int64_t gys, const scalar_t* x, int64_t xs
       g[u] = load_vec<scalar_t, acc_t>(gy + (i + u * W) * gys, gys, W);
       t[u] = xv[u] * vinv;
     }
-    poly_deriv_n<kUnroll>(cv, d, t, P.basis, dp);
+    poly_value_n<kUnroll>(dcv, dd, t, P.basis, dp);
     for (int u = 0; u < kUnroll; ++u) finish(i + u * W, W, xv[u], g[u], t[u], dp[u]);
   }
   for (; i < n; i += W) {
@@ -355,9 +355,7 @@ void backward_run(const scalar_t* gy, int64_t gys, const scalar_t* x, int64_t xs
     const Vec xv = load_vec<scalar_t, acc_t>(x + i * xs, xs, cnt);
     const Vec g = load_vec<scalar_t, acc_t>(gy + i * gys, gys, cnt);
     const Vec t = xv * vinv;
-    Vec dp;
-    poly_deriv_n<1>(cv, d, &t, P.basis, &dp);
-    finish(i, cnt, xv, g, t, dp);
+    finish(i, cnt, xv, g, t, poly_value(dcv, dd, t, P.basis));
   }
 }
 
@@ -381,9 +379,11 @@ void backward(const at::Tensor& grad_y, double grad_boundary, const at::Tensor& 
       using Vec = Vectorized<acc_t>;
       const auto P = make_params<acc_t>(coeffs, bound, alpha, basis, form);
       const acc_t boundary_scale = static_cast<acc_t>(grad_boundary / static_cast<double>(numel));
+      std::array<acc_t, kMaxDegree + 1> dcoeffs;
+      const int dd = derivative_coeffs(P.coeffs, degree, basis, 1.0 / bound, dcoeffs.data());
       at::parallel_for(0, chunks, 1, [&](int64_t c0, int64_t c1) {
-        std::array<Vec, kMaxDegree + 1> cv;
-        for (int k = 0; k <= degree; ++k) cv[k] = Vec(P.coeffs[k]);
+        std::array<Vec, kMaxDegree + 1> dcv;
+        for (int k = 0; k <= dd; ++k) dcv[k] = Vec(dcoeffs[k]);
         std::array<Vec, kMaxDegree + 1> acc_v;
         for (int64_t c = c0; c < c1; ++c) {
           if (grad_coeffs) std::fill(acc_v.begin(), acc_v.begin() + degree + 1, Vec(0));
@@ -402,8 +402,8 @@ void backward(const at::Tensor& grad_y, double grad_boundary, const at::Tensor& 
                 auto* gyp = reinterpret_cast<const scalar_t*>(data[1] + j * strides[4] + i0 * strides[1]);
                 auto* xp = reinterpret_cast<const scalar_t*>(data[2] + j * strides[5] + i0 * strides[2]);
                 backward_run<scalar_t, acc_t>(gyp, strides[1] / sizeof(scalar_t), xp, strides[2] / sizeof(scalar_t),
-                                              gxp, strides[0] / sizeof(scalar_t), len, P, cv.data(), boundary_scale,
-                                              grad_coeffs ? acc_v.data() : nullptr);
+                                              gxp, strides[0] / sizeof(scalar_t), len, P, dcv.data(), dd,
+                                              boundary_scale, grad_coeffs ? acc_v.data() : nullptr);
               }
             }
           };
