@@ -76,11 +76,19 @@ PNN_HD void poly_value_n(const V* c, int d, const V* t, Basis basis, V* p) {
     b1[u] = c[d];
     b2[u] = V(0);
   }
-  for (int k = d - 1; k >= 1; --k) {
+  // Two steps per iteration: b_k overwrites b_{k+2} and b_{k-1} overwrites b_{k+1},
+  // so the pair swaps roles instead of being copied (the copies cost as many
+  // instructions as the arithmetic). Invariant at the loop head: b1 = b_{k+1}, b2 = b_{k+2}.
+  int k = d - 1;
+  for (; k >= 2; k -= 2) {
+    for (int u = 0; u < N; ++u) b2[u] = madd(two_t[u], b1[u], c[k] - b2[u]);
+    for (int u = 0; u < N; ++u) b1[u] = madd(two_t[u], b2[u], c[k - 1] - b1[u]);
+  }
+  if (k == 1) {
     for (int u = 0; u < N; ++u) {
-      V bk = madd(two_t[u], b1[u], c[k] - b2[u]);
+      const V b = madd(two_t[u], b1[u], c[1] - b2[u]);
       b2[u] = b1[u];
-      b1[u] = bk;
+      b1[u] = b;
     }
   }
   for (int u = 0; u < N; ++u) p[u] = madd(t[u], b1[u], c[0] - b2[u]);
