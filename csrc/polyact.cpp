@@ -18,6 +18,7 @@
 #include <cstdlib>
 #include <string>
 
+#include "cpu/huge_pages.h"
 #include "cpu/polyact_cpu.h"
 #include "polyact_checks.h"
 
@@ -59,7 +60,7 @@ std::tuple<at::Tensor, at::Tensor> poly_act_cpu(const at::Tensor& x, const at::T
   check_forward_args(x, coeffs, bound, alpha);
   const Basis b = parse_basis(basis);
   const BoundaryForm f = parse_boundary_form(boundary_form);
-  at::Tensor y = at::empty_like(x);  // keeps x's strides when x is dense (channels_last too)
+  at::Tensor y = empty_output_like(x);  // keeps x's strides when x is dense (channels_last too)
   at::Tensor stats = at::empty({3}, x.options().dtype(accumulate_type(x.scalar_type())));
   const at::Tensor c = coeffs.contiguous();
   switch (cpu_capability()) {
@@ -78,7 +79,7 @@ std::tuple<at::Tensor, at::Tensor> poly_act_backward_cpu(const at::Tensor& grad_
   check_backward_args(grad_y, grad_stats, x);
   const Basis b = parse_basis(basis);
   const BoundaryForm f = parse_boundary_form(boundary_form);
-  at::Tensor grad_x = at::empty_like(x);
+  at::Tensor grad_x = empty_output_like(x);
   at::Tensor grad_coeffs = at::empty({coeffs_grad ? coeffs.numel() : 0}, coeffs.options());
   const at::Tensor c = coeffs.contiguous();
   const double g_boundary = grad_stats[0].item<double>();  // a CPU tensor: no device sync
