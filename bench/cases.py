@@ -223,24 +223,28 @@ class Case:
 
 
 # The arithmetic of the fused CPU kernels per element, Chebyshev basis, float32: the
-# polynomial's vector operations as csrc/polyact.h writes them (poly_value_n, poly_deriv_n),
-# and the scaling around them in csrc/cpu/polyact_cpu_impl.h. Range statistics, the boundary
-# term, NaN/overflow checks and masks are bookkeeping, not counted: they are what keeps the
-# op from its arithmetic limit. Update this with the kernels (bench/roofline.py and the
+# polynomial's vector operations as csrc/polyact.h writes them (poly_value_n), and the
+# scaling around them in csrc/cpu/polyact_cpu_impl.h. Range statistics, the boundary term,
+# NaN/overflow checks and masks are bookkeeping, not counted: they are what keeps the op
+# from its arithmetic limit. Update this with the kernels (bench/roofline.py and the
 # GFLOP/s columns of docs/benchmarks.md use it).
+def _clenshaw(degree: int) -> dict[str, int]:
+    """poly_value_n at one degree D: 2t (add); D - 1 steps b = 2t b1 + (c_k - b2) (1 FMA + 1 sub);
+    p = t b1 + (c_0 - b2) (1 FMA + 1 sub). Degree 0 is the constant: no arithmetic."""
+    return {"fma": degree, "add": degree + 1} if degree >= 1 else {"fma": 0, "add": 0}
+
+
 def op_counts(degree: int, mode: str) -> dict[str, int]:
     """{"fma", "mul", "add"}: vector operations per element of one forward or backward.
 
-    forward   t = x / B (mul), 2t (add); d - 1 Clenshaw steps b = 2t b1 + (c_k - b2)
-              (1 FMA + 1 sub); p = t b1 + (c_0 - b2) (1 FMA + 1 sub)
-    backward  t, 2t; d - 1 steps of b and of b' = 2t b'1 + (2 b1 - b'2) (2 FMA + 3 add/sub);
-              p' = t b'1 + (b1 - b'2) (1 FMA + 1 sub); grad_y * p' / B (2 mul)
+    forward   t = x / B (mul), Clenshaw of degree d over the coefficients
+    backward  t = x / B (mul), Clenshaw of degree d - 1 over the derivative's coefficients
+              (derivative_coeffs in csrc/polyact_common.h, 1/B folded in), grad_y * p' (mul)
     """
-    steps = degree - 1
     if mode == "forward":
-        return {"fma": steps + 1, "mul": 1, "add": 1 + steps + 1}
+        return {**_clenshaw(degree), "mul": 1}
     if mode == "backward":
-        return {"fma": 2 * steps + 1, "mul": 3, "add": 1 + 3 * steps + 1}
+        return {**_clenshaw(degree - 1), "mul": 2}
     raise ValueError(f"mode must be 'forward' or 'backward', got {mode!r}")
 
 

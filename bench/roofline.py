@@ -8,9 +8,10 @@ Limits, for 1 thread and for all of torch's threads:
   arithmetic  _C.arith_peak (csrc/cpu/roofline_impl.h): vector FMA, add, and Clenshaw-step
               (1 FMA + 1 sub) throughput of the kernels' own instruction-set build, from many
               independent chains in registers;
-  memory      copy bandwidth y.copy_(x) at each size, into a preallocated y (warm) and into a
-              newly allocated one (fresh: pays the page faults that the op's own freshly
-              allocated output pays at 16M), 2 x 4 bytes per element.
+  memory      copy bandwidth y.copy_(x) at each size, 2 x 4 bytes per element, into a
+              preallocated y (warm), into a newly allocated one (fresh: its page faults), and
+              into a newly allocated one advised to use huge pages from 4 MB as the op's own
+              outputs are (csrc/cpu/huge_pages.h; what the op's first touch costs at best).
 The op: torch.ops.pnn_ext.poly_act / poly_act_backward called directly (no autograd), float32,
 Chebyshev, inputs of bench/cases.py. Every time is a best, limits and op alike (best against
 best): the op's of --reps loops of calls lasting at least 5 ms each, the copies' likewise, the
@@ -29,8 +30,10 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import ctypes
 import datetime
 import math
+import mmap
 import os
 import time
 
@@ -45,6 +48,11 @@ DEGREES = (2, 8, 22, 64)
 MODES = ("forward", "backward")
 BYTES_PER_ELEMENT = {"forward": 2 * 4, "backward": 3 * 4}  # float32 x, y | x, grad_y, grad_x
 KINDS = ("fma", "add", "clenshaw")
+# The op's outputs from this size on are advised to use 2 MiB pages (kHugePageMinBytes in
+# csrc/cpu/huge_pages.h): the fresh copy that prices their first touch does the same.
+HUGE_PAGE_MIN_BYTES = 4 << 20
+HUGE_PAGE = 2 << 20
+_LIBC = ctypes.CDLL(None, use_errno=True)
 
 
 @contextlib.contextmanager
@@ -72,14 +80,28 @@ def best_time(fn, reps: int, min_time: float = 0.005) -> float:
     return best
 
 
-def copy_bandwidth(numel: int, reps: int) -> tuple[float, float]:
-    """(warm, fresh) GB/s of y.copy_(x), 2 x 4 bytes per element, at torch's current thread count."""
+def empty_huge_like(x: torch.Tensor) -> torch.Tensor:
+    """empty_like(x) with the 2 MiB-aligned interior of a block of 4 MB or more advised to use huge
+    pages (madvise MADV_HUGEPAGE), as csrc/cpu/huge_pages.h does for the op's outputs."""
+    out = torch.empty_like(x)
+    nbytes = out.numel() * out.element_size()
+    if nbytes >= HUGE_PAGE_MIN_BYTES and hasattr(mmap, "MADV_HUGEPAGE"):
+        first = (out.data_ptr() + HUGE_PAGE - 1) & ~(HUGE_PAGE - 1)
+        last = (out.data_ptr() + nbytes) & ~(HUGE_PAGE - 1)
+        if last > first:  # advice only: a kernel without THP leaves ordinary pages
+            _LIBC.madvise(ctypes.c_void_p(first), ctypes.c_size_t(last - first), mmap.MADV_HUGEPAGE)
+    return out
+
+
+def copy_bandwidth(numel: int, reps: int) -> tuple[float, float, float]:
+    """(warm, fresh, fresh with huge pages) GB/s of y.copy_(x), 2 x 4 bytes per element, at torch's
+    current thread count."""
     x = torch.randn(numel)
     y = torch.empty_like(x)
     nbytes = 2 * x.numel() * x.element_size()
-    warm = best_time(lambda: y.copy_(x), reps)
-    fresh = best_time(lambda: torch.empty_like(x).copy_(x), reps)
-    return nbytes / warm / 1e9, nbytes / fresh / 1e9
+    times = (best_time(lambda: y.copy_(x), reps), best_time(lambda: torch.empty_like(x).copy_(x), reps),
+             best_time(lambda: empty_huge_like(x).copy_(x), reps))
+    return tuple(nbytes / t / 1e9 for t in times)
 
 
 def arith_floor_s(degree: int, mode: str, peaks: dict[str, float]) -> float:
@@ -96,7 +118,8 @@ def arith_floor_s(degree: int, mode: str, peaks: dict[str, float]) -> float:
 def mem_floor_s(mode: str, warm: float, fresh: float) -> float:
     """Seconds per element of the op's traffic at the warm copy bandwidth (GB/s), plus the first
     touch of its one freshly allocated float32 output (y or grad_x) at what a copy into a fresh
-    buffer costs beyond one into a warm buffer: 2 x 4 bytes per element (1/fresh - 1/warm)."""
+    buffer (allocated as the op allocates it) costs beyond one into a warm buffer: 2 x 4 bytes
+    per element (1/fresh - 1/warm)."""
     first_touch = max(0.0, 2 * 4 * (1 / fresh - 1 / warm))
     return (BYTES_PER_ELEMENT[mode] / warm + first_touch) / 1e9
 
@@ -146,9 +169,9 @@ def measure(sizes: dict[str, int] = SIZES, degrees=DEGREES, reps: int = 10) -> d
     for th in thread_counts:
         peaks[th] = {k: max(peaks[th][k], peaks_after[th][k]) for k in KINDS}
         print(f"{th} thread(s): " + ", ".join(f"{k} {v / 1e9:.1f} GFLOP/s" for k, v in peaks[th].items()), flush=True)
-    copies = {key: (max(w, copies_after[key][0]), max(f, copies_after[key][1])) for key, (w, f) in copies.items()}
+    copies = {key: tuple(map(max, bw, copies_after[key])) for key, bw in copies.items()}
     for r in rows:
-        warm, fresh = copies[(r["size"], r["threads"])]
+        warm, _, fresh = copies[(r["size"], r["threads"])]
         t = r["ns"] * 1e-9
         r.update(fma_frac=r["gflops"] * 1e9 / peaks[r["threads"]]["fma"],
                  floor_frac=arith_floor_s(r["degree"], r["mode"], peaks[r["threads"]]) / t,
@@ -166,20 +189,21 @@ def section(m: dict, command: str) -> str:
              "of ≥ 5 ms); bench/roofline.py's docstring says how each figure is "
              "measured, [Speed](speed.md#how-the-roofline-is-measured) why.", "",
              "Limits (arithmetic: `_C.arith_peak`, the kernels' instruction-set build; copy: `y.copy_(x)` of "
-             "float32, into a preallocated / a newly allocated y):", "",
+             "float32 into a preallocated y / a newly allocated y / a newly allocated y advised to use huge "
+             "pages from 4 MB, as the op's outputs are):", "",
              "| threads | FMA GFLOP/s | add GFLOP/s | Clenshaw step (FMA + sub) GFLOP/s | "
-             + " | ".join(f"copy {n} warm / fresh GB/s" for n in sizes) + " |",
+             + " | ".join(f"copy {n} GB/s" for n in sizes) + " |",
              "|---:|---:|---:|---:|" + "---:|" * len(sizes)]
     for th in m["thread_counts"]:
         p = m["peaks"][th]
-        copies = " | ".join("{:.1f} / {:.1f}".format(*m["copies"][(n, th)]) for n in sizes)
+        copies = " | ".join("{:.1f} / {:.1f} / {:.1f}".format(*m["copies"][(n, th)]) for n in sizes)
         lines.append(f"| {th} | {p['fma'] / 1e9:.1f} | {p['add'] / 1e9:.1f} | {p['clenshaw'] / 1e9:.1f} | {copies} |")
     lines += ["", "The op (float32, Chebyshev; forward: y and the statistics; backward: grad_x, no coefficient "
               "gradients). GFLOP/s counts the polynomial arithmetic of `op_counts` (bench/cases.py); "
               "\"of floor\" is the time that arithmetic needs at the measured rates over the op's time; "
               "\"of copy\" is the op's GB/s over the warm copy bandwidth at the same size and thread count; "
               "\"of memory floor\" adds to that traffic's time the first touch of the op's freshly allocated "
-              "output, priced by the fresh copy, over the op's time.", "",
+              "output, priced by the fresh copy with huge pages, over the op's time.", "",
               "| elements | degree | mode | threads | ns/element | GFLOP/s | of FMA peak | of floor | GB/s "
               "| of copy | of memory floor |",
               "|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
