@@ -30,6 +30,9 @@ import pnn_ext
 from pnn_ext import reference
 
 VARIANTS = ("fused", "lean", "compiled", "reference", "power")
+BASELINE = "lean"  # the baseline of every ratio in the tables
+LABELS = {"fused": "fused", "lean": "torch.compile(lean)", "compiled": "torch.compile(reference)",
+          "reference": "eager reference", "power": "power basis"}  # column names of the variants
 # Memory layouts of x and grad_y (see Case._layout): the fused step should cost about the
 # same in each (bench/layouts.py reports them against dense).
 LAYOUTS = ("dense", "grad_broadcast", "transposed", "grad_transposed", "sliced", "channels_last")

@@ -9,8 +9,8 @@ process, after checking each against float64.
 import argparse
 
 # bench/ is on sys.path as the script's directory; pnn_ext is the installed package.
-from cases import Case
-from report import LABELS, machine_line, timed
+from cases import LABELS, Case
+from report import machine_line, timed
 
 
 def main():

@@ -11,9 +11,8 @@ The suite's raw pytest-benchmark JSON is kept in bench/
 
 Each run rewrites only its own section of docs/benchmarks.md (CPU or GPU; a CPU run also
 the ROOFLINE section), so the two can come from different machines. Every number in it
-comes from this script. The baseline of every ratio is ``torch.compile`` of the lean
-formulation a user writes (bench/cases.py, variant "lean"); ``torch.compile`` of the
-reference is a second column.
+comes from this script; every ratio's baseline is cases.BASELINE (torch.compile of the lean
+formulation a user writes), torch.compile of the reference a second column.
 """
 from __future__ import annotations
 
@@ -31,13 +30,8 @@ import torch
 
 # bench/ is on sys.path as the script's directory (pytest: pyproject's pythonpath); pnn_ext is installed.
 import pnn_ext
-from cases import VARIANTS, Case, saved_bytes
+from cases import BASELINE, LABELS, VARIANTS, Case, saved_bytes
 from pnn_ext.models import SmallCNN
-
-# Column names of the variants (bench/cases.py says what each one is).
-LABELS = {"fused": "fused", "lean": "torch.compile(lean)", "compiled": "torch.compile(reference)",
-          "reference": "eager reference", "power": "power basis"}
-BASELINE = "lean"
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
