@@ -111,7 +111,11 @@ inline acc_t fix_overflow(acc_t v, acc_t x_lane, acc_t t_lane, acc_t lead, int l
   return (std::isnan(v) && !std::isnan(x_lane)) ? overflow_value(t_lane, lead, lead_index) : v;
 }
 
-// Independent vectors evaluated together (see poly_value_n).
+// Independent vectors evaluated together (see poly_value_n). Four chains keep the
+// Clenshaw loop in 16 AVX2 registers (b1, b2, 2t per chain and c_k) with no spill;
+// measured on Zen 3 (FMA latency 4): about one cycle per chain step, the latency
+// bound of 4 chains. 8 chains spill b1/b2 to the stack and were 1.4x slower
+// (degree 22 forward 1.84 -> 2.65 ns/element, 256K elements, 1 thread).
 constexpr int kUnroll = 4;
 
 // Elements per row segment when a 2-D block is walked in tiles (see backward()).
