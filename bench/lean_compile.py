@@ -6,10 +6,16 @@ interleaved, median of the repetitions. Prints the CPU, the times and the ratios
     python bench/lean_compile.py [--numel 16777216] [--degree 22] [--reps 7]
 
 Both grads: a dense random grad_y, and ``y.sum()``'s broadcast grad (a stride-0 grad_y).
+
+The op advises its large outputs to use transparent huge pages (csrc/cpu/huge_pages.h);
+``THP_MEM_ALLOC_ENABLE=1 python bench/lean_compile.py`` gives every allocation, the
+baseline's included, the same advice (PyTorch's CPU allocator reads it at start-up): the
+header line says which of the two runs it is.
 """
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import time
 
@@ -43,7 +49,8 @@ def main() -> None:
     x = (torch.randn(args.numel) * bound / 3).requires_grad_()
     compiled = torch.compile(lean)
     print(f"{machine_line('cpu')}; {args.numel} float32 elements, degree {args.degree}, "
-          f"forward + backward with the boundary term, median of {args.reps}")
+          f"forward + backward with the boundary term, median of {args.reps}; "
+          f"THP_MEM_ALLOC_ENABLE={os.environ.get('THP_MEM_ALLOC_ENABLE', 'unset')}")
     for grad_name, grad_y in (("dense grad_y", torch.randn(args.numel)), ("y.sum() (broadcast grad)", None)):
         times = {"fused": [], "compiled lean": []}
         for fn in (fused, compiled):  # warm-up: compilation, first touch

@@ -55,6 +55,8 @@ PNN_HD T madd(T a, T b, T c) {
 // (already broadcast to V). N > 1 interleaves N independent recurrences, so a
 // CPU core overlaps their multiply-add latencies (one chain alone is
 // latency-bound); device code uses N = 1.
+// The benchmarks count its vector operations in bench/cases.py's op_counts (GFLOP/s and
+// the roofline's fractions): a change to the arithmetic here changes op_counts too.
 template <int N, typename V>
 PNN_HD void poly_value_n(const V* c, int d, const V* t, Basis basis, V* p) {
   if (basis == Basis::kMonomial) {
