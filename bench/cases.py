@@ -1,12 +1,17 @@
 """Benchmark cases shared by the pytest-benchmark suite and the report.
 
-Four implementations of one polynomial-activation layer with its boundary term:
+Five implementations of one polynomial-activation layer with its boundary term:
 
   fused      pnn_ext.poly_act (one pass forward, one pass backward)
+  lean       torch.compile(lean): the baseline a user would write, a Clenshaw loop in
+             t = x / B and expm1(clamp(|x| - alpha*B, min=0)).mean(), nothing else (no
+             range statistics, no overflow rules); the primary baseline of every table
+  compiled   torch.compile(pnn_ext.reference.poly_act): the reference with its statistics
+             and overflow rules, which no user writes; a second column
   reference  pnn_ext.reference.poly_act in eager PyTorch (Clenshaw, one op per step)
   power      the published approach: sum(coeffs_x * x.unsqueeze(-1).pow(exponents)) in x,
              boundary loss as a separate eager expression
-  compiled   torch.compile(pnn_ext.reference.poly_act); compilation is warm-up, not timed
+Compilation is warm-up, not timed.
 
 Modes: forward (the training forward: autograd records), backward (the backward of
 one forward done in an untimed setup), full (both). Inputs: N(0, (B/4)^2) clamped
@@ -24,13 +29,18 @@ import error_bounds
 import pnn_ext
 from pnn_ext import reference
 
-VARIANTS = ("fused", "reference", "power", "compiled")
+VARIANTS = ("fused", "lean", "compiled", "reference", "power")
+BASELINE = "lean"  # the baseline of every ratio in the tables
+LABELS = {"fused": "fused", "lean": "torch.compile(lean)", "compiled": "torch.compile(reference)",
+          "reference": "eager reference", "power": "power basis"}  # column names of the variants
 # Memory layouts of x and grad_y (see Case._layout): the fused step should cost about the
 # same in each (bench/layouts.py reports them against dense).
 LAYOUTS = ("dense", "grad_broadcast", "transposed", "grad_transposed", "sliced", "channels_last")
 MODES = ("forward", "backward", "full")
 DEGREES = (2, 4, 8, 16, 22)
 SIZES = {"64K": 64 * 2 ** 10, "1M": 2 ** 20, "16M": 16 * 2 ** 20}
+# Variants that compute in x's own dtype (their rounding bounds use its unit roundoff).
+OWN_DTYPE = ("power", "lean")
 
 
 def degrees_from_env() -> tuple[int, ...]:
@@ -58,9 +68,25 @@ def power_poly_act(x: torch.Tensor, coeffs_x: torch.Tensor, bound: float, alpha:
     return y, boundary
 
 
+def lean(x: torch.Tensor, c: torch.Tensor, bound: float, alpha: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """What a user writes: p(x/B) by Clenshaw's recurrence, and the boundary term."""
+    t = x / bound
+    b1 = torch.zeros_like(t)
+    b2 = torch.zeros_like(t)
+    for k in range(c.numel() - 1, 0, -1):
+        b1, b2 = 2 * t * b1 - b2 + c[k], b1
+    y = t * b1 - b2 + c[0]
+    return y, torch.expm1(torch.clamp(x.abs() - alpha * bound, min=0)).mean()
+
+
 @functools.cache
 def compiled_reference():
     return torch.compile(reference.poly_act)
+
+
+@functools.cache
+def compiled_lean():
+    return torch.compile(lean)
 
 
 class Case:
@@ -122,6 +148,8 @@ class Case:
         if variant == "compiled":
             y, stats = compiled_reference()(self.x, self.coeffs, self.bound, self.alpha, "chebyshev")
             return y, stats[0]
+        if variant == "lean":
+            return compiled_lean()(self.x, self.coeffs, self.bound, self.alpha)
         if variant == "power":
             return power_poly_act(self.x, self.coeffs_x, self.bound, self.alpha)
         raise ValueError(f"unknown variant {variant!r}")
@@ -139,13 +167,14 @@ class Case:
         f, f'), element by element within the rounding bounds of bench/error_bounds.py
         (before any timing). grad_x is judged in three runs: its polynomial part alone
         (g_L = 0), its boundary part alone (grad_y = 0) and both, so neither hides the other.
-        The power variant evaluates monomial coefficients in x: its bound adds theirs."""
+        The power variant evaluates monomial coefficients in x: its bound adds theirs; power and
+        lean compute in x's own dtype (no float32 accumulation for bfloat16): their bounds say so."""
         x, c, b, a = self.x.detach(), self.coeffs, self.bound, self.alpha
         y, boundary = self.forward(variant)
         error_bounds.check(f"{variant} y", y, error_bounds.poly_value64(x, c, b, "chebyshev"),
                            self._value_bound(variant), error_bounds.inside_interval(x, b))
         want = error_bounds.boundary_closed_form(x, b, a, "exp")
-        tol = (error_bounds.boundary_value_bound(x, b, a, "exp", x.dtype, own_dtype=variant == "power")
+        tol = (error_bounds.boundary_value_bound(x, b, a, "exp", x.dtype, own_dtype=variant in OWN_DTYPE)
                + error_bounds.compute_roundoff(x.dtype) * want)
         if not abs(float(boundary.detach()) - want) <= tol:
             raise AssertionError(f"{variant} boundary term {float(boundary.detach())} != {want} (bound {tol:.2e})")
@@ -161,6 +190,9 @@ class Case:
             if variant == "power":  # evaluated in x's own dtype
                 tol = (tol + error_bounds.poly_grad_bound(x, grad_y, self.coeffs_x, 1.0, "monomial", x.dtype, True)
                        + error_bounds.boundary_grad_bound(x, g_l, b, a, "exp", x.dtype, True))
+            elif variant == "lean":  # Clenshaw and the boundary slope in x's own dtype
+                tol = (tol + error_bounds.poly_grad_bound(x, grad_y, c, b, "chebyshev", x.dtype, True)
+                       + error_bounds.boundary_grad_bound(x, g_l, b, a, "exp", x.dtype, True))
             error_bounds.check(f"{variant} grad_x, {part}", gx, want, tol, error_bounds.inside_interval(x, b))
 
     def _value_bound(self, variant):
@@ -168,6 +200,8 @@ class Case:
         tol = error_bounds.value_bound(x, self.coeffs, self.bound, "chebyshev", x.dtype)
         if variant == "power":  # the monomial sum in x, in x's own dtype, with coefficients rounded to it
             tol = tol + error_bounds.value_bound(x, self.coeffs_x, 1.0, "monomial", x.dtype, own_dtype=True)
+        elif variant == "lean":  # Clenshaw in x's own dtype
+            tol = tol + error_bounds.value_bound(x, self.coeffs, self.bound, "chebyshev", x.dtype, own_dtype=True)
         return tol
 
     def runner(self, variant: str, mode: str):
@@ -187,10 +221,40 @@ class Case:
         return per * self.numel * self.x.element_size()
 
     def flops(self, mode: str) -> int:
-        # Clenshaw: 3 flops per step for p, 4 more for p' (d - 1 steps), per element.
-        steps = self.degree - 1
-        per = {"forward": 3 * steps, "backward": 7 * steps, "full": 10 * steps}[mode]
-        return per * self.numel
+        modes = ("forward", "backward") if mode == "full" else (mode,)
+        return sum(flops_per_element(self.degree, m) for m in modes) * self.numel
+
+
+# The arithmetic of the fused CPU kernels per element, Chebyshev basis, float32: the
+# polynomial's vector operations as csrc/polyact.h writes them (poly_value_n), and the
+# scaling around them in csrc/cpu/polyact_cpu_impl.h. Range statistics, the boundary term,
+# NaN/overflow checks and masks are bookkeeping, not counted: they are what keeps the op
+# from its arithmetic limit. Update this with the kernels (bench/roofline.py and the
+# GFLOP/s columns of docs/benchmarks.md use it).
+def _clenshaw(degree: int) -> dict[str, int]:
+    """poly_value_n at one degree D: 2t (add); D - 1 steps b = 2t b1 + (c_k - b2) (1 FMA + 1 sub);
+    p = t b1 + (c_0 - b2) (1 FMA + 1 sub). Degree 0 is the constant: no arithmetic."""
+    return {"fma": degree, "add": degree + 1} if degree >= 1 else {"fma": 0, "add": 0}
+
+
+def op_counts(degree: int, mode: str) -> dict[str, int]:
+    """{"fma", "mul", "add"}: vector operations per element of one forward or backward.
+
+    forward   t = x / B (mul), Clenshaw of degree d over the coefficients
+    backward  t = x / B (mul), Clenshaw of degree d - 1 over the derivative's coefficients
+              (derivative_coeffs in csrc/polyact_common.h, 1/B folded in), grad_y * p' (mul)
+    """
+    if mode == "forward":
+        return {**_clenshaw(degree), "mul": 1}
+    if mode == "backward":
+        return {**_clenshaw(degree - 1), "mul": 2}
+    raise ValueError(f"mode must be 'forward' or 'backward', got {mode!r}")
+
+
+def flops_per_element(degree: int, mode: str) -> int:
+    """Flops of op_counts: an FMA is 2, a multiply or an add 1."""
+    n = op_counts(degree, mode)
+    return 2 * n["fma"] + n["mul"] + n["add"]
 
 
 def saved_bytes(case: Case, variant: str) -> tuple[int, int]:

@@ -6,28 +6,24 @@ interleaved, median of the repetitions. Prints the CPU, the times and the ratios
     python bench/lean_compile.py [--numel 16777216] [--degree 22] [--reps 7]
 
 Both grads: a dense random grad_y, and ``y.sum()``'s broadcast grad (a stride-0 grad_y).
+
+The op advises its large outputs to use transparent huge pages (csrc/cpu/huge_pages.h);
+``THP_MEM_ALLOC_ENABLE=1 python bench/lean_compile.py`` gives every allocation, the
+baseline's included, the same advice (PyTorch's CPU allocator reads it at start-up): the
+header line says which of the two runs it is.
 """
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import time
 
 import torch
 
 import pnn_ext as pnn
+from cases import lean  # the lean formulation, shared with the suite
 from report import machine_line  # bench/: the machine, as the report names it
-
-
-def lean(x: torch.Tensor, c: torch.Tensor, bound: float, alpha: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """What a user writes: p(x/B) by Clenshaw's recurrence, and the boundary term."""
-    t = x / bound
-    b1 = torch.zeros_like(t)
-    b2 = torch.zeros_like(t)
-    for k in range(c.numel() - 1, 0, -1):
-        b1, b2 = 2 * t * b1 - b2 + c[k], b1
-    y = t * b1 - b2 + c[0]
-    return y, torch.expm1(torch.clamp(x.abs() - alpha * bound, min=0)).mean()
 
 
 def fused(x, c, bound, alpha):
@@ -53,7 +49,8 @@ def main() -> None:
     x = (torch.randn(args.numel) * bound / 3).requires_grad_()
     compiled = torch.compile(lean)
     print(f"{machine_line('cpu')}; {args.numel} float32 elements, degree {args.degree}, "
-          f"forward + backward with the boundary term, median of {args.reps}")
+          f"forward + backward with the boundary term, median of {args.reps}; "
+          f"THP_MEM_ALLOC_ENABLE={os.environ.get('THP_MEM_ALLOC_ENABLE', 'unset')}")
     for grad_name, grad_y in (("dense grad_y", torch.randn(args.numel)), ("y.sum() (broadcast grad)", None)):
         times = {"fused": [], "compiled lean": []}
         for fn in (fused, compiled):  # warm-up: compilation, first touch

@@ -18,6 +18,7 @@
 #include <cstdlib>
 #include <string>
 
+#include "cpu/huge_pages.h"
 #include "cpu/polyact_cpu.h"
 #include "polyact_checks.h"
 
@@ -59,7 +60,7 @@ std::tuple<at::Tensor, at::Tensor> poly_act_cpu(const at::Tensor& x, const at::T
   check_forward_args(x, coeffs, bound, alpha);
   const Basis b = parse_basis(basis);
   const BoundaryForm f = parse_boundary_form(boundary_form);
-  at::Tensor y = at::empty_like(x);  // keeps x's strides when x is dense (channels_last too)
+  at::Tensor y = empty_output_like(x);  // keeps x's strides when x is dense (channels_last too)
   at::Tensor stats = at::empty({3}, x.options().dtype(accumulate_type(x.scalar_type())));
   const at::Tensor c = coeffs.contiguous();
   switch (cpu_capability()) {
@@ -78,7 +79,7 @@ std::tuple<at::Tensor, at::Tensor> poly_act_backward_cpu(const at::Tensor& grad_
   check_backward_args(grad_y, grad_stats, x);
   const Basis b = parse_basis(basis);
   const BoundaryForm f = parse_boundary_form(boundary_form);
-  at::Tensor grad_x = at::empty_like(x);
+  at::Tensor grad_x = empty_output_like(x);
   at::Tensor grad_coeffs = at::empty({coeffs_grad ? coeffs.numel() : 0}, coeffs.options());
   const at::Tensor c = coeffs.contiguous();
   const double g_boundary = grad_stats[0].item<double>();  // a CPU tensor: no device sync
@@ -120,9 +121,47 @@ TORCH_LIBRARY_IMPL(pnn_ext, CPU, m) {
 // the registrations above); it also reports which CPU build is in use.
 static PyObject* py_cpu_capability(PyObject*, PyObject*) { return PyUnicode_FromString(pnn::cpu_capability_name()); }
 
-static PyMethodDef kMethods[] = {{"cpu_capability", py_cpu_capability, METH_NOARGS,
-                                  "Instruction set of the CPU kernels in use: 'avx512', 'avx2' or 'default'."},
-                                 {nullptr, nullptr, 0, nullptr}};
+// arith_peak(threads, kind="fma"): FLOP/s of the build in use (cpu/roofline_impl.h), for
+// bench/roofline.py. The GIL is released while it measures; errors become ValueError.
+static PyObject* py_arith_peak(PyObject*, PyObject* args) {
+  long long threads = 0;
+  const char* kind = "fma";
+  if (!PyArg_ParseTuple(args, "L|s", &threads, &kind)) return nullptr;
+  const std::string k(kind);
+  if (k != "fma" && k != "add" && k != "clenshaw") {
+    PyErr_Format(PyExc_ValueError, "arith_peak: kind must be 'fma', 'add' or 'clenshaw', got '%s'", kind);
+    return nullptr;
+  }
+  const pnn::cpu::ArithKind ak = k == "fma"   ? pnn::cpu::ArithKind::kFma
+                                 : k == "add" ? pnn::cpu::ArithKind::kAdd
+                                              : pnn::cpu::ArithKind::kClenshaw;
+  double flops = 0;
+  std::string error;
+  PyThreadState* saved = PyEval_SaveThread();  // no GIL held while it measures
+  try {
+    switch (pnn::cpu_capability()) {
+      case pnn::CpuCapability::kAvx512: flops = pnn::cpu::AVX512::arith_peak(ak, threads); break;
+      case pnn::CpuCapability::kAvx2: flops = pnn::cpu::AVX2::arith_peak(ak, threads); break;
+      default: flops = pnn::cpu::DEFAULT::arith_peak(ak, threads); break;
+    }
+  } catch (const c10::Error& e) {
+    error = e.what_without_backtrace();
+  }
+  PyEval_RestoreThread(saved);
+  if (!error.empty()) {
+    PyErr_SetString(PyExc_ValueError, error.c_str());
+    return nullptr;
+  }
+  return PyFloat_FromDouble(flops);
+}
+
+static PyMethodDef kMethods[] = {
+    {"cpu_capability", py_cpu_capability, METH_NOARGS,
+     "Instruction set of the CPU kernels in use: 'avx512', 'avx2' or 'default'."},
+    {"arith_peak", py_arith_peak, METH_VARARGS,
+     "arith_peak(threads, kind='fma') -> FLOP/s of the CPU build in use on `threads` threads "
+     "(at most torch.get_num_threads()); kind 'fma', 'add' or 'clenshaw' (1 FMA + 1 sub)."},
+    {nullptr, nullptr, 0, nullptr}};
 
 extern "C" PyObject* PyInit__C(void) {
   static PyModuleDef module = {PyModuleDef_HEAD_INIT, "_C", nullptr, -1, kMethods};

@@ -55,6 +55,8 @@ PNN_HD T madd(T a, T b, T c) {
 // (already broadcast to V). N > 1 interleaves N independent recurrences, so a
 // CPU core overlaps their multiply-add latencies (one chain alone is
 // latency-bound); device code uses N = 1.
+// The benchmarks count its vector operations in bench/cases.py's op_counts (GFLOP/s and
+// the roofline's fractions): a change to the arithmetic here changes op_counts too.
 template <int N, typename V>
 PNN_HD void poly_value_n(const V* c, int d, const V* t, Basis basis, V* p) {
   if (basis == Basis::kMonomial) {
@@ -65,6 +67,10 @@ PNN_HD void poly_value_n(const V* c, int d, const V* t, Basis basis, V* p) {
     for (int u = 0; u < N; ++u) p[u] = acc[u];
     return;
   }
+  if (d == 0) {  // the final step below assumes b_1 = c_1 exists
+    for (int u = 0; u < N; ++u) p[u] = c[0];
+    return;
+  }
   // Clenshaw: b_k = 2t b_{k+1} - b_{k+2} + c_k, p = t b_1 - b_2 + c_0.
   V two_t[N], b1[N], b2[N];
   for (int u = 0; u < N; ++u) {
@@ -72,55 +78,22 @@ PNN_HD void poly_value_n(const V* c, int d, const V* t, Basis basis, V* p) {
     b1[u] = c[d];
     b2[u] = V(0);
   }
-  for (int k = d - 1; k >= 1; --k) {
+  // Two steps per iteration: b_k overwrites b_{k+2} and b_{k-1} overwrites b_{k+1},
+  // so the pair swaps roles instead of being copied (the copies cost as many
+  // instructions as the arithmetic). Invariant at the loop head: b1 = b_{k+1}, b2 = b_{k+2}.
+  int k = d - 1;
+  for (; k >= 2; k -= 2) {
+    for (int u = 0; u < N; ++u) b2[u] = madd(two_t[u], b1[u], c[k] - b2[u]);
+    for (int u = 0; u < N; ++u) b1[u] = madd(two_t[u], b2[u], c[k - 1] - b1[u]);
+  }
+  if (k == 1) {
     for (int u = 0; u < N; ++u) {
-      V bk = madd(two_t[u], b1[u], c[k] - b2[u]);
+      const V b = madd(two_t[u], b1[u], c[1] - b2[u]);
       b2[u] = b1[u];
-      b1[u] = bk;
+      b1[u] = b;
     }
   }
   for (int u = 0; u < N; ++u) p[u] = madd(t[u], b1[u], c[0] - b2[u]);
-}
-
-// dp/dt for N arguments (the backward needs no p).
-//   Horner:   p <- p t + c_k,  p' <- p' t + p  (p' updated with the old p; p is carried for p')
-//   Clenshaw: b'_k = 2 b_{k+1} + 2t b'_{k+1} - b'_{k+2},  p' = b_1 + t b'_1 - b'_2
-template <int N, typename V>
-PNN_HD void poly_deriv_n(const V* c, int d, const V* t, Basis basis, V* dp_out) {
-  if (basis == Basis::kMonomial) {
-    V p[N], dp[N];
-    for (int u = 0; u < N; ++u) {
-      p[u] = c[d];
-      dp[u] = V(0);
-    }
-    for (int k = d - 1; k >= 0; --k) {
-      for (int u = 0; u < N; ++u) {
-        dp[u] = madd(dp[u], t[u], p[u]);
-        p[u] = madd(p[u], t[u], c[k]);
-      }
-    }
-    for (int u = 0; u < N; ++u) dp_out[u] = dp[u];
-    return;
-  }
-  V two_t[N], b1[N], b2[N], d1[N], d2[N];
-  for (int u = 0; u < N; ++u) {
-    two_t[u] = t[u] + t[u];
-    b1[u] = c[d];
-    b2[u] = V(0);
-    d1[u] = V(0);
-    d2[u] = V(0);
-  }
-  for (int k = d - 1; k >= 1; --k) {
-    for (int u = 0; u < N; ++u) {
-      V bk = madd(two_t[u], b1[u], c[k] - b2[u]);
-      V dk = madd(two_t[u], d1[u], (b1[u] + b1[u]) - d2[u]);
-      b2[u] = b1[u];
-      b1[u] = bk;
-      d2[u] = d1[u];
-      d1[u] = dk;
-    }
-  }
-  for (int u = 0; u < N; ++u) dp_out[u] = madd(t[u], d1[u], b1[u] - d2[u]);
 }
 
 template <typename V>

@@ -83,6 +83,29 @@ struct ForwardPartial {
   }
 };
 
+// Coefficients of dp/dx = p'(t) / B in the same basis, degree d - 1 (d >= 1, as
+// check_forward_args requires): the backward then evaluates one recurrence of degree d - 1 instead of
+// carrying p and p' together (Clenshaw: 1 FMA + 1 subtraction per step instead of
+// 2 FMAs + 3 additions). Chebyshev: c'_{k-1} = c'_{k+1} + 2k c_k from k = d down
+// to 1, then c'_0 / 2; monomial: c'_k = (k + 1) c_{k+1}. Computed in float64 and
+// rounded once. `out` (d entries) may be c + 1: each step writes the slot it has
+// just read, so the coefficients can be replaced in place, shifted by one.
+template <typename A>
+PNN_HD int derivative_coeffs(const A* c, int d, Basis basis, double inv_bound, A* out) {
+  if (basis == Basis::kMonomial) {
+    for (int k = 0; k < d; ++k) out[k] = static_cast<A>(static_cast<double>(k + 1) * c[k + 1] * inv_bound);
+    return d - 1;
+  }
+  double next = 0, cur = 0;  // c'_{k+1}, c'_k
+  for (int k = d; k >= 1; --k) {
+    const double prev = next + 2.0 * k * static_cast<double>(c[k]);  // c'_{k-1}
+    out[k - 1] = static_cast<A>((k == 1 ? 0.5 : 1.0) * prev * inv_bound);
+    next = cur;
+    cur = prev;
+  }
+  return d - 1;
+}
+
 // Coefficient gradients dL/dc_k = sum_j g_j phi_k(t_j), with phi_0 = 1, phi_1 = t,
 // phi_{k+1} = t phi_k (monomial) or 2t phi_k - phi_{k-1} (Chebyshev). Adds
 // g * phi_k(t) to acc[k - k0] for k in [k0, min(k0 + SLICE - 1, d)]: all of them

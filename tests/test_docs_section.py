@@ -37,7 +37,7 @@ def test_every_docs_section_a_script_writes_exists():
     wanted = {"training-results.md": ["training"], "finetune.md": ["finetune"], "encrypted.md": ["he"],
               "convert.md": ["convert-zoo"], "speed.md": ["lean-compile"],
               "stability.md": ["stability-matters", "stability-cliff", "stability-auto", "stability-cell-by-cell"],
-              "benchmarks.md": ["CPU", "GPU", "PTXAS", "LAYOUTS"]}
+              "benchmarks.md": ["CPU", "GPU", "PTXAS", "LAYOUTS", "ROOFLINE"]}
     for page, names in wanted.items():
         text = open(os.path.join(ROOT, "docs", page)).read()
         for name in names:

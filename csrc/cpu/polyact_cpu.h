@@ -23,5 +23,19 @@ PNN_DECLARE_CPU_KERNELS(AVX2)
 PNN_DECLARE_CPU_KERNELS(AVX512)
 #undef PNN_DECLARE_CPU_KERNELS
 
+// The vector operations whose peak rate roofline_impl.h measures (bench/roofline.py).
+enum class ArithKind { kFma, kAdd, kClenshaw };
+
+// FLOP/s of `threads` threads of one instruction-set build (roofline_impl.h).
+#define PNN_DECLARE_ROOFLINE(CAP)                     \
+  namespace CAP {                                     \
+  double arith_peak(ArithKind kind, int64_t threads); \
+  }
+
+PNN_DECLARE_ROOFLINE(DEFAULT)
+PNN_DECLARE_ROOFLINE(AVX2)
+PNN_DECLARE_ROOFLINE(AVX512)
+#undef PNN_DECLARE_ROOFLINE
+
 }  // namespace cpu
 }  // namespace pnn

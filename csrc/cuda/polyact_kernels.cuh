@@ -209,6 +209,14 @@ __global__ void __launch_bounds__(kThreads) backward_kernel(BackwardArgs<scalar_
   load_coeffs(P, c);
   const int lead = leading_index(c, d);
   const int dlead = lead > 0 ? lead - 1 : 0;
+  const acc_t lead_value = c[lead];
+  // dp/dx = p'(t) / B by one recurrence of degree dd over the derivative's coefficients
+  // (1/B folded in), computed once per block in place of c (accumulate_basis needs no c).
+  __syncthreads();  // every thread has read c[lead]
+  if (threadIdx.x == 0) derivative_coeffs(c, d, P.basis, 1.0 / static_cast<double>(P.bound), c + 1);
+  const int dd = d - 1;  // d >= 1 (check_forward_args)
+  __syncthreads();
+  const acc_t* dc = c + 1;
   // g_L / N, read on the device: the host never waits for the loss.
   const acc_t boundary_scale = static_cast<acc_t>(static_cast<double>(a.grad_stats[0]) / static_cast<double>(a.n));
   const acc_t g_broadcast = a.grad_y_broadcast ? static_cast<acc_t>(a.grad_y[0]) : acc_t(0);
@@ -220,10 +228,10 @@ __global__ void __launch_bounds__(kThreads) backward_kernel(BackwardArgs<scalar_
 #pragma unroll
   for (int j = 0; j < kAcc; ++j) cacc[j] = 0;
 
-  // grad_x of one element whose dp/dt is known.
+  // grad_x of one element whose dp/dx is known.
   auto grad_x_of = [&](acc_t xv, acc_t g, acc_t t, acc_t dp) -> acc_t {
-    if (isnan(dp) && !isnan(xv)) dp = overflow_value(t, c[lead], dlead);
-    acc_t out = g == acc_t(0) ? acc_t(0) : g * dp * P.inv_bound;
+    if (isnan(dp) && !isnan(xv)) dp = overflow_value(t, lead_value, dlead);
+    acc_t out = g == acc_t(0) ? acc_t(0) : g * dp;
     const acc_t e = fabs(xv) - P.threshold;
     if (e > acc_t(0) && boundary_scale != acc_t(0)) {
       const acc_t s = boundary_scale * boundary_slope(e, FORM);
@@ -256,7 +264,7 @@ __global__ void __launch_bounds__(kThreads) backward_kernel(BackwardArgs<scalar_
     if (writes_grad_x) {
       acc_t dp[VEC];
       scalar_t out[VEC];
-      poly_deriv_n<VEC>(c, d, t, P.basis, dp);
+      poly_value_n<VEC>(dc, dd, t, P.basis, dp);
 #pragma unroll
       for (int l = 0; l < VEC; ++l) out[l] = static_cast<scalar_t>(grad_x_of(xv[l], g[l], t[l], dp[l]));
       store_n<VEC, ALIGNED>(a.grad_x, i, out);
@@ -271,9 +279,7 @@ __global__ void __launch_bounds__(kThreads) backward_kernel(BackwardArgs<scalar_
     const acc_t g = a.grad_y_broadcast ? g_broadcast : static_cast<acc_t>(a.grad_y[i]);
     const acc_t t = xv * P.inv_bound;
     if (writes_grad_x) {
-      acc_t dp;
-      poly_deriv_n<1>(c, d, &t, P.basis, &dp);
-      a.grad_x[i] = static_cast<scalar_t>(grad_x_of(xv, g, t, dp));
+      a.grad_x[i] = static_cast<scalar_t>(grad_x_of(xv, g, t, poly_value(dc, dd, t, P.basis)));
     }
     if constexpr (SLICE > 0) accumulate_basis<SLICE>(g, t, d, k0, P.basis, cacc);
   }
