@@ -209,9 +209,9 @@ def decomposed(x: torch.Tensor, coeffs: torch.Tensor, bound: float, alpha: float
     neighbours (BatchNorm, bias, residual add) under ``torch.compile``, where the fused op is
     opaque to it. Same (y, stats) and gradients as the op, to float32 rounding: y with the
     overflow rule (+-inf, never NaN), L summed in float64 with its linear continuation, the
-    detached max|x| and fraction outside [-B, B]; its backward is autograd's (AOTAutograd
-    recomputes the chain from x rather than saving it). Eager, it is slow (one kernel per step
-    of the recurrence). ``impl="decomposed"`` of :func:`poly_act` runs it."""
+    detached max|x| and fraction outside [-B, B]; its backward is autograd's through these
+    operations. Eager, it is slow (one kernel per step of the recurrence). ``impl="decomposed"``
+    of :func:`poly_act` runs it."""
     reference.check_args(x, coeffs, bound, alpha, basis, boundary_form)
     acc = reference.compute_dtype(x.dtype)
     xa = x.to(acc)
