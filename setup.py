@@ -191,9 +191,13 @@ def write_build_ninja(path, sources, target, use_cuda):
     py_includes = sorted({sysconfig.get_paths()["include"], sysconfig.get_paths()["platinclude"]})
     includes = include_paths(device_type="cpu") + py_includes
     cxx = shlex.split(os.environ.get("CXX", "g++"))
+    # -fopenmp: at::parallel_for is a header template that runs its body serially unless the
+    # extension itself is compiled with OpenMP (ParallelOpenMP.h tests _OPENMP), and
+    # -Wno-unknown-pragmas hid the ignored "#pragma omp parallel". The link's libgomp.so.1
+    # is the one torch has already loaded (same soname), so torch.set_num_threads governs it.
     cxxflags = opt + ([] if DEBUG else ["-DNDEBUG"]) + \
-        ["-std=c++20", "-fPIC", "-Wall", "-Wno-unknown-pragmas"] + defines
-    ldflags = ["-shared"] + [f"-L{d}" for d in library_paths(device_type="cpu")] + \
+        ["-std=c++20", "-fPIC", "-fopenmp", "-Wall", "-Wno-unknown-pragmas"] + defines
+    ldflags = ["-shared", "-fopenmp"] + [f"-L{d}" for d in library_paths(device_type="cpu")] + \
         ["-lc10", "-ltorch", "-ltorch_cpu", "-ltorch_python"]
     lines = ["ninja_required_version = 1.3",
              f"cxx = {q(cxx)}",
