@@ -76,6 +76,41 @@ def test_each_layer_gets_margin_times_its_quantile(scale):
     assert polys[0].bound * 0.25 == pytest.approx(3.0 * float(torch.quantile(first, 0.99)), rel=1e-3)
 
 
+def test_recalibration_measures_every_layer_before_moving_any():
+    """sequential=False (--recalibrate-epoch): each layer's B comes from the inputs it sees
+    with the B the network was trained at; the sequential pass instead measures layer 2
+    behind an already-moved layer 1, whose inputs past its new B blow up (here: the
+    quantile-based B of layer 1 leaves 1 % of its inputs outside the interval)."""
+    x = torch.randn(512, 20, generator=torch.Generator().manual_seed(3))
+    seen = []
+    model = mlp()
+    polys = list(pnn_ext.nn.poly_modules(model))
+    hooks = [m.register_forward_pre_hook(lambda mod, a: seen.append(a[0].detach().double().abs().flatten()))
+             for m in polys]
+    with torch.random.fork_rng(devices=[]), torch.no_grad():
+        model.train()(x)
+    for h in hooks:
+        h.remove()
+    together = calibrate(model, x, quantile=0.99, margin=0.25, sequential=False)  # B = q
+    for r, v, m in zip(together, seen, polys):
+        assert r["quantile_abs_x"] == pytest.approx(float(torch.quantile(v, 0.99)), rel=1e-4)
+        assert m.bound == r["bound"] == pytest.approx(r["quantile_abs_x"], rel=1e-6)
+    one_by_one = calibrate(mlp(), x, quantile=0.99, margin=0.25)
+    assert one_by_one[0]["bound"] == pytest.approx(together[0]["bound"], rel=1e-6)
+    assert one_by_one[1]["max_abs_x"] > 2 * together[1]["max_abs_x"]  # 26 against 9.7
+
+
+def test_non_finite_inputs_name_the_layer():
+    model = mlp()
+    with torch.no_grad():
+        model[1].weight[0, 0] = float("nan")
+    before = [m.bound for m in pnn_ext.nn.poly_modules(model)]
+    for sequential in (True, False):
+        with pytest.raises(ValueError, match=r"inputs of layer '2' are not finite"):
+            calibrate(model, torch.randn(64, 20), quantile=0.999, margin=2.5, sequential=sequential)
+        assert [m.bound for m in pnn_ext.nn.poly_modules(model)] == before
+
+
 def test_dead_layer_gets_a_positive_bound():
     model = mlp()
     with torch.no_grad():

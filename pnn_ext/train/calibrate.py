@@ -63,14 +63,30 @@ def input_weight(x: torch.Tensor, bound: float, floor: float = WEIGHT_FLOOR):
 
 
 def calibrate(model: nn.Module, x: torch.Tensor, quantile: float, margin: float, seed: int = 0,
-              method: str = fitting.METHOD, auto_bound: bool = True, weighted: bool = False) -> list[dict]:
+              method: str = fitting.METHOD, auto_bound: bool = True, weighted: bool = False,
+              sequential: bool = True) -> list[dict]:
     """Set every PolyActivation's B in ``model`` from one forward of ``x`` (B = margin x
     quantile / alpha^2; with ``auto_bound`` False each keeps its B), the polynomial
     refitted there by ``method``, weighted by the inputs measured when ``weighted``;
-    returns per layer {"layer", "quantile_abs_x", "max_abs_x", "bound", "weighted"}."""
+    returns per layer {"layer", "quantile_abs_x", "max_abs_x", "bound", "weighted"}.
+
+    ``sequential`` (initialisation): each layer is moved just before it runs, so later
+    layers are measured behind calibrated ones. ``sequential=False`` (recalibrating a
+    trained network, whose B fit the inputs its layers see): every layer is measured in
+    the one pass with the B it has, then all are moved. Moving an early layer first would
+    there hand the later ones its inputs past the new, tighter B blown up by the
+    polynomial (1e6 at 1.3 B, degree 22), and through BatchNorm's batch statistics spoil
+    every value of the batch: a later layer then measured a quantile of 0.1 and overflowed.
+    """
     polys = [(name, m) for name, m in model.named_modules() if isinstance(m, PolyActivation)]
     records: dict[str, dict] = {}
+    later: dict[str, tuple] = {}  # sequential=False: name -> (module, bound, signed inputs)
     gen = torch.Generator().manual_seed(seed)
+
+    def move(name: str, module: PolyActivation, bound: float, signed: torch.Tensor, q: float, top: float):
+        module.set_bound(bound, method=method, weight=input_weight(signed, bound) if weighted else None)
+        records[name] = {"layer": name, "quantile_abs_x": q, "max_abs_x": top, "bound": module.bound,
+                         "weighted": weighted}
 
     def hook(name: str):
         def pre(module: PolyActivation, args):
@@ -79,12 +95,16 @@ def calibrate(model: nn.Module, x: torch.Tensor, quantile: float, margin: float,
                 signed = signed[torch.randperm(signed.numel(), generator=gen)[:MAX_VALUES].to(signed.device)]
             v = signed.abs()
             q, top = float(torch.quantile(v, quantile)), float(v.max())
+            if not (np.isfinite(q) and np.isfinite(top)):
+                raise ValueError(f"calibration: the inputs of layer {name!r} are not finite (an earlier layer's "
+                                 f"polynomial overflowed, or the network has diverged): no B can be measured")
             bound = margin * max(q, FLOOR) / module.alpha ** 2 if auto_bound else module.bound
-            seen = records.get(name)
-            if seen is None or bound > seen["bound"]:
-                module.set_bound(bound, method=method, weight=input_weight(signed, bound) if weighted else None)
-                records[name] = {"layer": name, "quantile_abs_x": q, "max_abs_x": top, "bound": module.bound,
-                                 "weighted": weighted}
+            seen = records.get(name) if sequential else later.get(name)
+            if seen is None or bound > (seen["bound"] if sequential else seen[1]):
+                if sequential:
+                    move(name, module, bound, signed, q, top)
+                else:
+                    later[name] = (module, bound, signed, q, top)
         return pre
 
     bn = [b for m in model.modules() if isinstance(m, _BatchNorm) for b in m.buffers(recurse=False)]
@@ -102,18 +122,22 @@ def calibrate(model: nn.Module, x: torch.Tensor, quantile: float, margin: float,
         for b, s in zip(bn, saved_bn):
             b.copy_(s)
         model.train(was_training)
+    for name, (module, bound, signed, q, top) in later.items():
+        move(name, module, bound, signed, q, top)
     return [records[name] for name, _ in polys if name in records]
 
 
-def calibrate_run(model: nn.Module, train_set, cfg, device: torch.device, auto_bound: bool | None = None) -> list[dict]:
+def calibrate_run(model: nn.Module, train_set, cfg, device: torch.device, auto_bound: bool | None = None,
+                  sequential: bool = True) -> list[dict]:
     """pnn-train's calibration (--bound auto, --fit-weight inputs, and --recalibrate-epoch with
-    ``auto_bound`` True): cfg.calibrate_samples training samples chosen by the run's seed."""
+    ``auto_bound`` True, ``sequential`` False): cfg.calibrate_samples training samples chosen by
+    the run's seed."""
     xs = train_set.tensors[0]
     pick = torch.randperm(len(xs), generator=torch.Generator().manual_seed(cfg.seed))[:cfg.calibrate_samples]
     try:
         return calibrate(model, xs[pick].to(device), cfg.calibrate_quantile, cfg.calibrate_margin, cfg.seed,
                          cfg.fit_method, auto_bound=cfg.bound == "auto" if auto_bound is None else auto_bound,
-                         weighted=cfg.fit_weight == "inputs")
+                         weighted=cfg.fit_weight == "inputs", sequential=sequential)
     except ValueError as e:
         if "Expected more than 1 value per channel" not in str(e):
             raise

@@ -281,7 +281,8 @@ class Trainer:
         """--recalibrate-epoch: B per layer from the inputs the trained layers see now, the
         polynomials refitted there; saved at once, so a resume or rollback from here on
         finds the new B (and does not measure again)."""
-        self.recalibration = calibrate_run(self.model, self.data.train, self.cfg, self.device, auto_bound=True)
+        self.recalibration = calibrate_run(self.model, self.data.train, self.cfg, self.device, auto_bound=True,
+                                           sequential=False)
         self.log(f"recalibrated after epoch {self.epoch}: B = " +
                  ", ".join(f"{r['bound']:.3g}" for r in self.recalibration))
         self.save(best=False)
