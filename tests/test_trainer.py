@@ -597,3 +597,24 @@ def test_a_trainer_loads_its_data_and_checks_a_resume_against_it(tmp_path):
     with pytest.raises(checkpoint.CheckpointError, match=r"was made for data with in_shape \(4,\), this run's "
                                                          r"data has \[5\]"):
         _trainer(tmp_path, other, epochs=2, resume="last")
+
+
+@pytest.mark.parametrize("activation, module", [("silu", torch.nn.SiLU), ("gelu", torch.nn.GELU)])
+def test_exact_baselines_replace_every_relu(activation, module, tmp_path, capsys):
+    """--activation silu/gelu: the network a smooth --target approximates, run exactly
+    (no ReLU and no polynomial left), trained and reloaded as such."""
+    from pnn_ext.train import build_model, load_run
+    from pnn_ext.train.cli import main as train_main
+    for name, shape, layout in (("small-cnn", (1, 8, 8), "image"), ("resnet18", (3, 8, 8), "image"),
+                                ("mlp", (64,), "features")):
+        model = build_model(TrainConfig(model=name, activation=activation), shape, layout, 10)
+        kinds = {type(m) for m in model.modules()}
+        assert module in kinds and torch.nn.ReLU not in kinds and pnn_ext.PolyActivation not in kinds, name
+    out = tmp_path / activation
+    assert train_main(["--dataset", "digits", "--activation", activation, "--epochs", "1", "--max-steps", "3",
+                       "--no-progress", "--no-plots", "--out-dir", str(out)]) == 0
+    assert f"small-cnn on digits, {activation}:" in capsys.readouterr().out
+    model, cfg, _ = load_run(str(out))
+    assert cfg.activation == activation and any(isinstance(m, module) for m in model.modules())
+    with pytest.raises(ValueError, match="activation must be one of"):
+        TrainConfig(activation="tanh")

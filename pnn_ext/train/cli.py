@@ -40,7 +40,7 @@ def _train(argv: list[str] | None) -> int:
         acc_s = f"{100 * acc:.2f}%" if acc is not None else "n/a"
         best = summary["test_acc_at_best_val"]
         extra = f" (at best validation epoch {summary['best_epoch']}: {100 * best:.2f}%)" if best is not None else ""
-        act = "relu" if cfg.activation == "relu" else f"degree {cfg.degree}"
+        act = f"degree {cfg.degree}" if cfg.activation == "poly" else cfg.activation
         print(f"{summary['status']}: {cfg.model} on {cfg.dataset}, {act}: test accuracy {acc_s}{extra}; "
               f"{summary['epochs_completed']} epochs, {summary['total_time_s']:.1f}s, "
               f"non-finite steps {summary['nonfinite_steps']}, rollbacks {summary['rollbacks']}; "

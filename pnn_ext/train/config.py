@@ -31,7 +31,7 @@ from .model_registry import MODELS, TORCHVISION
 
 CHOICES = {
     "model": tuple(MODELS),  # or "torchvision:NAME"
-    "activation": ("poly", "relu"),
+    "activation": ("poly", "relu", "silu", "gelu"),
     "act_position": models.ACT_POSITIONS,
     "norm": models.NORMS,
     "basis": BASES,
@@ -78,7 +78,8 @@ class TrainConfig:
                                                 "or after it (conv-bn-act)")
     dropout: float = _f(0.0, "dropout probability before the classifier (and after MLP activations)")
     # activation
-    activation: str = _f("poly", "poly (polynomial, fused op) or relu (baseline)")
+    activation: str = _f("poly", "poly (polynomial, fused op), or an exact baseline: relu, silu or gelu "
+                                         "(the network a smooth --target approximates)")
     degree: int = _f(fitting.DEGREE, f"polynomial degree, 1..{fitting.MAX_DEGREE}")
     # str, not float: "auto" is a value; __post_init__ turns numbers into floats.
     bound: str | None = _f(None, "B: the fit interval [-B, B], a number or auto: per layer, B = calibrate_margin x "

@@ -67,8 +67,8 @@ def load_init(model: nn.Module, path: str, load_weights: bool = True) -> dict:
     src_polys = _saved_poly_prefixes(src)
     dst_polys = {name + "." if name else "" for name, m in model.named_modules() if isinstance(m, PolyActivation)}
     cfg = ck.get("config", {})
-    what = (f"{cfg.get('model')} on {cfg.get('dataset')}, "
-            f"{'relu' if cfg.get('activation') == 'relu' else 'degree ' + str(cfg.get('degree'))}")
+    act = f"degree {cfg.get('degree')}" if cfg.get("activation", "poly") == "poly" else cfg.get("activation")
+    what = f"{cfg.get('model')} on {cfg.get('dataset')}, {act}"
 
     def fail(detail: str):
         raise CheckpointError(f"--init-from {path} ({what}) does not match this model: {detail}")

@@ -87,6 +87,8 @@ MODELS: dict[str, ModelEntry] = {
     "cryptonets": ModelEntry(lambda cfg, s, k: CryptoNets(s[0], k, s[1:], cfg.norm, cfg.act_position, cfg.dropout),
                              **_IMAGES),
 }
+# --activation silu / gelu: exact baselines, the networks a smooth --target approximates
+EXACT_BASELINES: dict[str, Callable[[], nn.Module]] = {"silu": nn.SiLU, "gelu": nn.GELU}
 TORCHVISION = "torchvision:"  # any torchvision classifier: "torchvision:resnet18"
 _TORCHVISION_ENTRY = ModelEntry(lambda cfg, s, k: _torchvision(cfg.model[len(TORCHVISION):], s, k), **_IMAGES)
 
@@ -109,6 +111,11 @@ def build_model(cfg, in_shape: tuple[int, ...], layout: str, num_classes: int) -
         raise ValueError(f"model {name} needs {entry.needs}; {cfg.dataset} has layout {layout}: {entry.hint}")
     model = entry.build(cfg, in_shape, num_classes)
     kaiming_uniform_init(model)
+    if cfg.activation in EXACT_BASELINES:  # the models are built with nn.ReLU
+        for parent in model.modules():
+            for child_name, child in parent.named_children():
+                if isinstance(child, nn.ReLU):
+                    setattr(parent, child_name, EXACT_BASELINES[cfg.activation]())
     if cfg.activation == "poly":
         # --target's default (relu) is what pnn_ext's models use; a torchvision model's
         # activations are each fitted to their own function unless another target is asked.
