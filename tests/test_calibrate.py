@@ -1,5 +1,6 @@
 """--bound auto: PolyActivation.set_bound, the calibration pass, and a calibrated run
 recorded in summary and checkpoint and folded for HE unchanged."""
+import copy
 import json
 
 import numpy as np
@@ -95,6 +96,15 @@ def test_recalibration_measures_every_layer_before_moving_any():
     for r, v, m in zip(together, seen, polys):
         assert r["quantile_abs_x"] == pytest.approx(float(torch.quantile(v, 0.99)), rel=1e-4)
         assert m.bound == r["bound"] == pytest.approx(r["quantile_abs_x"], rel=1e-6)
+    # BatchNorm's running statistics re-estimated through the moved polynomials (dropout as in the pass)
+    probe = copy.deepcopy(model)
+    bn_in = []
+    probe[3].register_forward_pre_hook(lambda mod, a: bn_in.append(a[0].detach().double()))
+    with torch.random.fork_rng(devices=[]), torch.no_grad():
+        probe.train()(x)
+    torch.testing.assert_close(model[3].running_mean.double(), bn_in[0].mean(0), rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(model[3].running_var.double(), bn_in[0].var(0), rtol=1e-4, atol=1e-5)
+    assert model[3].momentum == 0.1
     one_by_one = calibrate(mlp(), x, quantile=0.99, margin=0.25)
     assert one_by_one[0]["bound"] == pytest.approx(together[0]["bound"], rel=1e-6)
     assert one_by_one[1]["max_abs_x"] > 2 * together[1]["max_abs_x"]  # 26 against 9.7
@@ -212,28 +222,48 @@ def test_fit_weight_setting_is_checked_and_fixed_at_resume(tmp_path, capsys):
 
 
 def test_recalibration_after_warm_up_sets_b_from_the_trained_layers(tmp_path):
-    """--recalibrate-epoch 1: epoch 1 trains at the preset B, then each layer's B is the
-    auto rule on the inputs the trained layers see, the polynomial refitted there; a
-    resume continues with those B and does not measure again."""
+    """--recalibrate-epoch 1 (the default at the preset B): epoch 1 trains at the preset B and
+    alpha, then each layer's B is recalibrate_margin x the quantile of the inputs the trained
+    layers see / recalibrate_alpha^2, alpha recalibrate_alpha, the polynomial refitted there;
+    a resume continues with those B and alpha and does not measure again."""
     from testing import run
-    summary, trainer = run(tmp_path, epochs=2, recalibrate_epoch=1, calibrate_margin=2.0)
+    summary, trainer = run(tmp_path, epochs=2, recalibrate_margin=2.0)
     records = summary["recalibration"]
     assert len(records) == 3 and summary["calibration"] is None
     first, second = (r["layer_bound"] for r in trainer.history)
     assert first == [47.0] * 3
     assert second == [r["bound"] for r in records] == summary["bounds"] != first
     for r, m in zip(records, trainer.polys):
-        assert r["bound"] == pytest.approx(2.0 * r["quantile_abs_x"] / m.alpha ** 2)
+        assert m.alpha == r["alpha"] == 0.9  # the preset's 0.5 before
+        assert r["bound"] == pytest.approx(2.0 * r["quantile_abs_x"] / 0.9 ** 2)
         np.testing.assert_allclose(m.coeffs.double().numpy(), fitting.fit("relu", 22, r["bound"]).coeffs,
                                    rtol=1e-5, atol=1e-6)
     assert summary["max_abs_x_over_b"] == pytest.approx(max(
         x / b for row in trainer.history for x, b in zip(row["layer_max_abs_x"], row["layer_bound"])))
     out = str(tmp_path / "run")
-    assert train_main(["--epochs", "3", "--recalibrate-epoch", "1", "--calibrate-margin", "2.0", "--batch-size",
+    assert train_main(["--epochs", "3", "--recalibrate-margin", "2.0", "--batch-size",
                        "64", "--resume", "last", "--out-dir", out, "--no-progress", "--no-plots"]) == 0
     resumed = json.loads(open(f"{out}/summary.json").read())
     assert resumed["recalibration"] == records and resumed["bounds"] == summary["bounds"]
     assert resumed["epochs_completed"] == 3
+    resumed_model, _, _ = load_run(out)
+    assert [m.alpha for m in pnn_ext.nn.poly_modules(resumed_model)] == [0.9] * 3
+
+
+def test_recalibration_is_the_default_where_b_is_not_given():
+    assert TrainConfig().recalibrate_after() == 1 and TrainConfig(bound="auto").recalibrate_after() == 1
+    assert TrainConfig().recalibrate_epoch is None  # unresolved in the settings: a resume for more epochs matches
+    assert TrainConfig(epochs=1).recalibrate_after() == 1  # a run that ends first never gets there
+    assert TrainConfig(bound="12").recalibrate_after() == 0 and TrainConfig(activation="relu").recalibrate_after() == 0
+    assert TrainConfig(recalibrate_epoch=0).recalibrate_after() == 0
+    assert TrainConfig(bound="12", recalibrate_epoch=2, epochs=3).recalibrate_after() == 2
+    assert TrainConfig().recalibrated_alpha() == 0.9 and TrainConfig(alpha=0.25).recalibrated_alpha() == 0.25
+    assert TrainConfig(alpha=0.25, recalibrate_alpha=0.8).recalibrated_alpha() == 0.8
+    for name in ("recalibrate_margin", "recalibrate_alpha"):
+        with pytest.raises(ValueError, match=f"{name} must be > 0"):
+            TrainConfig(**{name: 0.0})
+    with pytest.raises(ValueError, match="recalibrate_epoch must be >= 0"):
+        TrainConfig(recalibrate_epoch=-1)
 
 
 def test_recalibrate_epoch_must_fall_inside_the_run(tmp_path):

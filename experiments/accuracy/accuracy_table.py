@@ -50,18 +50,38 @@ def command(summary: dict) -> str:
     return " ".join(keep)
 
 
+DATASET_PREFIXES = ("mnist", "dig", "seq")  # MNIST, digits, sequential MNIST (cnn1d); none: Fashion-MNIST
+
+
 def dataset_prefix(family: str) -> str:
-    """"mnist_" for the MNIST families (mnist_relu_e5, ...), "" for Fashion-MNIST's."""
-    return family.split("_", 1)[0] + "_" if family.startswith("mnist_") else ""
+    """"mnist_" for the MNIST families (mnist_relu_e5, ...), "dig_" and "seq_" for digits and
+    sequential MNIST, "" for Fashion-MNIST's."""
+    head = family.split("_", 1)[0]
+    return head + "_" if head in DATASET_PREFIXES and "_" in family else ""
+
+
+RELU = re.compile(r"(?:(" + "|".join(DATASET_PREFIXES) + r")_)?relu_e(\d+)")
+
+
+def shown_command(summary: dict) -> str:
+    """command(), plus --recalibrate-epoch 0 for a polynomial run at the preset B made before
+    recalibration became the default (its settings have no recalibrate_epoch, or 0 with no
+    flag): the flag that reproduces it with this version."""
+    cmd, cfg = command(summary), summary.get("config") or {}
+    preset = cfg.get("activation", "poly") == "poly" and cfg.get("bound") in (None, "auto")
+    if preset and cfg.get("recalibrate_epoch") in (None, 0) and "--recalibrate-epoch" not in cmd \
+            and "recalibrate_margin" not in cfg:
+        cmd += " --recalibrate-epoch 0"
+    return cmd
 
 
 def table(out: str, families: list[tuple[str, str]]) -> str:
     relu = {}  # (dataset prefix, epochs) -> the ReLU family's mean test accuracy
     for fam, _ in families:
-        m = re.fullmatch(r"(mnist_)?relu_e(\d+)", fam)
+        m = RELU.fullmatch(fam)
         acc = [100 * s["final_test_acc"] for s in runs(out, fam)] if m else []
         if acc:
-            relu[(m.group(1) or "", m.group(2))] = statistics.mean(acc)
+            relu[((m.group(1) + "_") if m.group(1) else "", m.group(2))] = statistics.mean(acc)
     lines = ["| run | seeds | test acc % | best-val test acc % | − ReLU | s/epoch | max \\|x\\|/B | command |",
              "|---|---:|---:|---:|---:|---:|---:|---|"]
     for fam, label in families:
@@ -72,13 +92,13 @@ def table(out: str, families: list[tuple[str, str]]) -> str:
         best = [100 * s["test_acc_at_best_val"] for s in found]
         m = re.search(r"_e(\d+)$", fam)
         ref = relu.get((dataset_prefix(fam), m.group(1))) if m else None
-        is_relu = re.fullmatch(r"(mnist_)?relu_e\d+", fam) is not None
+        is_relu = RELU.fullmatch(fam) is not None
         delta = f"{statistics.mean(acc) - ref:+.2f}" if ref is not None and not is_relu else ""
         secs = statistics.mean(s["epoch_time_s"] for s in found)
         ratios = [s["max_abs_x_over_b"] for s in found if s.get("max_abs_x_over_b") is not None]
         ratio = f"{max(ratios):.2f}" if ratios else ""
         lines.append(f"| {label} | {len(found)} | {mean_std(acc)} | {mean_std(best)} | {delta} | {secs:.0f} | "
-                     f"{ratio} | `{command(found[0])}` |")
+                     f"{ratio} | `{shown_command(found[0])}` |")
     return "\n".join(lines) + "\n"
 
 

@@ -17,8 +17,10 @@ HERE=$(cd "$(dirname "$0")" && pwd)
 OUT=${1:-runs/finetune}
 SEEDS=${SEEDS:-0 1 2}
 read -r -a EXTRA <<< "${EXTRA:-}"
+# --recalibrate-epoch 0: these figures were made with B fixed for the whole run, before
+# recalibration after epoch 1 became the default at the preset B (docs/accuracy.md).
 train() { python -m pnn_ext.train --dataset mnist --data-dir "$PNN_DATA" --no-progress --no-plots --overwrite \
-  "${EXTRA[@]}" "$@" | tail -n 1; }
+  --recalibrate-epoch 0 "${EXTRA[@]}" "$@" | tail -n 1; }
 for s in $SEEDS; do
   for e in 1 2; do
     train --activation relu --epochs "$e" --seed "$s" --out-dir "$OUT/relu$e/seed$s"

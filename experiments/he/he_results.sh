@@ -13,9 +13,12 @@ OUT=${1:-runs/he}
 DATA=${PNN_DATA:-data}
 mkdir -p "$OUT"
 reports=()
+# --recalibrate-epoch 0: these figures were made with B fixed for the whole run, before
+# recalibration after epoch 1 became the default at the preset B (docs/accuracy.md).
 train() {  # DIR pnn-train flags...
   local dir=$1; shift
-  [ -f "$OUT/$dir/best.pt" ] || pnn-train "$@" --no-progress --no-plots --out-dir "$OUT/$dir" --overwrite | tail -n 1
+  [ -f "$OUT/$dir/best.pt" ] || pnn-train "$@" --recalibrate-epoch 0 --no-progress --no-plots --out-dir "$OUT/$dir" \
+    --overwrite | tail -n 1
 }
 measure() {  # NAME pnn-he arguments...
   local name=$1; shift

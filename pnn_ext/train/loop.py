@@ -237,7 +237,7 @@ class Trainer:
         start = time.time()
         try:
             while self.epoch < cfg.epochs and not (cfg.max_steps and self.step >= cfg.max_steps):
-                if cfg.recalibrate_epoch and self.epoch == cfg.recalibrate_epoch and self.recalibration is None:
+                if cfg.recalibrate_after() and self.epoch == cfg.recalibrate_after() and self.recalibration is None:
                     self._recalibrate()
                 try:
                     row = self.train_epoch()
@@ -278,13 +278,13 @@ class Trainer:
         return summary
 
     def _recalibrate(self) -> None:
-        """--recalibrate-epoch: B per layer from the inputs the trained layers see now, the
-        polynomials refitted there; saved at once, so a resume or rollback from here on
-        finds the new B (and does not measure again)."""
-        self.recalibration = calibrate_run(self.model, self.data.train, self.cfg, self.device, auto_bound=True,
-                                           sequential=False)
+        """--recalibrate-epoch: B and alpha per layer from the inputs the trained layers see
+        now, the polynomials refitted there; saved at once, so a resume or rollback from
+        here on finds the new B (and does not measure again)."""
+        self.recalibration = calibrate_run(self.model, self.data.train, self.cfg, self.device, recalibrate=True)
         self.log(f"recalibrated after epoch {self.epoch}: B = " +
-                 ", ".join(f"{r['bound']:.3g}" for r in self.recalibration))
+                 ", ".join(f"{r['bound']:.3g}" for r in self.recalibration) +
+                 f" (alpha {self.cfg.recalibrated_alpha():g})")
         self.save(best=False)
 
     def _evaluate_epoch(self, row: dict) -> dict:
