@@ -100,6 +100,8 @@ def test_recalibration_measures_every_layer_before_moving_any():
     probe = copy.deepcopy(model)
     bn_in = []
     probe[3].register_forward_pre_hook(lambda mod, a: bn_in.append(a[0].detach().double()))
+    for m in pnn_ext.nn.poly_modules(probe):  # that pass clamps each polynomial's inputs to [-B, B]
+        m.register_forward_pre_hook(lambda mod, a: (a[0].clamp(-mod.bound, mod.bound),))
     with torch.random.fork_rng(devices=[]), torch.no_grad():
         probe.train()(x)
     torch.testing.assert_close(model[3].running_mean.double(), bn_in[0].mean(0), rtol=1e-4, atol=1e-5)
@@ -108,6 +110,27 @@ def test_recalibration_measures_every_layer_before_moving_any():
     one_by_one = calibrate(mlp(), x, quantile=0.99, margin=0.25)
     assert one_by_one[0]["bound"] == pytest.approx(together[0]["bound"], rel=1e-6)
     assert one_by_one[1]["max_abs_x"] > 2 * together[1]["max_abs_x"]  # 26 against 9.7
+
+
+def test_recalibration_keeps_batchnorm_statistics_finite():
+    """A B far inside the inputs (margin 0.02: most inputs past B): the polynomials explode on
+    them, but BatchNorm's statistics are re-estimated from inputs clamped to [-B, B], finite."""
+    model = mlp()
+    x = 5 * torch.randn(1024, 20, generator=torch.Generator().manual_seed(4))
+    calibrate(model, x, quantile=0.999, margin=0.02, sequential=False)
+    for m in model.modules():
+        if isinstance(m, nn.BatchNorm1d):
+            assert torch.isfinite(m.running_mean).all() and torch.isfinite(m.running_var).all()
+            assert m.running_var.max() < 1e6  # the bounded polynomial's outputs, not the explosion
+            assert not torch.equal(m.running_var, torch.ones_like(m.running_var))  # re-estimated, not kept
+    seen = []  # what an unclamped pass hands the BatchNorms
+    probe = copy.deepcopy(model).train()
+    for m in probe.modules():
+        if isinstance(m, nn.BatchNorm1d):
+            m.register_forward_pre_hook(lambda mod, a: seen.append(float(a[0].abs().max())))
+    with torch.no_grad():
+        probe(x)
+    assert max(seen) > 1e6
 
 
 def test_non_finite_inputs_name_the_layer():
