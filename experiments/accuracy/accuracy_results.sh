@@ -6,7 +6,7 @@
 #    epoch, then recalibrated), the small CNN on Fashion-MNIST and MNIST, 5 and 15 epochs.
 # 2. accuracy-data: ReLU, the published preset (--recalibrate-epoch 0) and the recalibrated
 #    setting on digits (small CNN, 10 epochs), sequential MNIST (cnn1d, 10 epochs) and MNIST.
-# 3. accuracy: each lever of issue 22 on Fashion-MNIST, 5 epochs (B, alpha, learnable
+# 3. accuracy-levers: each lever of issue 22 on Fashion-MNIST, 5 epochs (B, alpha, learnable
 #    coefficients, progressive replacement, distillation, the input-weighted fit, auto-B,
 #    recalibration, the fitted target and fit method, the exact SiLU and GELU networks), the
 #    levers that lost on seed 0 on that seed only (ALL_SEEDS=1: every seed).
@@ -17,8 +17,9 @@
 # Fashion-MNIST: Debian's dataset-fashion-mnist (apt-get install dataset-fashion-mnist puts
 # the idx files in /usr/share/datasets/fashion-mnist) or any directory in $FASHION_MNIST;
 # MNIST: its idx files in $PNN_DATA (the MNIST rows are skipped without it).
-# Finished runs are kept, so an interrupted script continues where it stopped.
-# Output: $1 (default runs/accuracy)/FAMILY/seedS and accuracy.md.
+# Finished runs are kept, so an interrupted script continues where it stopped; TABLES_ONLY=1
+# writes the tables from the runs already in OUT.
+# Output: $1 (default runs/accuracy)/FAMILY/seedS and the tables accuracy-{defaults,data,levers}.md.
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 [ -n "${PNN_NO_ENV:-}" ] || source "$HERE/../../scripts/env.sh"
@@ -32,6 +33,7 @@ RECAL=(--alpha 0.9 --recalibrate-epoch 1 --calibrate-margin 1.3)
 AUTO=(--bound auto --alpha 0.9 --calibrate-margin 1.3)
 train() {  # FAMILY SEED pnn-train flags... (Fashion-MNIST unless the flags name another --dataset)
   local fam=$1 seed=$2; shift 2
+  [ -z "${TABLES_ONLY:-}" ] || return 0  # TABLES_ONLY=1: the tables from the runs in OUT, nothing trained
   local data=("${FM[@]}")
   [[ " $* " == *" --dataset "* ]] && data=(--no-plots)
   [ -f "$OUT/$fam/seed$seed/summary.json" ] || \
@@ -121,8 +123,8 @@ table() { python "$HERE/accuracy_table.py" "$OUT" "$@"; }
     "silu_e5=exact SiLU network (no polynomial)" "gelu_e5=exact GELU network (no polynomial)" \
     "relu_e15=ReLU, 15 epochs" "d22_e15=degree 22, B fixed, 15 epochs" \
     "recal_e15=recalibrated after epoch 1, 15 epochs"
-} > "$OUT/accuracy.md"
-cat "$OUT/accuracy-defaults.md" "$OUT/accuracy-data.md" "$OUT/accuracy.md"
-for section in accuracy-defaults accuracy-data accuracy; do
+} > "$OUT/accuracy-levers.md"
+cat "$OUT/accuracy-defaults.md" "$OUT/accuracy-data.md" "$OUT/accuracy-levers.md"
+for section in accuracy-defaults accuracy-data accuracy-levers; do
   python "$HERE/../docs_section.py" docs/accuracy.md "$section" < "$OUT/$section.md"
 done

@@ -97,7 +97,7 @@ def table(out: str, families: list[tuple[str, str]]) -> str:
         secs = statistics.mean(s["epoch_time_s"] for s in found)
         ratios = [s["max_abs_x_over_b"] for s in found if s.get("max_abs_x_over_b") is not None]
         ratio = f"{max(ratios):.2f}" if ratios else ""
-        lines.append(f"| {label} | {len(found)} | {mean_std(acc)} | {mean_std(best)} | {delta} | {secs:.0f} | "
+        lines.append(f"| {label} | {len(found)} | {mean_std(acc)} | {mean_std(best)} | {delta} | {secs:.{1 if secs < 10 else 0}f} | "
                      f"{ratio} | `{shown_command(found[0])}` |")
     return "\n".join(lines) + "\n"
 

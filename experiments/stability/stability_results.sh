@@ -59,6 +59,7 @@ for data in digits mnist; do
 done
 python "$(dirname "$0")/recalibration_table.py" digits="$OUT/digits-recal" mnist="$OUT/mnist-recal" \
   > "$OUT/recalibration.md"
+python "$(dirname "$0")/../docs_section.py" docs/stability.md stability-recal < "$OUT/recalibration.md"
 # the tables, from the run directories
 pnn-sweep --report-only --grid bound=auto,none,6,12,24 "${LR[@]}" --grid degree=2,8,22,32 \
   --out-dir "$OUT/digits-map" > /dev/null
