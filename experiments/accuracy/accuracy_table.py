@@ -46,6 +46,8 @@ def command(summary: dict) -> str:
             continue
         if w in ("--overwrite", "--no-progress"):
             continue
+        if keep and keep[-1] == "--data-dir" and w == os.environ.get("PNN_DATA"):
+            w = "$PNN_DATA"  # MNIST's directory on the machine that ran it: the reader's own
         keep.append(w)
     return " ".join(keep)
 
@@ -97,8 +99,10 @@ def table(out: str, families: list[tuple[str, str]]) -> str:
         secs = statistics.mean(s["epoch_time_s"] for s in found)
         ratios = [s["max_abs_x_over_b"] for s in found if s.get("max_abs_x_over_b") is not None]
         ratio = f"{max(ratios):.2f}" if ratios else ""
-        lines.append(f"| {label} | {len(found)} | {mean_std(acc)} | {mean_std(best)} | {delta} | {secs:.{1 if secs < 10 else 0}f} | "
-                     f"{ratio} | `{shown_command(found[0])}` |")
+        secs_text = f"{secs:.1f}" if secs < 10 else f"{secs:.0f}"
+        cmd = shown_command(found[0]).replace(os.path.abspath(out), "$OUT")
+        lines.append(f"| {label} | {len(found)} | {mean_std(acc)} | {mean_std(best)} | {delta} | {secs_text} | "
+                     f"{ratio} | `{cmd}` |")
     return "\n".join(lines) + "\n"
 
 
