@@ -86,7 +86,7 @@ class TrainConfig:
     dropout: float = _f(0.0, "dropout probability before the classifier (and after MLP activations)")
     # activation
     activation: str = _f("poly", "poly (polynomial, fused op), or an exact baseline: relu, silu or gelu "
-                                         "(the network a smooth --target approximates)")
+                                 "(the network a smooth --target approximates)")
     degree: int = _f(fitting.DEGREE, f"polynomial degree, 1..{fitting.MAX_DEGREE}")
     # str, not float: "auto" is a value; __post_init__ turns numbers into floats.
     bound: str | None = _f(None, "B: the fit interval [-B, B], a number or auto: per layer, B = calibrate_margin x "
