@@ -45,6 +45,19 @@ def mlp(seed=0):
     return pnn_ext.convert(model, degree=22)
 
 
+def layer_inputs(model, x) -> list[torch.Tensor]:
+    """|x| reaching each PolyActivation in one training-mode forward, in float64 (the random
+    streams put back, so a calibration pass that follows sees the same dropout)."""
+    seen = []
+    hooks = [m.register_forward_pre_hook(lambda mod, a: seen.append(a[0].detach().double().abs().flatten()))
+             for m in pnn_ext.nn.poly_modules(model)]
+    with torch.random.fork_rng(devices=[]), torch.no_grad():
+        model.train()(x)
+    for h in hooks:
+        h.remove()
+    return seen
+
+
 @pytest.mark.parametrize("scale", [0.05, 1.0, 300.0])
 def test_each_layer_gets_margin_times_its_quantile(scale):
     """Hostile input scales: B follows the inputs each layer really sees after the layers
@@ -61,13 +74,7 @@ def test_each_layer_gets_margin_times_its_quantile(scale):
     polys = list(pnn_ext.nn.poly_modules(model))
     assert [r["bound"] for r in records] == [m.bound for m in polys] and len(records) == 3
     # the same forward again (dropout in the same random state), in float64: each layer's input quantile
-    seen = []
-    hooks = [m.register_forward_pre_hook(lambda mod, a: seen.append(a[0].detach().double().abs().flatten()))
-             for m in polys]
-    with torch.random.fork_rng(devices=[]), torch.no_grad():
-        model.train()(x)
-    for h in hooks:
-        h.remove()
+    seen = layer_inputs(model, x)
     for r, v, m in zip(records, seen, polys):
         q = float(torch.quantile(v, 0.99))
         assert r["quantile_abs_x"] == pytest.approx(q, rel=1e-4)
@@ -83,15 +90,9 @@ def test_recalibration_measures_every_layer_before_moving_any():
     behind an already-moved layer 1, whose inputs past its new B blow up (here: the
     quantile-based B of layer 1 leaves 1 % of its inputs outside the interval)."""
     x = torch.randn(512, 20, generator=torch.Generator().manual_seed(3))
-    seen = []
     model = mlp()
     polys = list(pnn_ext.nn.poly_modules(model))
-    hooks = [m.register_forward_pre_hook(lambda mod, a: seen.append(a[0].detach().double().abs().flatten()))
-             for m in polys]
-    with torch.random.fork_rng(devices=[]), torch.no_grad():
-        model.train()(x)
-    for h in hooks:
-        h.remove()
+    seen = layer_inputs(model, x)
     together = calibrate(model, x, quantile=0.99, margin=0.25, sequential=False)  # B = q
     for r, v, m in zip(together, seen, polys):
         assert r["quantile_abs_x"] == pytest.approx(float(torch.quantile(v, 0.99)), rel=1e-4)
