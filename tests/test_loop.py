@@ -104,7 +104,8 @@ def test_guard_rollback_recovers_with_lower_lr(tmp_path):
 
 
 def test_guard_off_stops_and_records_divergence(tmp_path):
-    cfg = TrainConfig(**{**QUICK, "out_dir": str(tmp_path / "g"), "guard": False})
+    # recalibrate_epoch 0: the recalibration's passes after epoch 1 would count as poisoned forwards
+    cfg = TrainConfig(**{**QUICK, "out_dir": str(tmp_path / "g"), "guard": False, "recalibrate_epoch": 0})
     trainer = Trainer(cfg)
     per_epoch = len(trainer.train_loader)
     _poison(trainer, {per_epoch + 4})
