@@ -274,6 +274,18 @@ def test_recalibration_after_warm_up_sets_b_from_the_trained_layers(tmp_path):
     assert [m.alpha for m in pnn_ext.nn.poly_modules(resumed_model)] == [0.9] * 3
 
 
+def test_recalibration_is_skipped_where_the_warm_up_reached_the_penalty(tmp_path):
+    """alpha 0.05: the penalty starts at 2.35 at B = 47, the warm-up's inputs go well past it
+    and the boundary loss outweighs 5 % of the cross-entropy, so B and alpha stay, each
+    record says why, and the run trains on at the preset."""
+    from testing import run
+    summary, trainer = run(tmp_path, epochs=2, alpha=0.05)
+    records = summary["recalibration"]
+    assert len(records) == 3 and all(r["skipped"] and r["warmup_boundary_share"] > 0.05 for r in records)
+    assert summary["bounds"] == [47.0] * 3 and [m.alpha for m in trainer.polys] == [0.05] * 3
+    assert [r["layer_bound"] for r in trainer.history] == [[47.0] * 3] * 2
+
+
 def test_recalibration_is_the_default_where_b_is_not_given():
     assert TrainConfig().recalibrate_after() == 1 and TrainConfig(bound="auto").recalibrate_after() == 1
     assert TrainConfig().recalibrate_epoch is None  # unresolved in the settings: a resume for more epochs matches

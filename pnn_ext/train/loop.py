@@ -30,6 +30,10 @@ from .guard import NonFinite, Rollback, rollback, rolled_back_on_state, stop_div
 from .model_registry import build_model
 from .resume import resume
 
+# --recalibrate-epoch is skipped where lambda x the boundary term exceeded this share of the
+# cross-entropy in a warm-up epoch (see Trainer._recalibrate).
+PENALTY_AT_WORK = 0.05
+
 
 class Trainer:
     """One run of a TrainConfig. ``run()`` returns the summary it writes to OUT_DIR/summary.json."""
@@ -280,7 +284,23 @@ class Trainer:
     def _recalibrate(self) -> None:
         """--recalibrate-epoch: B and alpha per layer from the inputs the trained layers see
         now, the polynomials refitted there; saved at once, so a resume or rollback from
-        here on finds the new B (and does not measure again)."""
+        here on finds the new B (and does not measure again).
+
+        Skipped (every B and alpha kept, each record marked) where the boundary loss was
+        more than PENALTY_AT_WORK of the cross-entropy in a warm-up epoch: the penalty is then
+        holding the inputs in, as at large learning rates, and B = 1.6 q would leave it more
+        than it can do (MNIST MLP, degree 22, lr 3e-2: 51 % with B fixed, 11 % when
+        recalibrated). On the small CNN at lr 1e-3 it is 0-1 %; at lr 3e-2, and in the cnn1d's
+        first epoch, 13 % to 1e12 times the cross-entropy."""
+        share = max((self.cfg.lam * r["train_boundary"] / r["train_ce"] for r in self.history
+                     if r.get("train_ce")), default=0.0)
+        if not share <= PENALTY_AT_WORK:  # a NaN share (a diverging warm-up) skips too
+            self.recalibration = [{"bound": m.bound, "alpha": m.alpha, "skipped": "boundary loss at work in the "
+                                   "warm-up", "warmup_boundary_share": share} for m in self.polys]
+            self.log(f"not recalibrated after epoch {self.epoch}: the boundary loss reached {share:.3g} x the "
+                     f"cross-entropy in the warm-up (B stays: the penalty is holding the inputs in)")
+            self.save(best=False)
+            return
         self.recalibration = calibrate_run(self.model, self.data.train, self.cfg, self.device, recalibrate=True)
         self.log(f"recalibrated after epoch {self.epoch}: B = " +
                  ", ".join(f"{r['bound']:.3g}" for r in self.recalibration) +
