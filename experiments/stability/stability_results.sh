@@ -57,7 +57,7 @@ for data in digits mnist; do
       --out-dir "$OUT/$data-recal$r" -- "${args[@]}" --recalibrate-epoch $r
   done
 done
-python "$(dirname "$0")/recalibration_table.py" digits="$OUT/digits-recal" mnist="$OUT/mnist-recal" \
+python "$(dirname "$0")/recalibration_table.py" digits="$OUT/digits" mnist="$OUT/mnist" \
   > "$OUT/recalibration.md"
 python "$(dirname "$0")/../docs_section.py" docs/stability.md stability-recal < "$OUT/recalibration.md"
 # the tables, from the run directories
