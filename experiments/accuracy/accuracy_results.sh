@@ -72,6 +72,7 @@ for s in $SEEDS; do
   train relu_e15 "$s" --epochs 15 --activation relu
   train recal_e15 "$s" --epochs 15 "${RECAL[@]}"
   train def_d22_e15 "$s" --epochs 15 --degree 22
+  train gelu_e15 "$s" --epochs 15 --activation gelu
   DG=(--dataset digits); SQ=(--dataset mnist --data-dir "${PNN_DATA:-}" --model cnn1d --epochs 10)
   train dig_relu_e10 "$s" "${DG[@]}" --activation relu
   train dig_d22_e10 "$s" "${DG[@]}" "${NOFIX[@]}"
@@ -126,7 +127,8 @@ table() { python "$HERE/accuracy_table.py" "$OUT" "$@"; }
     "recremez_e5=recalibrated, minimax (Remez) fit" \
     "silu_e5=exact SiLU network (no polynomial)" "gelu_e5=exact GELU network (no polynomial)" \
     "relu_e15=ReLU, 15 epochs" "d22_e15=degree 22, B fixed, 15 epochs" \
-    "recal_e15=recalibrated after epoch 1, 15 epochs"
+    "recal_e15=recalibrated after epoch 1, 15 epochs" "def_d22_e15=the default, 15 epochs" \
+    "gelu_e15=exact GELU network, 15 epochs"
 } > "$OUT/accuracy-levers.md"
 cat "$OUT/accuracy-defaults.md" "$OUT/accuracy-data.md" "$OUT/accuracy-levers.md"
 for section in accuracy-defaults accuracy-data accuracy-levers; do
