@@ -114,12 +114,15 @@ def test_deadlock_is_reported(selftest):
 
 def test_block_speed(selftest):
     """Hundreds of 256-thread blocks must stay affordable: a block with 2 barriers and 20
-    shuffle rounds (the forward kernel's pattern) takes about 10 ms on 2 loaded cores."""
+    shuffle rounds (the forward kernel's pattern) takes about 10 ms on 2 loaded cores. The
+    bound is on CPU time: wall time also counts other processes (it failed at 100 ms beside
+    two training runs, under nice)."""
     proc = run(selftest, "bench")
     assert proc.returncode == 0, output(proc)
     ms = float(proc.stdout.split("ms_per_block")[1].split()[0])
-    print(f"emulated 256-thread block: {ms:.2f} ms")
-    assert ms < 100, output(proc)
+    cpu_ms = float(proc.stdout.split("cpu_ms_per_block")[1].split()[0])
+    print(f"emulated 256-thread block: {ms:.2f} ms wall, {cpu_ms:.2f} ms CPU")
+    assert cpu_ms < 100, output(proc)
 
 
 def test_build_caches_defines_and_reports_errors(tmp_path):
