@@ -80,8 +80,8 @@ def calibrate(model: nn.Module, x: torch.Tensor, quantile: float, margin: float,
     every value of the batch: a later layer then measured a quantile of 0.1 and overflowed.
     """
     polys = [(name, m) for name, m in model.named_modules() if isinstance(m, PolyActivation)]
-    records: dict[str, dict] = {}
-    later: dict[str, tuple] = {}  # sequential=False: name -> (module, bound, signed inputs)
+    asked: dict[str, dict] = {}    # per layer, the largest B a call asked for and what it was measured on
+    records: dict[str, dict] = {}  # per layer, the B it was moved to
     gen = torch.Generator().manual_seed(seed)
 
     def move(name: str, module: PolyActivation, bound: float, signed: torch.Tensor, q: float, top: float):
@@ -103,41 +103,46 @@ def calibrate(model: nn.Module, x: torch.Tensor, quantile: float, margin: float,
                                  f"polynomial overflowed, or the network has diverged): no B can be measured")
             rule_alpha = module.alpha if alpha is None else alpha
             bound = margin * max(q, FLOOR) / rule_alpha ** 2 if auto_bound else module.bound
-            seen = records.get(name) if sequential else later.get(name)
-            if seen is None or bound > (seen["bound"] if sequential else seen[1]):
+            if name not in asked or bound > asked[name]["bound"]:
+                asked[name] = {"module": module, "bound": bound, "signed": signed, "q": q, "top": top}
                 if sequential:
-                    move(name, module, bound, signed, q, top)
-                else:
-                    later[name] = (module, bound, signed, q, top)
+                    move(name, **asked[name])
         return pre
 
     bn = [b for m in model.modules() if isinstance(m, _BatchNorm) for b in m.buffers(recurse=False)]
     saved_bn = [b.clone() for b in bn]
-    was_training = model.training
     handles = [m.register_forward_pre_hook(hook(name)) for name, m in polys]
-    devices = [x.device] if x.device.type == "cuda" else []
     try:
-        with torch.random.fork_rng(devices=devices), torch.no_grad():
-            model.train()
-            model(x)
+        _training_forward(model, x)
     finally:
         for h in handles:
             h.remove()
         for b, s in zip(bn, saved_bn):
             b.copy_(s)
-        model.train(was_training)
-    for name, (module, bound, signed, q, top) in later.items():
-        move(name, module, bound, signed, q, top)
-    if later:
-        _reestimate_batchnorm(model, x, devices)
+    if not sequential:
+        for name, a in asked.items():
+            move(name, **a)
+        _reestimate_batchnorm(model, x)
     return [records[name] for name, _ in polys if name in records]
+
+
+def _training_forward(model: nn.Module, x: torch.Tensor) -> None:
+    """One forward of ``x`` in training mode (BatchNorm on batch statistics), without grad,
+    the random generators (dropout) and the model's mode put back afterwards."""
+    was_training = model.training
+    try:
+        with torch.random.fork_rng(devices=[x.device] if x.device.type == "cuda" else []), torch.no_grad():
+            model.train()
+            model(x)
+    finally:
+        model.train(was_training)
 
 
 def _clamp_to_bound(module: PolyActivation, args):
     return (args[0].clamp(-module.bound, module.bound),)
 
 
-def _reestimate_batchnorm(model: nn.Module, x: torch.Tensor, devices: list) -> None:
+def _reestimate_batchnorm(model: nn.Module, x: torch.Tensor) -> None:
     """BatchNorm's running statistics from one training-mode forward of ``x`` through the
     moved polynomials. The old ones describe the old polynomials' outputs (at B = 35, degree
     8 is 1.2 above ReLU at 0; at B = 8, 0.3): on digits, whose epoch is 23 steps, the
@@ -149,27 +154,23 @@ def _reestimate_batchnorm(model: nn.Module, x: torch.Tensor, devices: list) -> N
     batch statistics (the unclamped pass overflowed them on digits' MLP, 2 of 3 seeds). If
     the statistics still come out non-finite, the old ones are kept."""
     bn = [m for m in model.modules() if isinstance(m, _BatchNorm) and m.track_running_stats]
-    saved = [[b.clone() for b in m.buffers(recurse=False)] for m in bn]
+    buffers = [b for m in bn for b in m.buffers(recurse=False)]
+    saved = [b.clone() for b in buffers]
     momenta = [m.momentum for m in bn]
-    was_training = model.training
     clamps = [m.register_forward_pre_hook(_clamp_to_bound) for m in model.modules() if isinstance(m, PolyActivation)]
     try:
         for m in bn:
             m.reset_running_stats()
             m.momentum = None  # a cumulative average: this one batch's statistics
-        with torch.random.fork_rng(devices=devices), torch.no_grad():
-            model.train()
-            model(x)
-        if not all(bool(torch.isfinite(b).all()) for m in bn for b in m.buffers(recurse=False)):
-            for m, old in zip(bn, saved):
-                for b, o in zip(m.buffers(recurse=False), old):
-                    b.copy_(o)
+        _training_forward(model, x)
+        if not all(bool(torch.isfinite(b).all()) for b in buffers):
+            for b, old in zip(buffers, saved):
+                b.copy_(old)
     finally:
         for h in clamps:
             h.remove()
         for m, momentum in zip(bn, momenta):
             m.momentum = momentum
-        model.train(was_training)
 
 
 def calibrate_run(model: nn.Module, train_set, cfg, device: torch.device, auto_bound: bool | None = None,

@@ -13,6 +13,7 @@ from torch import nn
 
 from .. import fitting
 from ..conversion import convert, polynomial_report
+from ..conversion.modules import replace_modules
 from ..models import MLP, CNN1d, CryptoNets, ResNet18, SmallCNN, kaiming_uniform_init
 from ..nn import poly_modules
 
@@ -111,11 +112,9 @@ def build_model(cfg, in_shape: tuple[int, ...], layout: str, num_classes: int) -
         raise ValueError(f"model {name} needs {entry.needs}; {cfg.dataset} has layout {layout}: {entry.hint}")
     model = entry.build(cfg, in_shape, num_classes)
     kaiming_uniform_init(model)
-    if cfg.activation in EXACT_BASELINES:  # the models are built with nn.ReLU
-        for parent in model.modules():
-            for child_name, child in parent.named_children():
-                if isinstance(child, nn.ReLU):
-                    setattr(parent, child_name, EXACT_BASELINES[cfg.activation]())
+    if cfg.activation in EXACT_BASELINES:  # every nn.ReLU (and a transformer's F.relu) becomes it
+        replace_modules(model, lambda name, params: EXACT_BASELINES[cfg.activation if name == "relu" else name](),
+                        (nn.ReLU,), max_pool=None)
     if cfg.activation == "poly":
         # --target's default (relu) is what pnn_ext's models use; a torchvision model's
         # activations are each fitted to their own function unless another target is asked.
